@@ -1,0 +1,137 @@
+// Buffer: a move-only handle to bytes owned by a BufferOwner (a pool, a
+// shared-memory slab, a registered RDMA region). Handing a Buffer over moves
+// ownership; the bytes are never copied. When the last handle is destroyed
+// the bytes go back to their owner through BufferOwner::Release().
+//
+// BufferPool: page-aligned (4096) buffers in power-of-two size classes,
+// recycled through per-class free lists. Thread-safe.
+//
+// A Buffer is not thread-safe itself; it may be moved between threads.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+
+namespace zcrpc {
+
+// Whoever hands out a Buffer's memory gets it back through Release(). The
+// owner must outlive every Buffer it handed out.
+class BufferOwner {
+ public:
+  // Called exactly once per handed-out buffer, from any thread.
+  virtual void Release(uint8_t* data, size_t capacity) noexcept = 0;
+
+ protected:
+  ~BufferOwner() = default;
+};
+
+class Buffer {
+ public:
+  Buffer() = default;
+  // Takes ownership of `capacity` bytes at `data`, of which the first `size`
+  // are valid. `owner` gets them back when the buffer dies.
+  static Buffer Take(uint8_t* data, size_t size, size_t capacity, BufferOwner* owner) {
+    return Buffer(data, size, capacity, owner);
+  }
+
+  Buffer(Buffer&& other) noexcept { *this = std::move(other); }
+  Buffer& operator=(Buffer&& other) noexcept {
+    if (this != &other) {
+      reset();
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      capacity_ = std::exchange(other.capacity_, 0);
+      owner_ = std::exchange(other.owner_, nullptr);
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { reset(); }
+
+  uint8_t* data() { return data_; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  bool empty() const { return size_ == 0; }
+  std::span<uint8_t> span() { return {data_, size_}; }
+  std::span<const uint8_t> span() const { return {data_, size_}; }
+
+  // Shrinks or grows the valid region within the capacity.
+  void set_size(size_t size);
+
+  // Returns the bytes to their owner now.
+  void reset() {
+    if (owner_ != nullptr) owner_->Release(data_, capacity_);
+    data_ = nullptr;
+    size_ = capacity_ = 0;
+    owner_ = nullptr;
+  }
+
+ private:
+  Buffer(uint8_t* data, size_t size, size_t capacity, BufferOwner* owner)
+      : data_(data), size_(size), capacity_(capacity), owner_(owner) {}
+
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+  BufferOwner* owner_ = nullptr;
+};
+
+class BufferPool final : public BufferOwner {
+ public:
+  static constexpr size_t kPageSize = 4096;
+  // Classes are 4 KiB << k for k in [0, kNumClasses): 4 KiB .. 1 MiB. Larger
+  // buffers are allocated on demand and freed on release.
+  static constexpr size_t kNumClasses = 9;
+
+  struct Options {
+    // Free buffers kept per size class; beyond this, released memory is freed.
+    size_t max_cached_bytes_per_class = 8u << 20;
+  };
+
+  BufferPool() : BufferPool(Options{}) {}
+  explicit BufferPool(Options options);
+  // Every buffer must have been released (asserted).
+  ~BufferPool();
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+
+  // The process-wide pool. Never destroyed, so buffers may outlive main().
+  static BufferPool& Default();
+
+  // A page-aligned buffer with size() == size. A zero-size request returns an
+  // empty Buffer without memory. Aborts only if the system is out of memory.
+  Buffer Allocate(size_t size);
+
+  // Buffers handed out and not yet released.
+  size_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
+  // Bytes held in free lists.
+  size_t cached_bytes() const;
+
+  void Release(uint8_t* data, size_t capacity) noexcept override;
+
+ private:
+  struct SizeClass {
+    mutable absl::Mutex mu;
+    std::vector<uint8_t*> free ABSL_GUARDED_BY(mu);
+  };
+  static int ClassFor(size_t capacity);
+
+  const Options options_;
+  std::array<SizeClass, kNumClasses> classes_;
+  std::atomic<size_t> outstanding_{0};
+};
+
+// A page-aligned copy of `bytes` from the default pool; the copy is counted
+// (copy_stats.h). Meant for small things and tests, never the data path.
+Buffer CopyToBuffer(std::span<const uint8_t> bytes);
+
+}  // namespace zcrpc

@@ -1,0 +1,12 @@
+// The one place that names the concrete built-in transports. The runtime
+// reaches them only through Registry::Default().
+#include "transport/registry.h"
+#include "transport/tcp/tcp_transport.h"
+
+namespace zcrpc::transport {
+
+void RegisterBuiltinTransports(Registry& registry) {
+  (void)registry.Register("tcp", [] { return std::make_unique<tcp::TcpTransport>(); });
+}
+
+}  // namespace zcrpc::transport
