@@ -99,6 +99,11 @@ class ServerConnection final : public transport::ConnectionHandler,
       running_.erase(call_id);
     }
     if (ctx.cancelled_.load(std::memory_order_acquire)) return;  // nobody waits for this reply
+    // Past the deadline the caller is owed DEADLINE_EXCEEDED, whatever the
+    // handler made of its IsCancelled() (gRPC does the same).
+    if (deadline != 0 && Clock::Real().NowNanos() >= deadline) {
+      status = absl::DeadlineExceededError("deadline exceeded while the server handled the call");
+    }
     Reply(call_id, status, &ctx, std::move(response));
   }
 

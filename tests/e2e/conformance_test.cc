@@ -36,6 +36,17 @@ std::string Payload(size_t n, uint64_t seed = 7) {
   return s;
 }
 
+// Polls the server's count of cancelled handlers for up to 2 s.
+uint64_t CancelsSeenByServer(TestService::Stub& stub) {
+  for (int i = 0; i < 200; ++i) {
+    test::StatsReply stats;
+    ClientContext ctx;
+    if (stub.Stats(&ctx, test::Empty(), &stats).ok() && stats.cancels_seen() > 0) return stats.cancels_seen();
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return 0;
+}
+
 class Conformance : public ::testing::TestWithParam<std::string> {
  protected:
   static std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra = {}) {
@@ -91,15 +102,29 @@ TEST_P(Conformance, DeadlineExceededWithinTwoTicksAndServerSeesCancel) {
       << std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count() << " us";
 
   // ...and the server's handler sees the cancel and stops early.
-  uint64_t cancels = 0;
-  for (int i = 0; i < 200 && cancels == 0; ++i) {
-    test::StatsReply stats;
-    ClientContext stats_ctx;
-    ASSERT_TRUE(stub->Stats(&stats_ctx, test::Empty(), &stats).ok());
-    cancels = stats.cancels_seen();
-    if (cancels == 0) std::this_thread::sleep_for(milliseconds(10));
-  }
-  EXPECT_EQ(cancels, 1u);
+  EXPECT_EQ(CancelsSeenByServer(*stub), 1u);
+}
+
+TEST_P(Conformance, TryCancelEndsCallAndServerSeesCancelFrame) {
+  auto server = StartServer();
+  auto stub = TestService::NewStub(Connect(server->uri()));
+
+  // No deadline: the server can only learn of the cancel from the cancel frame.
+  test::SleepRequest request;
+  request.set_ms(5000);
+  EchoMessage reply;
+  ClientContext ctx;
+  auto cancel = std::async(std::launch::async, [&ctx] {
+    std::this_thread::sleep_for(milliseconds(100));
+    ctx.TryCancel();
+  });
+  auto start = std::chrono::steady_clock::now();
+  Status status = stub->Sleep(&ctx, request, &reply);
+  cancel.get();
+  EXPECT_EQ(status.code(), StatusCode::kCancelled) << status;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+
+  EXPECT_EQ(CancelsSeenByServer(*stub), 1u);
 }
 
 TEST_P(Conformance, UnknownMethodAndServiceAreUnimplemented) {

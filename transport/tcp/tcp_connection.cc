@@ -16,7 +16,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 
-#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 
 namespace zcrpc::transport::tcp {
@@ -102,11 +101,14 @@ Status TcpConnection::State::Send(Frame& frame) {
   frame.SetLengthsFromParts();
   std::array<uint8_t, kWireHeaderSize> header;
   EncodeWireHeader(frame.header, header);
-  absl::InlinedVector<uint64_t, 4> table;
+  // Per-thread scratch, reused across sends: no allocation per frame.
+  thread_local std::vector<uint64_t> table;
+  thread_local std::vector<iovec> iov;
+  table.clear();
+  iov.clear();
   for (const Buffer& a : frame.attachments) table.push_back(a.size());
 
-  absl::InlinedVector<iovec, 8> iov;
-  auto add = [&iov](const void* p, size_t n) {
+  auto add = [](const void* p, size_t n) {
     if (n > 0) iov.push_back({const_cast<void*>(p), n});
   };
   add(header.data(), header.size());
