@@ -183,19 +183,14 @@ void Server::OnAccept(std::unique_ptr<transport::Connection> connection) {
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return;  // dropping it closes it
-    connections_.insert(sc);
+    connections_.emplace(sc.get(), sc);
   }
   sc->connection().Start(sc);
 }
 
 void Server::OnConnectionClosed(ServerConnection* connection) {
   absl::MutexLock lock(&mu_);
-  for (auto it = connections_.begin(); it != connections_.end(); ++it) {
-    if (it->get() == connection) {
-      connections_.erase(it);
-      return;
-    }
-  }
+  connections_.erase(connection);
 }
 
 void Server::Shutdown() {
@@ -209,7 +204,7 @@ void Server::Shutdown() {
     }
     shutting_down_ = true;
     listeners.swap(listeners_);
-    connections.assign(connections_.begin(), connections_.end());
+    for (const auto& [raw, connection] : connections_) connections.push_back(connection);
   }
   listeners.clear();
   for (auto& c : connections) c->connection().Close(absl::UnavailableError("server shutting down"));

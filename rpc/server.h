@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "rpc/service.h"
 #include "rpc/status.h"
@@ -79,7 +78,8 @@ class Server {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<transport::Listener>> listeners_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::shared_ptr<ServerConnection>> connections_ ABSL_GUARDED_BY(mu_);
+  // Keyed by the raw pointer so a closing connection finds itself in one lookup.
+  absl::flat_hash_map<ServerConnection*, std::shared_ptr<ServerConnection>> connections_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace zcrpc
