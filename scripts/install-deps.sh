@@ -8,6 +8,7 @@ packages=(
   libabsl-dev libboost-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc grpc-proto
   libibverbs-dev librdmacm-dev
+  python3 python3-matplotlib python3-jsonschema util-linux
 )
 missing=()
 for p in "${packages[@]}"; do

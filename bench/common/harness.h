@@ -1,0 +1,108 @@
+// The client half of every benchmark program: what to measure (Plan, from
+// the command line), how (one call in flight, or many), and how a row of
+// results is printed for bench/driver.py.
+//
+// Every client program prints exactly one line "RESULT {json}" on stdout;
+// its keys are the result fields of docs/benchmarks.md (the driver adds
+// system, workload and payload size).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+
+namespace zcrpc::bench {
+
+enum class Workload { kUnary, kBulk, kRate };
+
+struct Plan {
+  Workload workload = Workload::kUnary;
+  // Payload per request (and per reply for unary) in bytes.
+  size_t payload_bytes = 64;
+  // Calls before measuring starts; their figures are discarded.
+  double warmup_s = 0.2;
+  // Repetitions; each reports its own percentiles and the row reports the
+  // median over repetitions.
+  int reps = 3;
+  // A repetition ends after this long, or after max_calls_per_rep calls.
+  double rep_s = 0.5;
+  int64_t max_calls_per_rep = 1'000'000;
+  // Calls in flight for the rate workload.
+  int in_flight = 32;
+  // The server process, for its CPU time and peak RSS; 0 if there is none.
+  pid_t server_pid = 0;
+
+  size_t request_bytes() const { return payload_bytes; }
+  // Bulk replies carry just the 8-byte checksum.
+  size_t reply_bytes() const { return workload == Workload::kBulk ? 8 : payload_bytes; }
+};
+
+// Parses the common flags (--workload, --payload_bytes, --warmup_s, --reps,
+// --rep_s, --max_calls_per_rep, --in_flight, --server_pid) and any the
+// program defines with ABSL_FLAG; exits with a usage message on bad input.
+Plan ParsePlan(int argc, char** argv, std::string_view usage);
+
+struct Row {
+  std::optional<double> p50_us, p99_us, calls_per_s, gbytes_per_s, cpu_us_per_call, copied_bytes_per_call,
+      peak_rss_mb;
+  // Non-empty when the system failed the workload; the figures are then unset.
+  std::string error;
+};
+
+void PrintRow(const Row& row);
+[[noreturn]] void FailRow(std::string_view error);
+
+// Framework bytes copied so far, client and server together; nullopt for a
+// system that does not count its copies.
+using CopyCounter = std::function<std::optional<uint64_t>()>;
+
+// Measures with one call in flight. `call` makes one call and returns an
+// empty string on success, else what went wrong.
+Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, const CopyCounter& copies);
+
+// Measures with plan.in_flight calls in flight. The system's `start(slot)`
+// begins one asynchronous call; its completion must call Done(slot, error)
+// (from any thread), which starts the slot's next call.
+class InFlightRunner {
+ public:
+  using Start = std::function<void(int slot)>;
+
+  InFlightRunner(const Plan& plan, Start start);
+  Row Run(const CopyCounter& copies);
+  void Done(int slot, std::string_view error);
+
+ private:
+  int64_t TakeCompleted(std::vector<int64_t>* latencies_ns);
+
+  const Plan plan_;
+  const Start start_;
+  std::vector<int64_t> started_ns_;
+
+  std::mutex mu_;
+  std::vector<int64_t> latencies_ns_;
+  int64_t completed_ = 0;
+  std::string first_error_;
+  int idle_slots_ = 0;
+  std::condition_variable all_idle_;
+  std::atomic<bool> stopping_{false};
+};
+
+// CPU time so far of this process (all threads) and of `pid`, in ns.
+int64_t SelfCpuNanos();
+int64_t ProcessCpuNanos(pid_t pid);
+// Peak resident set (VmHWM) of `pid` (0: this process), in bytes.
+int64_t PeakRssBytes(pid_t pid);
+int64_t NowNanos();
+
+}  // namespace zcrpc::bench

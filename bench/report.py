@@ -1,0 +1,191 @@
+"""Turns a benchmark run (driver.py) into what people read: a Markdown table
+with each row's ratios to stock gRPC and to the matching floor, and a plot.
+Also checks the JSON against bench/results.schema.json."""
+
+import json
+from pathlib import Path
+
+FIGURES = ["p50_us", "p99_us", "calls_per_s", "gbytes_per_s", "cpu_us_per_call", "copied_bytes_per_call",
+           "peak_rss_mb"]
+
+# The floor each system is held to: the same work with no framework over the
+# same kind of path. Floors are matched by workload and payload size.
+FLOOR_FOR = {
+    "grpc": "floor-tcp",
+    "zcrpc-tcp": "floor-tcp",
+    "zcrpc-tcp-busypoll": "floor-tcp",
+    "zcrpc-grpc-bridge": "floor-tcp",
+    "zcrpc-shm": "floor-shm-ring",
+}
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "results.schema.json"
+
+
+def validate(document):
+    try:
+        import jsonschema
+    except ImportError:
+        raise SystemExit("bench: python3-jsonschema is missing; scripts/install-deps.sh installs it")
+    jsonschema.validate(document, json.loads(SCHEMA_PATH.read_text()))
+
+
+def size_label(size):
+    if size >= 1024 * 1024 and size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MiB"
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size // 1024} KiB"
+    return f"{size} B"
+
+
+def number(value, digits=3):
+    if value is None:
+        return "—"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.{digits}g}"
+
+
+def row_summary(row):
+    if row["error"]:
+        return f"FAILED: {row['error']}"
+    parts = []
+    if row["p50_us"] is not None:
+        parts.append(f"p50 {number(row['p50_us'])} µs")
+    if row["calls_per_s"] is not None:
+        parts.append(f"{number(row['calls_per_s'])} calls/s")
+    if row["gbytes_per_s"] is not None:
+        parts.append(f"{number(row['gbytes_per_s'])} GB/s")
+    return ", ".join(parts)
+
+
+def find(results, system, workload, payload):
+    for row in results:
+        if (row["system"], row["workload"], row["payload_bytes"]) == (system, workload, payload) and not row["error"]:
+            return row
+    return None
+
+
+def speedup(row, other):
+    """How many times better `row` is than `other` on the workload's own
+    figure (>1: row is better)."""
+    if other is None or row["error"]:
+        return None
+    if row["workload"] == "rate":
+        a, b = row["calls_per_s"], other["calls_per_s"]
+        return a / b if a and b else None
+    if row["workload"] == "bulk" and row["gbytes_per_s"] and other["gbytes_per_s"]:
+        return row["gbytes_per_s"] / other["gbytes_per_s"]
+    a, b = row["p50_us"], other["p50_us"]
+    return b / a if a and b else None
+
+
+def vs_grpc(row, results):
+    if not row["system"].startswith("zcrpc-"):
+        return "—"
+    ratio = speedup(row, find(results, "grpc", row["workload"], row["payload_bytes"]))
+    return "—" if ratio is None else f"{ratio:.2f}×"
+
+
+def vs_floor(row, results):
+    floor_name = FLOOR_FOR.get(row["system"])
+    if floor_name is None or row["error"]:
+        return "—"
+    floor = find(results, floor_name, row["workload"], row["payload_bytes"])
+    if floor is None:
+        return "—"
+    if row["workload"] == "bulk" and row["gbytes_per_s"] and floor["gbytes_per_s"]:
+        return f"{row['gbytes_per_s'] / floor['gbytes_per_s']:.2f}× GB/s of {floor_name}"
+    if row["p50_us"] and floor["p50_us"]:
+        return f"{row['p50_us'] / floor['p50_us']:.2f}× p50 of {floor_name}"
+    return "—"
+
+
+def markdown(document):
+    machine, results = document["machine"], document["results"]
+    pinning = machine["pinning"]
+    lines = [
+        "# zcrpc against stock gRPC",
+        "",
+        f"{machine['date']} · {machine['mode']} run · {machine['repetitions']} repetitions of "
+        f"{machine['seconds_per_repetition']} s after {machine['warmup_seconds']} s warm-up · zcrpc "
+        f"{machine['zcrpc_commit']} · gRPC {machine['grpc_version']} · protobuf {machine['protobuf_version']}",
+        "",
+        f"{machine['cpu_model']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
+        f"{machine['os']} · pinning: "
+        + (f"servers on CPUs {pinning['server_cpus']}, clients on {pinning['client_cpus']}" if pinning else "none"),
+        "",
+        "Medians over repetitions. *vs grpc*: how many times better than stock gRPC on the same workload and size "
+        "(latency for unary, calls/s for rate, GB/s for bulk; >1 is better). *vs floor*: the system's cost "
+        "relative to the same work with no framework (latency: 1.00 is the floor, higher is slower; GB/s: the "
+        "fraction of the floor's throughput). CPU is client + server per call; copied is framework bytes copied "
+        "per call (zcrpc's counters; gRPC does not count). RSS is client + server peak.",
+        "",
+        "| system | workload | payload | p50 µs | p99 µs | calls/s | GB/s | CPU µs/call | copied B/call | "
+        "peak RSS MiB | busy-poll | vs grpc | vs floor |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for row in results:
+        system = row["system"] + (f" ({row['variant']})" if row.get("variant") else "")
+        head = f"| {system} | {row['workload']} | {size_label(row['payload_bytes'])} |"
+        if row["error"]:
+            lines.append(head + f" **FAILED: {row['error']}** |" + " |" * 9)
+            continue
+        busy = {True: "yes", False: "no", None: "—"}[row.get("busy_poll")]
+        cells = [number(row[key]) for key in FIGURES] + [busy, vs_grpc(row, results), vs_floor(row, results)]
+        lines.append(head + " " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot(document, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [row for row in document["results"] if not row["error"]]
+    systems = list(dict.fromkeys(row["system"] for row in results))
+    figure, (latency, rate, bulk) = plt.subplots(1, 3, figsize=(16, 5.5),
+                                                 gridspec_kw={"width_ratios": [2.2, 1, 1]})
+
+    for system in systems:
+        points = sorted((row["payload_bytes"], row["p50_us"]) for row in results
+                        if row["system"] == system and row["workload"] == "unary" and row["p50_us"])
+        if not points:
+            continue
+        # Log axes cannot show 0 B; it is drawn at 1 B and labelled "0".
+        xs = [max(size, 1) for size, _ in points]
+        style = "--" if system.startswith("floor-") else "-"
+        latency.plot(xs, [p50 for _, p50 in points], style, marker="o", label=system)
+    latency.set_xscale("log")
+    latency.set_yscale("log")
+    sizes = [1, 64, 4096, 65536, 1048576]
+    latency.set_xticks(sizes, ["0", "64 B", "4 KiB", "64 KiB", "1 MiB"])
+    latency.set_xlabel("payload each way")
+    latency.set_ylabel("p50 latency, µs (log)")
+    latency.set_title("unary, one call in flight")
+    latency.grid(True, which="both", alpha=0.3)
+    latency.legend()
+
+    def bars(axis, workload, key, title, ylabel, log):
+        rows = [row for row in results if row["workload"] == workload and row[key]]
+        names = [row["system"] for row in rows]
+        colours = ["#888" if n.startswith("floor-") else "#3a7" if n.startswith("zcrpc") else "#c64" for n in names]
+        drawn = axis.bar(names, [row[key] for row in rows], color=colours)
+        axis.bar_label(drawn, labels=[number(row[key]) for row in rows], fontsize=8)
+        if log:
+            axis.set_yscale("log")
+        axis.set_title(title)
+        axis.set_ylabel(ylabel)
+        axis.tick_params(axis="x", rotation=30)
+        axis.grid(True, axis="y", which="both", alpha=0.3)
+
+    bars(rate, "rate", "calls_per_s", "rate: 32 calls of 64 B in flight", "calls/s", log=False)
+    bars(bulk, "bulk", "gbytes_per_s", "bulk: 1 MiB request, checksummed", "GB/s (log)", log=True)
+    machine = document["machine"]
+    figure.suptitle(f"zcrpc vs gRPC {machine['grpc_version']} · {machine['cpu_model']} ×{machine['cpus']} · "
+                    f"{machine['mode']} run {machine['date']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

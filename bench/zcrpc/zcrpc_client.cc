@@ -1,0 +1,86 @@
+// zcrpc's client side of the benchmark: measures one workload against a
+// running bench_zcrpc_server and prints one RESULT line (harness.h).
+//   bench_zcrpc_client --target tcp://127.0.0.1:PORT --workload unary --payload_bytes 64
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "bench/common/harness.h"
+#include "bench/common/work.h"
+#include "bench_control.zcrpc.h"
+#include "grpc/testing/benchmark_service.zcrpc.h"
+
+ABSL_FLAG(std::string, target, "", "the server's URI, as bench_zcrpc_server printed it");
+
+namespace {
+
+using grpc::testing::BenchmarkService;
+using grpc::testing::SimpleRequest;
+using grpc::testing::SimpleResponse;
+namespace bench = zcrpc::bench;
+
+std::string CheckReply(const zcrpc::Status& status, const SimpleResponse& response, const bench::Plan& plan,
+                       uint64_t request_checksum) {
+  if (!status.ok()) return "call failed: " + status.ToString();
+  if (!bench::ReplyBodyMatches(response.payload().body(), plan.reply_bytes(), request_checksum)) {
+    return "reply does not match the request (size or checksum)";
+  }
+  return "";
+}
+
+// One in-flight slot of the rate workload; a context serves one call only.
+struct Slot {
+  std::optional<zcrpc::ClientContext> context;
+  SimpleResponse response;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bench::Plan plan = bench::ParsePlan(argc, argv, "bench_zcrpc_client --target URI [harness flags]");
+  auto channel = zcrpc::Channel::Create(absl::GetFlag(FLAGS_target));
+  if (!channel.ok()) bench::FailRow(channel.status().ToString());
+  BenchmarkService::Stub stub(*channel);
+  zcrpc::bench::BenchControl::Stub control(*channel);
+
+  const bench::CopyCounter copies = [&]() -> std::optional<uint64_t> {
+    zcrpc::ClientContext context;
+    zcrpc::bench::CopyStatsReply reply;
+    if (!control.GetCopyStats(&context, zcrpc::bench::CopyStatsRequest(), &reply).ok()) return std::nullopt;
+    return zcrpc::CopyStats::TotalBytesCopied() + reply.bytes_copied();
+  };
+
+  SimpleRequest request;
+  request.mutable_payload()->set_body(bench::MakePayload(plan.request_bytes()));
+  request.set_response_size(static_cast<int32_t>(plan.reply_bytes()));
+  const uint64_t request_checksum = bench::Checksum(request.payload().body());
+
+  bench::Row row;
+  if (plan.workload == bench::Workload::kRate) {
+    std::vector<Slot> slots(static_cast<size_t>(plan.in_flight));
+    bench::InFlightRunner* runner_ptr = nullptr;
+    bench::InFlightRunner runner(plan, [&](int slot_index) {
+      Slot& slot = slots[static_cast<size_t>(slot_index)];
+      slot.context.emplace();
+      stub.UnaryCall(&*slot.context, request, &slot.response, [&, slot_index](zcrpc::Status status) {
+        Slot& done = slots[static_cast<size_t>(slot_index)];
+        runner_ptr->Done(slot_index, CheckReply(status, done.response, plan, request_checksum));
+      });
+    });
+    runner_ptr = &runner;
+    row = runner.Run(copies);
+  } else {
+    SimpleResponse response;
+    row = bench::MeasureOneInFlight(
+        plan,
+        [&] {
+          zcrpc::ClientContext context;
+          zcrpc::Status status = stub.UnaryCall(&context, request, &response);
+          return CheckReply(status, response, plan, request_checksum);
+        },
+        copies);
+  }
+  bench::PrintRow(row);
+  return row.error.empty() ? 0 : 1;
+}

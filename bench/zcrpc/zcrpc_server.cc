@@ -1,0 +1,68 @@
+// zcrpc's side of the benchmark: BenchmarkService.UnaryCall (the shared
+// work in bench/common/work.h) plus BenchControl, until SIGTERM.
+//   bench_zcrpc_server --listen tcp://127.0.0.1:0
+// Prints "LISTENING <uri>" once it accepts calls.
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "bench/common/work.h"
+#include "bench_control.zcrpc.h"
+#include "grpc/testing/benchmark_service.zcrpc.h"
+
+ABSL_FLAG(std::string, listen, "tcp://127.0.0.1:0", "URI to serve on");
+ABSL_FLAG(int, workers, 0, "handler threads (0: run handlers on the transport's poller)");
+
+namespace {
+
+class BenchmarkServiceImpl final : public grpc::testing::BenchmarkService::Service {
+ public:
+  zcrpc::Status UnaryCall(zcrpc::ServerContext*, const grpc::testing::SimpleRequest* request,
+                          grpc::testing::SimpleResponse* response) override {
+    zcrpc::bench::ServeUnaryCall(*request, response);
+    return zcrpc::Status();
+  }
+};
+
+class BenchControlImpl final : public zcrpc::bench::BenchControl::Service {
+ public:
+  zcrpc::Status GetCopyStats(zcrpc::ServerContext*, const zcrpc::bench::CopyStatsRequest*,
+                             zcrpc::bench::CopyStatsReply* reply) override {
+    reply->set_bytes_copied(zcrpc::CopyStats::TotalBytesCopied());
+    return zcrpc::Status();
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  zcrpc::ServerOptions options;
+  options.worker_threads = absl::GetFlag(FLAGS_workers);
+  zcrpc::Server server(options);
+  BenchmarkServiceImpl benchmark;
+  BenchControlImpl control;
+  auto bound = [&]() -> zcrpc::StatusOr<std::string> {
+    ZCRPC_RETURN_IF_ERROR(server.RegisterService(&benchmark));
+    ZCRPC_RETURN_IF_ERROR(server.RegisterService(&control));
+    return server.AddListener(absl::GetFlag(FLAGS_listen));
+  }();
+  if (!bound.ok()) {
+    std::fprintf(stderr, "bench_zcrpc_server: %s\n", bound.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("LISTENING %s\n", bound->c_str());
+  std::fflush(stdout);
+  int signal = 0;
+  sigwait(&signals, &signal);
+  server.Shutdown();
+  return 0;
+}
