@@ -19,7 +19,7 @@ BufferPool::BufferPool(Options options) : options_(options) {}
 BufferPool::~BufferPool() {
   assert(outstanding() == 0 && "BufferPool destroyed with buffers still handed out");
   for (SizeClass& c : classes_) {
-    absl::MutexLock lock(&c.mu);
+    std::lock_guard lock(c.mu);
     for (uint8_t* p : c.free) std::free(p);
     c.free.clear();
   }
@@ -51,7 +51,7 @@ Buffer BufferPool::Allocate(size_t size) {
   uint8_t* data = nullptr;
   if (k >= 0) {
     SizeClass& c = classes_[k];
-    absl::MutexLock lock(&c.mu);
+    std::lock_guard lock(c.mu);
     if (!c.free.empty()) {
       data = c.free.back();
       c.free.pop_back();
@@ -70,7 +70,7 @@ void BufferPool::Release(uint8_t* data, size_t capacity) noexcept {
   int k = ClassFor(capacity);
   if (k >= 0) {
     SizeClass& c = classes_[k];
-    absl::MutexLock lock(&c.mu);
+    std::lock_guard lock(c.mu);
     if ((c.free.size() + 1) * capacity <= options_.max_cached_bytes_per_class) {
       c.free.push_back(data);
       return;
@@ -82,7 +82,7 @@ void BufferPool::Release(uint8_t* data, size_t capacity) noexcept {
 size_t BufferPool::cached_bytes() const {
   size_t total = 0;
   for (size_t k = 0; k < kNumClasses; ++k) {
-    absl::MutexLock lock(&classes_[k].mu);
+    std::lock_guard lock(classes_[k].mu);
     total += classes_[k].free.size() * (kPageSize << k);
   }
   return total;

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <atomic>
+#include <mutex>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -67,6 +68,19 @@ class Buffer {
   // Shrinks or grows the valid region within the capacity.
   void set_size(size_t size);
 
+  // Who gets the bytes back; nullptr for an empty buffer.
+  BufferOwner* owner() const { return owner_; }
+
+  // Gives up the bytes without returning them to their owner, for a
+  // transport that lends them to its peer and gets them back another way
+  // (shm's return ring). Returns the data pointer; the buffer is empty after.
+  uint8_t* Detach() {
+    uint8_t* data = std::exchange(data_, nullptr);
+    size_ = capacity_ = 0;
+    owner_ = nullptr;
+    return data;
+  }
+
   // Returns the bytes to their owner now.
   void reset() {
     if (owner_ != nullptr) owner_->Release(data_, capacity_);
@@ -120,7 +134,7 @@ class BufferPool final : public BufferOwner {
 
  private:
   struct SizeClass {
-    mutable absl::Mutex mu;
+    mutable std::mutex mu;
     std::vector<uint8_t*> free ABSL_GUARDED_BY(mu);
   };
   static int ClassFor(size_t capacity);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 #include <cassert>
 #include <cstdint>
 #include <memory>
@@ -49,7 +50,7 @@ class CallTable {
 
   // Claims a slot for `call`. RESOURCE_EXHAUSTED when every slot is in use.
   StatusOr<CallId> Insert(T* call) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (free_.empty()) {
       return absl::ResourceExhaustedError(
           absl::StrCat("too many calls in flight (the call table holds ", capacity_, ")"));
@@ -72,7 +73,7 @@ class CallTable {
   // Takes the call out of the table. nullptr if `id` is unknown, already
   // removed, or of an older generation of its slot (a stale reply).
   T* Remove(CallId id) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return RemoveLocked(id);
   }
 
@@ -82,7 +83,7 @@ class CallTable {
   size_t SweepExpired(int64_t now_nanos, F&& on_expired) {
     Expired expired;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       for (uint32_t i = 0; i < high_water_; ++i) {
         Slot& s = slots_[i];
         int64_t d = s.deadline.load(std::memory_order_relaxed);
@@ -102,7 +103,7 @@ class CallTable {
   size_t RemoveIf(Pred&& pred, F&& on_removed) {
     Expired removed;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       for (uint32_t i = 0; i < high_water_; ++i) {
         Slot& s = slots_[i];
         if (s.call != nullptr && pred(s.call)) {
@@ -143,7 +144,7 @@ class CallTable {
 
   const uint32_t capacity_;
   std::unique_ptr<Slot[]> slots_;
-  absl::Mutex mu_;
+  std::mutex mu_;
   std::vector<uint32_t> free_ ABSL_GUARDED_BY(mu_);
   uint32_t high_water_ ABSL_GUARDED_BY(mu_) = 0;  // slots at or above were never used
   std::atomic<uint32_t> size_{0};

@@ -29,7 +29,7 @@ class ServerConnection final : public transport::ConnectionHandler,
       case FrameType::kRequest:
         return OnRequest(std::move(frame));
       case FrameType::kCancel: {
-        absl::MutexLock lock(&mu_);
+        std::lock_guard lock(mu_);
         if (auto it = running_.find(frame.header.call_id); it != running_.end()) it->second->MarkCancelled();
         return;
       }
@@ -41,7 +41,7 @@ class ServerConnection final : public transport::ConnectionHandler,
 
   void OnClosed(const Status&) override {
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       closed_ = true;
       for (auto& [id, ctx] : running_) ctx->MarkCancelled();
     }
@@ -87,7 +87,7 @@ class ServerConnection final : public transport::ConnectionHandler,
       return;
     }
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       if (closed_) return;
       running_[call_id] = &ctx;
     }
@@ -95,7 +95,7 @@ class ServerConnection final : public transport::ConnectionHandler,
     Status status = method.handler(&ctx, frame.message.span(), &response);
     frame = Frame{};  // the request's buffers go back to the pool before the reply goes out
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       running_.erase(call_id);
     }
     if (ctx.cancelled_.load(std::memory_order_acquire)) return;  // nobody waits for this reply
@@ -128,7 +128,7 @@ class ServerConnection final : public transport::ConnectionHandler,
   Server* const server_;
   std::unique_ptr<transport::Connection> connection_;
   const std::string peer_;
-  absl::Mutex mu_;
+  std::mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<CallId, ServerContext*> running_ ABSL_GUARDED_BY(mu_);
 };
