@@ -61,7 +61,7 @@ Channel::~Channel() {
   sweeper_.Remove(this);
   std::shared_ptr<Link> link;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     link = std::move(link_);
   }
   if (link) link->connection().Close(absl::CancelledError("channel destroyed"));
@@ -74,7 +74,7 @@ Channel::~Channel() {
 }
 
 StatusOr<std::shared_ptr<Channel::Link>> Channel::GetLink() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   if (link_) return link_;
   // Connecting under the lock: concurrent first calls share one attempt.
   transport::ConnectionOptions connection_options{options_.limits};
@@ -87,7 +87,8 @@ StatusOr<std::shared_ptr<Channel::Link>> Channel::GetLink() {
 }
 
 Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context,
-                          const google::protobuf::MessageLite& request, internal::ClientCall* call) {
+                          const google::protobuf::MessageLite& request, internal::ClientCall* call,
+                          std::shared_ptr<Link>* used_link) {
   int64_t deadline = context->deadline_nanos();
   int64_t now = 0;
   if (deadline != 0) {
@@ -128,14 +129,21 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
     // (a failing connection, the sweeper) completes it.
     if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(sent, Frame{});
   }
+  if (used_link != nullptr) *used_link = std::move(link);
   return absl::OkStatus();
 }
 
 Status Channel::CallUnary(const MethodDescriptor& method, ClientContext* context,
                           const google::protobuf::MessageLite& request, google::protobuf::MessageLite* response) {
   internal::BlockingCall call(context, response);
-  Status started = StartCall(method, context, request, &call);
+  std::shared_ptr<Link> link;
+  Status started = StartCall(method, context, request, &call, &link);
   if (!started.ok()) return started;
+  // Where the transport can (shm), read the reply on this thread rather
+  // than be woken by its poller (DESIGN.md, "Threads").
+  if (link != nullptr) {
+    link->connection().PollUntil([&call] { return call.done(); }, options_.spin_before_sleep);
+  }
   Status result = call.Wait(options_.spin_before_sleep);
   context->call_id_.store(0, std::memory_order_release);
   context->channel_.store(nullptr, std::memory_order_release);
@@ -165,7 +173,7 @@ void Channel::OnResponse(Frame frame) {
 
 void Channel::OnLinkClosed(Link* link, const Status& reason) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (link_.get() == link) link_.reset();  // the next call reconnects
   }
   uint64_t epoch = link->epoch();
@@ -177,7 +185,7 @@ void Channel::OnLinkClosed(Link* link, const Status& reason) {
 void Channel::SendCancel(CallId id, uint64_t link_epoch) {
   std::shared_ptr<Link> link;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (link_ && link_->epoch() == link_epoch) link = link_;
   }
   if (!link) return;  // that connection is gone, and the server's call with it

@@ -7,6 +7,8 @@
 // Thread-safe: any number of threads may call through one channel.
 #pragma once
 
+#include <mutex>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -79,8 +81,10 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   Channel(std::string target, transport::Uri uri, transport::Transport* transport, ChannelOptions options);
 
   // Starts a call: on OK it is in the table and its request is on the wire.
+  // `used_link`, if given, receives the link the request went out on.
   Status StartCall(const MethodDescriptor& method, ClientContext* context,
-                   const google::protobuf::MessageLite& request, internal::ClientCall* call);
+                   const google::protobuf::MessageLite& request, internal::ClientCall* call,
+                   std::shared_ptr<Link>* used_link = nullptr);
   StatusOr<std::shared_ptr<Link>> GetLink();
   void OnResponse(Frame frame);
   void OnLinkClosed(Link* link, const Status& reason);
@@ -95,7 +99,7 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   const ChannelOptions options_;
   CallTable<internal::ClientCall> table_;
 
-  absl::Mutex mu_;
+  std::mutex mu_;
   std::shared_ptr<Link> link_ ABSL_GUARDED_BY(mu_);
   uint64_t link_epoch_ ABSL_GUARDED_BY(mu_) = 0;
 

@@ -8,10 +8,12 @@
 // rdma/, grpc/). docs/transports.md explains how to write one.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
 
+#include "absl/functional/function_ref.h"
 #include "rpc/buffer.h"
 #include "rpc/frame.h"
 #include "rpc/status.h"
@@ -65,6 +67,19 @@ class Connection {
 
   // The peer's address as a URI, for logs and ServerContext::peer().
   virtual std::string peer() const = 0;
+
+  // Leader/follower (DESIGN.md, "Threads"): a thread about to wait for a
+  // reply may drive the receive side itself instead of being woken by the
+  // poller thread, which on these machines costs ~20 µs each way. Polls on
+  // the calling thread, delivering frames to the handler exactly as the
+  // poller would, until `done()` is true or about `budget` has passed.
+  // Returns false at once when the transport has no such mode (the
+  // default) or another thread is polling; the caller then just waits.
+  virtual bool PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget) {
+    (void)done;
+    (void)budget;
+    return false;
+  }
 };
 
 class Listener {

@@ -49,6 +49,7 @@ class BlockingCall final : public ClientCall {
   void Complete(Status status, Frame reply) override;
   // Returns the call's final status.
   Status Wait(std::chrono::nanoseconds spin);
+  bool done() const { return done_.load(std::memory_order_acquire) != 0; }
 
  private:
   std::atomic<uint32_t> done_{0};

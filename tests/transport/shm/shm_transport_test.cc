@@ -1,0 +1,466 @@
+// The shm transport beyond the shared conformance suite: a hostile peer in
+// another process, zero framework copies, peer death, backpressure and
+// lost wake-ups.
+#include <dirent.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/synchronization/mutex.h"
+#include "rpc/copy_stats.h"
+#include "tests/e2e/server_process.h"
+#include "test_service.zcrpc.h"
+#include "transport/registry.h"
+
+namespace zcrpc {
+namespace {
+
+using std::chrono::milliseconds;
+using test::EchoMessage;
+using test::TestService;
+using testing::ServerProcess;
+
+transport::Transport& Shm() { return *transport::Registry::Default().Find("shm").value(); }
+
+std::string UniqueName(const std::string& stem) {
+  static std::atomic<int> n{0};
+  return stem + "-" + std::to_string(getpid()) + "-" + std::to_string(n.fetch_add(1));
+}
+
+// A transport-level server that answers every request with an 8-byte
+// response from its own slab and keeps every frame it received (so the
+// client's blocks stay held), recording why each connection closed.
+class Victim {
+ public:
+  explicit Victim(const std::string& name) {
+    auto listener = Shm().Listen(*transport::Uri::Parse("shm://" + name), {},
+                                 [this](std::unique_ptr<transport::Connection> c) { Accept(std::move(c)); });
+    EXPECT_TRUE(listener.ok()) << listener.status();
+    if (listener.ok()) listener_ = *std::move(listener);
+  }
+
+  // OnClosed comes later, on each connection's poller thread: wait for all
+  // of them before the handlers' Victim goes away.
+  ~Victim() {
+    listener_.reset();
+    absl::MutexLock lock(&mu_);
+    for (auto& connection : connections_) connection->Close(absl::CancelledError("test over"));
+    mu_.AwaitWithTimeout(absl::Condition(this, &Victim::AllClosed), absl::Seconds(10));
+  }
+
+  // Waits for the first connection to close and returns why.
+  Status WaitForFirstClose() {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](std::vector<Status>* reasons) { return !reasons->empty(); }, &close_reasons_),
+                         absl::Seconds(10));
+    return close_reasons_.empty() ? absl::DeadlineExceededError("no connection closed") : close_reasons_.front();
+  }
+
+ private:
+  class Handler final : public transport::ConnectionHandler {
+   public:
+    Handler(Victim* victim, transport::Connection* connection) : victim_(victim), connection_(connection) {}
+    void OnFrame(Frame frame) override {
+      if (frame.header.type == FrameType::kRequest) {
+        Frame reply;
+        reply.header.type = FrameType::kResponse;
+        reply.header.call_id = frame.header.call_id;
+        reply.message = connection_->Allocate(8);
+        std::memset(reply.message.data(), 'r', 8);
+        (void)connection_->Send(std::move(reply));
+      }
+      held_.push_back(std::move(frame));
+    }
+    void OnClosed(const Status& reason) override {
+      absl::MutexLock lock(&victim_->mu_);
+      victim_->close_reasons_.push_back(reason);
+    }
+
+   private:
+    Victim* const victim_;
+    transport::Connection* const connection_;
+    std::vector<Frame> held_;
+  };
+
+  bool AllClosed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return close_reasons_.size() == connections_.size(); }
+
+  void Accept(std::unique_ptr<transport::Connection> connection) {
+    connection->Start(std::make_shared<Handler>(this, connection.get()));
+    absl::MutexLock lock(&mu_);
+    connections_.push_back(std::move(connection));
+  }
+
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<transport::Connection>> connections_ ABSL_GUARDED_BY(mu_);
+  std::vector<Status> close_reasons_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<transport::Listener> listener_;
+};
+
+// A transport-level client that records the frames it gets.
+class Recorder final : public transport::ConnectionHandler {
+ public:
+  void OnFrame(Frame frame) override {
+    absl::MutexLock lock(&mu_);
+    frames_.push_back(std::move(frame));
+  }
+  void OnClosed(const Status&) override {}
+  std::optional<Frame> Next() {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](std::vector<Frame>* f) { return !f->empty(); }, &frames_),
+                         absl::Seconds(5));
+    if (frames_.empty()) return std::nullopt;
+    Frame f = std::move(frames_.front());
+    frames_.erase(frames_.begin());
+    return f;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<Frame> frames_ ABSL_GUARDED_BY(mu_);
+};
+
+Frame Request(uint64_t call_id, Buffer message) {
+  Frame frame;
+  frame.header.type = FrameType::kRequest;
+  frame.header.call_id = call_id;
+  frame.header.method_id = 1;
+  frame.message = std::move(message);
+  return frame;
+}
+
+struct HostileCase {
+  const char* attack;
+  const char* expected;  // in the victim's close reason
+};
+
+void PrintTo(const HostileCase& c, std::ostream* os) { *os << c.attack; }
+
+class HostilePeer : public ::testing::TestWithParam<HostileCase> {};
+
+TEST_P(HostilePeer, VictimClosesThatConnectionWithAClearErrorAndKeepsServing) {
+  const std::string name = UniqueName("hostile");
+  Victim victim(name);
+
+  // The attacker is a separate process writing into the real region.
+  const std::string command =
+      std::string(ZCRPC_SHM_HOSTILE_PEER) + " " + name + " " + GetParam().attack + " 2>&1";
+  FILE* attacker = popen(command.c_str(), "r");
+  ASSERT_NE(attacker, nullptr);
+  char line[256] = {};
+  std::string output;
+  while (std::fgets(line, sizeof line, attacker) != nullptr) output += line;
+  const int status = pclose(attacker);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("CLOSED"), std::string::npos) << output;
+
+  const Status reason = victim.WaitForFirstClose();
+  EXPECT_EQ(reason.code(), StatusCode::kDataLoss) << reason;
+  EXPECT_NE(reason.message().find(GetParam().expected), std::string_view::npos) << reason;
+
+  // Another client is served as before.
+  auto connection = Shm().Connect(*transport::Uri::Parse("shm://" + name), {});
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  auto recorder = std::make_shared<Recorder>();
+  (*connection)->Start(recorder);
+  Buffer message = (*connection)->Allocate(64);
+  std::memset(message.data(), 'q', 64);
+  ASSERT_TRUE((*connection)->Send(Request(7, std::move(message))).ok());
+  std::optional<Frame> reply = recorder->Next();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->header.call_id, 7u);
+  EXPECT_EQ(reply->message.size(), 8u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Attacks, HostilePeer,
+    ::testing::Values(HostileCase{"offset-outside-slab", "not a page-aligned range"},
+                      HostileCase{"offset-unaligned", "not a page-aligned range"},
+                      HostileCase{"length-past-slab", "not a page-aligned range"},
+                      HostileCase{"lengths-disagree", "disagree with its header"},
+                      HostileCase{"too-many-parts", "parts for"},
+                      HostileCase{"bad-header", "magic"},
+                      HostileCase{"bad-sequence", "has sequence"},
+                      HostileCase{"double-send", "already sent"},
+                      HostileCase{"bogus-return", "not lent"},
+                      HostileCase{"double-return", "returned it twice"}),
+    [](const auto& info) {
+      std::string name = info.param.attack;
+      for (char& c : name) c = c == '-' ? '_' : c;
+      return name;
+    });
+
+TEST(ShmSetup, AServerRefusesAUidItDoesNotAllowAndSaysWhy) {
+  const std::string name = UniqueName("uid");
+  const uid_t other = geteuid() + 4242;
+  auto listener = Shm().Listen(*transport::Uri::Parse("shm://" + name + "?allow_uid=" + std::to_string(other)), {},
+                               [](std::unique_ptr<transport::Connection>) { ADD_FAILURE() << "accepted"; });
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  auto connection = Shm().Connect(*transport::Uri::Parse("shm://" + name), {});
+  EXPECT_EQ(connection.status().code(), StatusCode::kPermissionDenied) << connection.status();
+  EXPECT_NE(connection.status().message().find("refuses uid " + std::to_string(geteuid())), std::string_view::npos)
+      << connection.status();
+}
+
+TEST(ShmSetup, NobodyListeningIsUnavailable) {
+  auto connection = Shm().Connect(*transport::Uri::Parse("shm://" + UniqueName("nobody")), {});
+  EXPECT_EQ(connection.status().code(), StatusCode::kUnavailable) << connection.status();
+}
+
+// --- zero copy ---
+
+class EchoImpl final : public TestService::Service {
+  Status Echo(ServerContext*, const EchoMessage* request, EchoMessage* reply) override {
+    reply->set_payload(request->payload());
+    reply->set_id(request->id());
+    return Status();
+  }
+};
+
+TEST(ShmZeroCopy, MessageSerializedIntoTheRegionIsNeverCopiedByTheFramework) {
+  EchoImpl service;
+  Server server;
+  ASSERT_TRUE(server.RegisterService(&service).ok());
+  auto uri = server.AddListener("shm://" + UniqueName("zerocopy"));
+  ASSERT_TRUE(uri.ok()) << uri.status();
+  auto channel = Channel::Create(*uri);
+  ASSERT_TRUE(channel.ok());
+  auto stub = TestService::NewStub(*channel);
+  EchoMessage request, reply;
+  request.set_payload(std::string(1 << 20, 'z'));
+  ClientContext warmup;
+  ASSERT_TRUE(stub->Echo(&warmup, request, &reply).ok());  // connects
+
+  const uint64_t before = CopyStats::TotalBytesCopied();
+  for (int i = 0; i < 10; ++i) {
+    ClientContext ctx;
+    ASSERT_TRUE(stub->Echo(&ctx, request, &reply).ok());
+    ASSERT_EQ(reply.payload().size(), 1u << 20);
+  }
+  EXPECT_EQ(CopyStats::TotalBytesCopied() - before, 0u)
+      << "client and server (both in this process) copied payload bytes";
+}
+
+// An attachment (a slab buffer beside the message) goes out, and the
+// server sends the very same buffer back: 1 MiB each way, 0 bytes copied.
+TEST(ShmZeroCopy, AttachmentRoundTripCopiesNothing) {
+  const std::string name = UniqueName("attach");
+  std::unique_ptr<transport::Connection> server_side;
+  class Bounce final : public transport::ConnectionHandler {
+   public:
+    explicit Bounce(transport::Connection* c) : connection_(c) {}
+    void OnFrame(Frame frame) override {
+      Frame reply;
+      reply.header.type = FrameType::kResponse;
+      reply.header.call_id = frame.header.call_id;
+      reply.attachments = std::move(frame.attachments);  // the received buffers, sent back
+      (void)connection_->Send(std::move(reply));
+    }
+    void OnClosed(const Status&) override {}
+
+   private:
+    transport::Connection* const connection_;
+  };
+  std::promise<void> accepted;
+  auto listener = Shm().Listen(*transport::Uri::Parse("shm://" + name), {},
+                               [&](std::unique_ptr<transport::Connection> c) {
+                                 c->Start(std::make_shared<Bounce>(c.get()));
+                                 server_side = std::move(c);
+                                 accepted.set_value();
+                               });
+  ASSERT_TRUE(listener.ok());
+  auto client = Shm().Connect(*transport::Uri::Parse("shm://" + name), {});
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto recorder = std::make_shared<Recorder>();
+  (*client)->Start(recorder);
+  accepted.get_future().wait();
+
+  for (uint64_t call = 1; call <= 5; ++call) {
+    Buffer attachment = (*client)->Allocate(1 << 20);
+    for (size_t i = 0; i < attachment.size(); i += 4096) attachment.data()[i] = static_cast<uint8_t>(call + i);
+    const uint8_t* sent_at = attachment.data();
+    const uint64_t before = CopyStats::TotalBytesCopied();
+    Frame frame = Request(call, Buffer());
+    frame.attachments.push_back(std::move(attachment));
+    ASSERT_TRUE((*client)->Send(std::move(frame)).ok());
+    std::optional<Frame> reply = recorder->Next();
+    ASSERT_TRUE(reply.has_value());
+    ASSERT_EQ(reply->attachments.size(), 1u);
+    const Buffer& back = reply->attachments[0];
+    EXPECT_EQ(CopyStats::TotalBytesCopied() - before, 0u);
+    EXPECT_EQ(back.data(), sent_at) << "the same memory came back, not a copy";
+    ASSERT_EQ(back.size(), 1u << 20);
+    for (size_t i = 0; i < back.size(); i += 4096) ASSERT_EQ(back.data()[i], static_cast<uint8_t>(call + i));
+  }
+}
+
+// --- peer death ---
+
+int CountOpenFds() {
+  int n = 0;
+  DIR* dir = opendir("/proc/self/fd");
+  while (readdir(dir) != nullptr) ++n;
+  closedir(dir);
+  return n;
+}
+
+int CountRegionMappings() {
+  std::ifstream maps("/proc/self/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) n += line.find("zcrpc-shm") != std::string::npos;
+  return n;
+}
+
+TEST(ShmPeerDeath, CallsInFlightEndUnavailableWithin100msAndNothingLeaks) {
+  const int fds_before = CountOpenFds();
+  ASSERT_EQ(CountRegionMappings(), 0);
+  {
+    ServerProcess server(ZCRPC_TEST_SERVER, {"--listen", "shm://" + UniqueName("death"), "--workers", "4"});
+    ASSERT_FALSE(server.uri().empty());
+    auto channel = Channel::Create(server.uri());
+    ASSERT_TRUE(channel.ok());
+    auto stub = TestService::NewStub(*channel);
+    EchoMessage ping, pong;
+    ClientContext ctx;
+    ASSERT_TRUE(stub->Echo(&ctx, ping, &pong).ok());
+    EXPECT_EQ(CountRegionMappings(), 1);
+
+    constexpr int kCalls = 4;
+    std::vector<std::future<std::pair<Status, std::chrono::steady_clock::time_point>>> pending;
+    for (int i = 0; i < kCalls; ++i) {
+      pending.push_back(std::async(std::launch::async, [&] {
+        test::SleepRequest request;
+        request.set_ms(10000);
+        EchoMessage reply;
+        ClientContext call_ctx;
+        Status s = stub->Sleep(&call_ctx, request, &reply);
+        return std::make_pair(s, std::chrono::steady_clock::now());
+      }));
+    }
+    std::this_thread::sleep_for(milliseconds(300));
+    const auto killed = std::chrono::steady_clock::now();
+    server.Kill(SIGKILL);
+    for (auto& p : pending) {
+      auto [status, ended] = p.get();
+      EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status;
+      EXPECT_LT(ended - killed, milliseconds(100));
+    }
+  }
+  // The channel is gone: the region is unmapped and every fd closed. The
+  // poller thread lets go of the region as it exits, so allow it a moment.
+  for (int i = 0; i < 100 && (CountRegionMappings() != 0 || CountOpenFds() != fds_before); ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(CountRegionMappings(), 0);
+  EXPECT_EQ(CountOpenFds(), fds_before);
+}
+
+// --- backpressure ---
+
+TEST(ShmBackpressure, FullRegionMakesSendersWaitThenFailAtTheirDeadline) {
+  // 4 MiB slabs; the server's one worker is kept busy, so the 1 MiB
+  // requests queued behind it hold the client's slab.
+  ServerProcess server(ZCRPC_TEST_SERVER,
+                       {"--listen", "shm://" + UniqueName("backpressure") + "?slab_mb=4", "--workers", "1"});
+  ASSERT_FALSE(server.uri().empty());
+  auto channel = Channel::Create(server.uri());
+  ASSERT_TRUE(channel.ok());
+  auto stub = TestService::NewStub(*channel);
+  auto busy = std::async(std::launch::async, [&] {
+    test::SleepRequest request;
+    request.set_ms(1500);
+    EchoMessage reply;
+    ClientContext ctx;
+    return stub->Sleep(&ctx, request, &reply);
+  });
+  std::this_thread::sleep_for(milliseconds(100));
+
+  EchoMessage big;
+  big.set_payload(std::string(1 << 20, 'b'));
+  constexpr int kCalls = 8;
+  struct Call {
+    ClientContext ctx;
+    EchoMessage reply;
+    std::promise<Status> done;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  const auto start = std::chrono::steady_clock::now();
+  // A sender blocks while the region is full (that is the backpressure), so
+  // the calls share one deadline rather than each starting its own clock.
+  const auto deadline = start + milliseconds(500);
+  for (int i = 0; i < kCalls; ++i) {
+    auto call = std::make_unique<Call>();
+    call->ctx.set_deadline(deadline);
+    stub->Echo(&call->ctx, big, &call->reply, [c = call.get()](Status s) { c->done.set_value(std::move(s)); });
+    calls.push_back(std::move(call));
+  }
+  int failed = 0;
+  for (auto& call : calls) {
+    Status s = call->done.get_future().get();
+    if (!s.ok()) {
+      ++failed;
+      EXPECT_TRUE(s.code() == StatusCode::kResourceExhausted || s.code() == StatusCode::kDeadlineExceeded) << s;
+    }
+  }
+  // Not everything fits in 4 MiB while the server sits on it, and nobody
+  // waited past the deadline by much.
+  EXPECT_GT(failed, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(1000)) << "someone waited past the deadline";
+  EXPECT_TRUE(busy.get().ok());
+
+  // Once the server drains, the same channel works again.
+  ClientContext ctx;
+  EchoMessage reply;
+  EXPECT_TRUE(stub->Echo(&ctx, big, &reply).ok());
+}
+
+// --- lost wake-ups ---
+
+// Both sides sleep as soon as their ring is empty (spin_us=0), so every call
+// crosses the sleep/doorbell race on both sides. A lost wake-up would leave
+// a call hanging until its deadline. ZCRPC_SHM_STRESS_CALLS raises the count.
+TEST(ShmWakeups, NoCallIsLostWithSleepingPollers) {
+  int calls_per_thread = 25'000;
+  if (const char* env = std::getenv("ZCRPC_SHM_STRESS_CALLS")) calls_per_thread = std::atoi(env) / 4;
+  ServerProcess server(ZCRPC_TEST_SERVER,
+                       {"--listen", "shm://" + UniqueName("wakeups") + "?spin_us=0", "--workers", "0"});
+  ASSERT_FALSE(server.uri().empty());
+  ChannelOptions options;
+  options.spin_before_sleep = std::chrono::nanoseconds(0);
+  auto channel = Channel::Create(server.uri() + "?spin_us=0", options);
+  ASSERT_TRUE(channel.ok());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      auto stub = TestService::NewStub(*channel);
+      EchoMessage request, reply;
+      for (int i = 0; i < calls_per_thread; ++i) {
+        request.set_id(static_cast<uint64_t>(t) << 32 | static_cast<uint64_t>(i));
+        ClientContext ctx;
+        ctx.set_timeout(std::chrono::seconds(2));
+        Status s = stub->Echo(&ctx, request, &reply);
+        if (!s.ok() || reply.id() != request.id()) {
+          if (failures.fetch_add(1) < 5) ADD_FAILURE() << "call " << i << " of thread " << t << ": " << s;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+}  // namespace
+}  // namespace zcrpc
