@@ -9,25 +9,29 @@ DeadlineSweeper::DeadlineSweeper(std::chrono::nanoseconds tick, Clock* clock)
 
 DeadlineSweeper::~DeadlineSweeper() {
   {
-    absl::MutexLock lock(&park_mu_);
+    std::lock_guard lock(park_mu_);
     stop_ = true;
   }
+  park_cv_.notify_all();
   thread_.join();
 }
 
 void DeadlineSweeper::Add(Client* client) {
-  absl::MutexLock lock(&clients_mu_);
+  std::lock_guard lock(clients_mu_);
   clients_.push_back(client);
 }
 
 void DeadlineSweeper::Remove(Client* client) {
-  absl::MutexLock lock(&clients_mu_);  // waits for a sweep in progress
+  std::lock_guard lock(clients_mu_);  // waits for a sweep in progress
   std::erase(clients_, client);
 }
 
 void DeadlineSweeper::WakeSlow() {
-  absl::MutexLock lock(&park_mu_);
-  wake_ = true;
+  {
+    std::lock_guard lock(park_mu_);
+    wake_ = true;
+  }
+  park_cv_.notify_all();
 }
 
 bool DeadlineSweeper::AnyCallsInFlight() {
@@ -39,7 +43,7 @@ void DeadlineSweeper::Run() {
   for (;;) {
     bool busy;
     {
-      absl::MutexLock lock(&clients_mu_);
+      std::lock_guard lock(clients_mu_);
       busy = AnyCallsInFlight();
       if (busy) {
         int64_t now = clock_->NowNanos();
@@ -48,26 +52,25 @@ void DeadlineSweeper::Run() {
         }
       }
     }
-    absl::MutexLock lock(&park_mu_);
+    std::unique_lock lock(park_mu_);
     if (stop_) return;
     if (busy) {
-      park_mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::FromChrono(tick_));
+      park_cv_.wait_for(lock, tick_, [this] { return stop_; });
       continue;
     }
     // Park. Publishing `parked_` before re-checking the clients pairs with a
     // client's seq_cst insert-then-Wake(): one of the two sees the other, so
     // a call that starts now is never left unswept for a whole park.
     parked_.store(true, std::memory_order_seq_cst);
-    park_mu_.Unlock();
+    lock.unlock();
     bool became_busy;
     {
-      absl::MutexLock clients_lock(&clients_mu_);
+      std::lock_guard clients_lock(clients_mu_);
       became_busy = AnyCallsInFlight();
     }
-    park_mu_.Lock();
+    lock.lock();
     if (!became_busy) {
-      park_mu_.AwaitWithTimeout(absl::Condition(this, &DeadlineSweeper::WokenOrStopped),
-                                absl::Milliseconds(100));
+      park_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return WokenOrStopped(); });
     }
     wake_ = false;
     parked_.store(false, std::memory_order_seq_cst);

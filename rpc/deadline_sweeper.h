@@ -9,10 +9,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
 #include "rpc/clock.h"
 
 namespace zcrpc {
@@ -54,9 +56,10 @@ class DeadlineSweeper {
 
   const std::chrono::nanoseconds tick_;
   Clock* const clock_;
-  absl::Mutex clients_mu_;
+  std::mutex clients_mu_;
   std::vector<Client*> clients_ ABSL_GUARDED_BY(clients_mu_);
-  absl::Mutex park_mu_;
+  std::mutex park_mu_;
+  std::condition_variable park_cv_;
   bool wake_ ABSL_GUARDED_BY(park_mu_) = false;
   bool stop_ ABSL_GUARDED_BY(park_mu_) = false;
   std::atomic<bool> parked_{false};

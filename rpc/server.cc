@@ -143,7 +143,7 @@ Server::Server(ServerOptions options)
 Server::~Server() { Shutdown(); }
 
 Status Server::RegisterService(Service* service) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   if (listening_) return absl::FailedPreconditionError("register services before the first AddListener()");
   for (const Service::Method& m : service->methods()) {
     if (auto it = methods_.find(m.descriptor.id); it != methods_.end()) {
@@ -164,7 +164,7 @@ StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
   ZCRPC_ASSIGN_OR_RETURN(transport::Uri uri, transport::Uri::Parse(uri_text));
   ZCRPC_ASSIGN_OR_RETURN(transport::Transport * transport, registry_.Find(uri.scheme));
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock lock(mu_);
     if (shutting_down_) return absl::FailedPreconditionError("server is shut down");
     listening_ = true;
   }
@@ -173,7 +173,7 @@ StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
       transport->Listen(uri, transport::ConnectionOptions{options_.limits},
                         [this](std::unique_ptr<transport::Connection> c) { OnAccept(std::move(c)); }));
   std::string bound = listener->uri();
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   listeners_.push_back(std::move(listener));
   return bound;
 }
@@ -181,7 +181,7 @@ StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
 void Server::OnAccept(std::unique_ptr<transport::Connection> connection) {
   auto sc = std::make_shared<ServerConnection>(this, std::move(connection));
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock lock(mu_);
     if (shutting_down_) return;  // dropping it closes it
     connections_.emplace(sc.get(), sc);
   }
@@ -189,17 +189,18 @@ void Server::OnAccept(std::unique_ptr<transport::Connection> connection) {
 }
 
 void Server::OnConnectionClosed(ServerConnection* connection) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   connections_.erase(connection);
+  changed_.notify_all();
 }
 
 void Server::Shutdown() {
   std::vector<std::unique_ptr<transport::Listener>> listeners;
   std::vector<std::shared_ptr<ServerConnection>> connections;
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock lock(mu_);
     if (shutting_down_) {
-      mu_.Await(absl::Condition(&shut_down_));
+      changed_.wait(lock, [this] { return shut_down_; });
       return;
     }
     shutting_down_ = true;
@@ -210,16 +211,16 @@ void Server::Shutdown() {
   for (auto& c : connections) c->connection().Close(absl::UnavailableError("server shutting down"));
   connections.clear();
   if (workers_) workers_->join();
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   // Every connection reports OnClosed on its poller thread, then leaves the set.
-  auto all_closed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return connections_.empty(); };
-  mu_.Await(absl::Condition(&all_closed));
+  changed_.wait(lock, [this] { return connections_.empty(); });
   shut_down_ = true;
+  changed_.notify_all();
 }
 
 void Server::Wait() {
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(&shut_down_));
+  std::unique_lock lock(mu_);
+  changed_.wait(lock, [this] { return shut_down_; });
 }
 
 }  // namespace zcrpc

@@ -7,13 +7,14 @@
 // call Shutdown() from inside a handler.
 #pragma once
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "rpc/service.h"
 #include "rpc/status.h"
 #include "rpc/wire.h"
@@ -73,7 +74,8 @@ class Server {
   absl::flat_hash_map<uint32_t, const Service::Method*> methods_;
   std::unique_ptr<boost::asio::thread_pool> workers_;
 
-  absl::Mutex mu_;
+  std::mutex mu_;
+  std::condition_variable changed_;  // a connection closed, or shutdown finished
   bool listening_ ABSL_GUARDED_BY(mu_) = false;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -9,14 +9,14 @@
 namespace zcrpc::transport {
 
 Status Registry::Register(std::string scheme, Factory factory) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   auto [it, inserted] = entries_.try_emplace(std::move(scheme), Entry{std::move(factory), nullptr});
   if (!inserted) return absl::AlreadyExistsError(absl::StrCat("scheme '", it->first, "' is already registered"));
   return absl::OkStatus();
 }
 
 StatusOr<Transport*> Registry::Find(std::string_view scheme) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   auto it = entries_.find(ToAbsl(scheme));
   if (it == entries_.end()) {
     std::vector<std::string> known;

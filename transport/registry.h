@@ -6,12 +6,13 @@
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
 #include "transport/transport.h"
 
 namespace zcrpc::transport {
@@ -39,7 +40,7 @@ class Registry {
     Factory factory;
     std::unique_ptr<Transport> transport;
   };
-  absl::Mutex mu_;
+  std::mutex mu_;
   absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -17,7 +19,6 @@
 
 #include <gtest/gtest.h>
 
-#include "absl/synchronization/mutex.h"
 #include "rpc/copy_stats.h"
 #include "tests/e2e/server_process.h"
 #include "test_service.zcrpc.h"
@@ -54,17 +55,15 @@ class Victim {
   // of them before the handlers' Victim goes away.
   ~Victim() {
     listener_.reset();
-    absl::MutexLock lock(&mu_);
+    std::unique_lock lock(mu_);
     for (auto& connection : connections_) connection->Close(absl::CancelledError("test over"));
-    mu_.AwaitWithTimeout(absl::Condition(this, &Victim::AllClosed), absl::Seconds(10));
+    changed_.wait_for(lock, std::chrono::seconds(10), [this] { return close_reasons_.size() == connections_.size(); });
   }
 
   // Waits for the first connection to close and returns why.
   Status WaitForFirstClose() {
-    absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(
-                             +[](std::vector<Status>* reasons) { return !reasons->empty(); }, &close_reasons_),
-                         absl::Seconds(10));
+    std::unique_lock lock(mu_);
+    changed_.wait_for(lock, std::chrono::seconds(10), [this] { return !close_reasons_.empty(); });
     return close_reasons_.empty() ? absl::DeadlineExceededError("no connection closed") : close_reasons_.front();
   }
 
@@ -84,8 +83,9 @@ class Victim {
       held_.push_back(std::move(frame));
     }
     void OnClosed(const Status& reason) override {
-      absl::MutexLock lock(&victim_->mu_);
+      std::lock_guard lock(victim_->mu_);
       victim_->close_reasons_.push_back(reason);
+      victim_->changed_.notify_all();
     }
 
    private:
@@ -94,17 +94,16 @@ class Victim {
     std::vector<Frame> held_;
   };
 
-  bool AllClosed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return close_reasons_.size() == connections_.size(); }
-
   void Accept(std::unique_ptr<transport::Connection> connection) {
     connection->Start(std::make_shared<Handler>(this, connection.get()));
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     connections_.push_back(std::move(connection));
   }
 
-  absl::Mutex mu_;
-  std::vector<std::unique_ptr<transport::Connection>> connections_ ABSL_GUARDED_BY(mu_);
-  std::vector<Status> close_reasons_ ABSL_GUARDED_BY(mu_);
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::vector<std::unique_ptr<transport::Connection>> connections_;  // guarded by mu_
+  std::vector<Status> close_reasons_;                                // guarded by mu_
   std::unique_ptr<transport::Listener> listener_;
 };
 
@@ -112,15 +111,14 @@ class Victim {
 class Recorder final : public transport::ConnectionHandler {
  public:
   void OnFrame(Frame frame) override {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     frames_.push_back(std::move(frame));
+    arrived_.notify_all();
   }
   void OnClosed(const Status&) override {}
   std::optional<Frame> Next() {
-    absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(
-                             +[](std::vector<Frame>* f) { return !f->empty(); }, &frames_),
-                         absl::Seconds(5));
+    std::unique_lock lock(mu_);
+    arrived_.wait_for(lock, std::chrono::seconds(5), [this] { return !frames_.empty(); });
     if (frames_.empty()) return std::nullopt;
     Frame f = std::move(frames_.front());
     frames_.erase(frames_.begin());
@@ -128,8 +126,9 @@ class Recorder final : public transport::ConnectionHandler {
   }
 
  private:
-  absl::Mutex mu_;
-  std::vector<Frame> frames_ ABSL_GUARDED_BY(mu_);
+  std::mutex mu_;
+  std::condition_variable arrived_;
+  std::vector<Frame> frames_;  // guarded by mu_
 };
 
 Frame Request(uint64_t call_id, Buffer message) {
