@@ -86,6 +86,11 @@ StatusOr<std::shared_ptr<Channel::Link>> Channel::GetLink() {
   return link;
 }
 
+StatusOr<Buffer> Channel::AllocateBuffer(size_t size) {
+  ZCRPC_ASSIGN_OR_RETURN(std::shared_ptr<Link> link, GetLink());
+  return link->connection().Allocate(size);
+}
+
 Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context,
                           const google::protobuf::MessageLite& request, internal::ClientCall* call,
                           std::shared_ptr<Link>* used_link) {
@@ -112,6 +117,10 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
     frame.metadata = connection.Allocate(EncodedMetadataSize(context->metadata()));
     EncodeMetadata(context->metadata(), frame.metadata.span());
   }
+
+  frame.attachments = std::move(context->attachments_);
+  context->attachments_.clear();
+  context->response_attachments_.clear();
 
   call->link_epoch = link->epoch();
   ZCRPC_ASSIGN_OR_RETURN(CallId id, table_.Insert(call));
@@ -215,6 +224,7 @@ namespace internal {
 
 Status ClientCall::Finish(Status status, Frame& reply) {
   if (!status.ok()) return status;
+  context_->response_attachments_ = std::move(reply.attachments);
   if (!reply.metadata.empty()) {
     Status md = DecodeMetadata(reply.metadata.span(), &context_->server_metadata_);
     if (!md.ok()) return absl::InternalError(absl::StrCat("malformed response metadata: ", md.message()));

@@ -58,6 +58,11 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
 
   const std::string& target() const { return target_; }
 
+  // A buffer in the memory of the channel's current connection (connecting
+  // if needed), for ClientContext::AddAttachment: it goes out with no
+  // framework copy. UNAVAILABLE if the server cannot be reached.
+  StatusOr<Buffer> AllocateBuffer(size_t size);
+
   // Blocking unary call: serializes `request` straight into a transport
   // buffer, waits, parses the reply into `*response`.
   Status CallUnary(const MethodDescriptor& method, ClientContext* context,

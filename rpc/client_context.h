@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "rpc/buffer.h"
 #include "rpc/status.h"
 #include "rpc/wire.h"
 
@@ -43,6 +45,15 @@ class ClientContext {
   // Metadata the server sent with its response (valid once the call ended).
   const Metadata& server_metadata() const { return server_metadata_; }
 
+  // Sends `buffer` beside the request message, as an attachment: out by
+  // scatter-gather, never through protobuf. Buffers from
+  // Channel::AllocateBuffer() live in the transport's memory and go out
+  // with no framework copy. Taken by the next call made with this context.
+  void AddAttachment(Buffer buffer) { attachments_.push_back(std::move(buffer)); }
+  // Attachments the server sent beside its response (valid once the call
+  // ended): page-aligned buffers, handed over. Move them out to keep them.
+  std::vector<Buffer>& response_attachments() { return response_attachments_; }
+
   // Ends the call with CANCELLED if it is still in flight and tells the
   // server. Thread-safe; a no-op before the call starts or after it ends.
   void TryCancel();
@@ -55,6 +66,8 @@ class ClientContext {
   int64_t deadline_nanos_ = 0;
   Metadata metadata_;
   Metadata server_metadata_;
+  std::vector<Buffer> attachments_;
+  std::vector<Buffer> response_attachments_;
   // The call in flight, for TryCancel(). Set and cleared by the Channel.
   std::atomic<Channel*> channel_{nullptr};
   std::atomic<uint64_t> call_id_{0};

@@ -91,9 +91,11 @@ class ServerConnection final : public transport::ConnectionHandler,
       if (closed_) return;
       running_[call_id] = &ctx;
     }
+    ctx.request_attachments_ = std::move(frame.attachments);
     Buffer response;
     Status status = method.handler(&ctx, frame.message.span(), &response);
     frame = Frame{};  // the request's buffers go back to the pool before the reply goes out
+    ctx.request_attachments_.clear();
     {
       std::lock_guard lock(mu_);
       running_.erase(call_id);
@@ -107,7 +109,7 @@ class ServerConnection final : public transport::ConnectionHandler,
     Reply(call_id, status, &ctx, std::move(response));
   }
 
-  void Reply(CallId call_id, const Status& status, const ServerContext* ctx, Buffer response) {
+  void Reply(CallId call_id, const Status& status, ServerContext* ctx, Buffer response) {
     Frame reply;
     reply.header.type = FrameType::kResponse;
     reply.header.call_id = call_id;
@@ -118,11 +120,19 @@ class ServerConnection final : public transport::ConnectionHandler,
     }
     if (status.ok()) {
       reply.message = std::move(response);
+      if (ctx != nullptr) reply.attachments = std::move(ctx->response_attachments_);
     } else if (!status.message().empty()) {
       reply.message = connection_->Allocate(status.message().size());
       std::memcpy(reply.message.data(), status.message().data(), status.message().size());
     }
-    (void)connection_->Send(std::move(reply));  // a closed connection has nobody to tell
+    const bool had_attachments = !reply.attachments.empty();
+    Status sent = connection_->Send(std::move(reply));
+    // A reply the transport refused (e.g. more attachments than it carries)
+    // must still end the call; a closed connection has nobody to tell.
+    if (!sent.ok() && had_attachments && sent.code() != StatusCode::kUnavailable) {
+      Reply(call_id, absl::InternalError(absl::StrCat("the response could not be sent: ", sent.message())), nullptr,
+            Buffer());
+    }
   }
 
   Server* const server_;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "rpc/buffer.h"
 #include "rpc/status.h"
@@ -41,8 +42,17 @@ class ServerContext {
   std::string_view method() const { return method_; }
 
   // A buffer in the connection's own memory (used by generated code to
-  // serialize the response in place).
+  // serialize the response in place, and by handlers for attachments).
   Buffer AllocateBuffer(size_t size);
+
+  // Attachments the client sent beside the request message: page-aligned
+  // buffers handed over, not copied. Move them out to keep them past the
+  // handler, or pass them to AddResponseAttachment to send them back (shm
+  // sends a received buffer back without copying it).
+  std::vector<Buffer>& request_attachments() { return request_attachments_; }
+  // Sent beside the response message if the handler returns OK. Buffers
+  // from AllocateBuffer() go out with no framework copy.
+  void AddResponseAttachment(Buffer buffer) { response_attachments_.push_back(std::move(buffer)); }
 
  private:
   friend class ServerConnection;
@@ -59,6 +69,8 @@ class ServerContext {
   std::atomic<bool> cancelled_{false};
   Metadata client_metadata_;
   Metadata trailing_metadata_;
+  std::vector<Buffer> request_attachments_;
+  std::vector<Buffer> response_attachments_;
 };
 
 }  // namespace zcrpc

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -15,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "rpc/copy_stats.h"
 #include "tests/e2e/server_process.h"
 #include "test_service.zcrpc.h"
 
@@ -161,6 +163,32 @@ TEST_P(Conformance, MetadataTravelsBothWays) {
   ASSERT_TRUE(stub->Echo(&ctx, request, &reply).ok());
   Metadata expected = {{"echo-x-trace", "abc-123"}, {"echo-x-blob-bin", binary}};
   EXPECT_EQ(ctx.server_metadata(), expected);
+}
+
+TEST_P(Conformance, AttachmentsTravelBothWaysWithoutClientCopies) {
+  auto server = StartServer();
+  auto channel = Connect(server->uri());
+  auto stub = TestService::NewStub(channel);
+  const std::vector<size_t> sizes = {1 << 20, 100, 4096};
+  ClientContext ctx;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    StatusOr<Buffer> buffer = channel->AllocateBuffer(sizes[i]);
+    ASSERT_TRUE(buffer.ok()) << buffer.status();
+    const std::string pattern = Payload(sizes[i], i + 1);
+    std::memcpy(buffer->data(), pattern.data(), pattern.size());
+    ctx.AddAttachment(*std::move(buffer));
+  }
+  EchoMessage request, reply;
+  request.set_id(3);
+  const uint64_t copied_before = CopyStats::TotalBytesCopied();
+  ASSERT_TRUE(stub->Echo(&ctx, request, &reply).ok());
+  EXPECT_EQ(CopyStats::TotalBytesCopied() - copied_before, 0u) << "the client copied attachment bytes";
+  ASSERT_EQ(ctx.response_attachments().size(), sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const Buffer& back = ctx.response_attachments()[i];
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(back.data()) % 4096, 0u) << "attachment " << i << " is page-aligned";
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(back.data()), back.size()), Payload(sizes[i], i + 1));
+  }
 }
 
 TEST_P(Conformance, ServerKilledMidCallGivesUnavailableAndNextCallReconnects) {

@@ -24,6 +24,7 @@ class TestServiceImpl final : public zcrpc::test::TestService::Service {
     }
     reply->set_payload(request->payload());
     reply->set_id(request->id());
+    for (zcrpc::Buffer& attachment : ctx->request_attachments()) ctx->AddResponseAttachment(std::move(attachment));
     return zcrpc::Status();
   }
 
