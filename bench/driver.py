@@ -67,6 +67,8 @@ def matrix():
     for system in ("grpc", "zcrpc-tcp", "zcrpc-shm"):
         rows += [(system, "unary", size) for size in UNARY_SIZES]
         rows += [(system, "bulk", MIB), (system, "rate", 64)]
+        if system != "grpc":
+            rows += [(system, "unary-attach", size) for size in UNARY_SIZES]
     rows += [("floor-tcp", "unary", size) for size in UNARY_SIZES]
     rows += [("floor-tcp", "bulk", MIB), ("floor-tcp-stream", "bulk", MIB),
              ("floor-shm-ring", "unary", 64), ("floor-memcpy", "bulk", MIB)]

@@ -81,10 +81,16 @@ def speedup(row, other):
     return b / a if a and b else None
 
 
+# unary-attach is held to the same rows as unary: gRPC has no attachments,
+# so the comparison is with gRPC carrying the payload in its message.
+def comparable_workload(workload):
+    return "unary" if workload == "unary-attach" else workload
+
+
 def vs_grpc(row, results):
     if not row["system"].startswith("zcrpc-"):
         return "—"
-    ratio = speedup(row, find(results, "grpc", row["workload"], row["payload_bytes"]))
+    ratio = speedup(row, find(results, "grpc", comparable_workload(row["workload"]), row["payload_bytes"]))
     return "—" if ratio is None else f"{ratio:.2f}×"
 
 
@@ -92,7 +98,7 @@ def vs_floor(row, results):
     floor_name = FLOOR_FOR.get(row["system"])
     if floor_name is None or row["error"]:
         return "—"
-    floor = find(results, floor_name, row["workload"], row["payload_bytes"])
+    floor = find(results, floor_name, comparable_workload(row["workload"]), row["payload_bytes"])
     if floor is None:
         return "—"
     if row["workload"] == "bulk" and row["gbytes_per_s"] and floor["gbytes_per_s"]:

@@ -35,6 +35,10 @@ class Ratios(unittest.TestCase):
         self.assertEqual(report.vs_grpc(results[1], results), "3.00×")
         self.assertEqual(report.vs_grpc(results[3], results), "2.50×")
 
+    def test_unary_attach_is_compared_with_grpc_unary(self):
+        results = [row("grpc", "unary", 1 << 20, p50_us=2000.0), row("zcrpc-shm", "unary-attach", 1 << 20, p50_us=20.0)]
+        self.assertEqual(report.vs_grpc(results[1], results), "100.00×")
+
     def test_floor_ratio_matches_workload_and_size(self):
         results = [row("floor-tcp", "unary", 64, p50_us=50.0), row("floor-tcp", "unary", 4096, p50_us=80.0),
                    row("zcrpc-tcp", "unary", 64, p50_us=55.0), row("zcrpc-tcp", "unary", 0, p50_us=40.0)]

@@ -16,7 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 
-ABSL_FLAG(std::string, workload, "unary", "unary | bulk | rate");
+ABSL_FLAG(std::string, workload, "unary", "unary | unary-attach | bulk | rate");
 ABSL_FLAG(uint64_t, payload_bytes, 64, "payload bytes per request (and per reply for unary)");
 ABSL_FLAG(double, warmup_s, 0.2, "seconds of calls before measuring");
 ABSL_FLAG(int, reps, 3, "repetitions; the row reports their median");
@@ -99,6 +99,7 @@ Plan ParsePlan(int argc, char** argv, std::string_view usage) {
   Plan plan;
   const std::string workload = absl::GetFlag(FLAGS_workload);
   if (workload == "unary") plan.workload = Workload::kUnary;
+  else if (workload == "unary-attach") plan.workload = Workload::kUnaryAttach;
   else if (workload == "bulk") plan.workload = Workload::kBulk;
   else if (workload == "rate") plan.workload = Workload::kRate;
   else FailRow("unknown --workload " + workload);

@@ -24,7 +24,9 @@
 
 namespace zcrpc::bench {
 
-enum class Workload { kUnary, kBulk, kRate };
+// kUnaryAttach: unary with the payload as an attachment beside an empty
+// message (zcrpc only).
+enum class Workload { kUnary, kUnaryAttach, kBulk, kRate };
 
 struct Plan {
   Workload workload = Workload::kUnary;

@@ -1,6 +1,8 @@
 // zcrpc's client side of the benchmark: measures one workload against a
 // running bench_zcrpc_server and prints one RESULT line (harness.h).
 //   bench_zcrpc_client --target tcp://127.0.0.1:PORT --workload unary --payload_bytes 64
+#include <algorithm>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,6 +72,39 @@ int main(int argc, char** argv) {
     });
     runner_ptr = &runner;
     row = runner.Run(copies);
+  } else if (plan.workload == bench::Workload::kUnaryAttach) {
+    // The payload travels as an attachment written once into the channel's
+    // memory; the message is empty. The server sends the same buffer back
+    // with its checksum in the first 8 bytes; the next call sends it again.
+    SimpleRequest empty;
+    SimpleResponse response;
+    const std::string payload = bench::MakePayload(plan.payload_bytes);
+    const uint64_t payload_checksum = bench::Checksum(payload);
+    zcrpc::Buffer attachment;
+    if (plan.payload_bytes > 0) {
+      auto allocated = (*channel)->AllocateBuffer(plan.payload_bytes);
+      if (!allocated.ok()) bench::FailRow(allocated.status().ToString());
+      attachment = *std::move(allocated);
+      std::memcpy(attachment.data(), payload.data(), payload.size());
+    }
+    row = bench::MeasureOneInFlight(
+        plan,
+        [&]() -> std::string {
+          if (plan.payload_bytes > 0) std::memcpy(attachment.data(), payload.data(), std::min<size_t>(8, payload.size()));
+          zcrpc::ClientContext context;
+          if (plan.payload_bytes > 0) context.AddAttachment(std::move(attachment));
+          zcrpc::Status status = stub.UnaryCall(&context, empty, &response);
+          if (!status.ok()) return "call failed: " + status.ToString();
+          if (plan.payload_bytes == 0) return "";
+          if (context.response_attachments().size() != 1) return "reply has no attachment";
+          attachment = std::move(context.response_attachments()[0]);
+          if (attachment.size() != plan.payload_bytes) return "reply attachment of the wrong size";
+          uint64_t got = 0;
+          std::memcpy(&got, attachment.data(), std::min<size_t>(8, attachment.size()));
+          const uint64_t want = plan.payload_bytes >= 8 ? payload_checksum : got;
+          return got == want ? "" : "reply attachment checksum mismatch";
+        },
+        copies);
   } else {
     SimpleResponse response;
     row = bench::MeasureOneInFlight(
