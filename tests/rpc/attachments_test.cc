@@ -22,20 +22,31 @@ class BounceService final : public TestService::Service {
   }
 };
 
-class Attachments : public ::testing::TestWithParam<std::string> {};
+// A server with BounceService on the transport under test, and a channel
+// and stub to it, all in this process.
+class Attachments : public ::testing::TestWithParam<std::string> {
+ protected:
+  void Start() {
+    ASSERT_TRUE(server_.RegisterService(&service_).ok());
+    auto uri = server_.AddListener(GetParam());
+    ASSERT_TRUE(uri.ok()) << uri.status();
+    auto channel = Channel::Create(*uri);
+    ASSERT_TRUE(channel.ok());
+    channel_ = *channel;
+    stub_ = TestService::NewStub(channel_);
+  }
+
+  BounceService service_;
+  Server server_;
+  std::shared_ptr<Channel> channel_;
+  std::unique_ptr<TestService::Stub> stub_;
+};
 
 TEST_P(Attachments, OneMebibyteRoundTripCopiesNoPayloadBytes) {
-  BounceService service;
-  Server server;
-  ASSERT_TRUE(server.RegisterService(&service).ok());
-  auto uri = server.AddListener(GetParam());
-  ASSERT_TRUE(uri.ok()) << uri.status();
-  auto channel = Channel::Create(*uri);
-  ASSERT_TRUE(channel.ok());
-  auto stub = TestService::NewStub(*channel);
+  ASSERT_NO_FATAL_FAILURE(Start());
 
   for (int call = 0; call < 5; ++call) {
-    StatusOr<Buffer> attachment = (*channel)->AllocateBuffer(1 << 20);
+    StatusOr<Buffer> attachment = channel_->AllocateBuffer(1 << 20);
     ASSERT_TRUE(attachment.ok()) << attachment.status();
     for (size_t i = 0; i < attachment->size(); ++i) attachment->data()[i] = static_cast<uint8_t>(i * 7 + call);
     ClientContext ctx;
@@ -43,7 +54,7 @@ TEST_P(Attachments, OneMebibyteRoundTripCopiesNoPayloadBytes) {
     EchoMessage request, reply;
     request.set_id(static_cast<uint64_t>(call));
     const uint64_t before = CopyStats::TotalBytesCopied();
-    ASSERT_TRUE(stub->Echo(&ctx, request, &reply).ok());
+    ASSERT_TRUE(stub_->Echo(&ctx, request, &reply).ok());
     // tcp: gathered into sendmsg from the buffer, received by the kernel's
     // copy into a page-aligned buffer (not a framework copy); shm: lent and
     // sent back by reference. Either way the framework copies nothing.
@@ -56,37 +67,23 @@ TEST_P(Attachments, OneMebibyteRoundTripCopiesNoPayloadBytes) {
 }
 
 TEST_P(Attachments, MoreAttachmentsThanTheTransportCarriesEndTheCallWithAnError) {
-  BounceService service;
-  Server server;
-  ASSERT_TRUE(server.RegisterService(&service).ok());
-  auto uri = server.AddListener(GetParam());
-  ASSERT_TRUE(uri.ok());
-  auto channel = Channel::Create(*uri);
-  ASSERT_TRUE(channel.ok());
-  auto stub = TestService::NewStub(*channel);
+  ASSERT_NO_FATAL_FAILURE(Start());
   ClientContext ctx;
-  for (int i = 0; i < 65; ++i) ctx.AddAttachment(*(*channel)->AllocateBuffer(64));  // limit: 64 (shm: 9)
+  for (int i = 0; i < 65; ++i) ctx.AddAttachment(*channel_->AllocateBuffer(64));  // limit: 64 (shm: 9)
   ctx.set_timeout(std::chrono::seconds(5));
   EchoMessage request, reply;
-  Status status = stub->Echo(&ctx, request, &reply);
+  Status status = stub_->Echo(&ctx, request, &reply);
   EXPECT_FALSE(status.ok());
   EXPECT_NE(status.code(), StatusCode::kDeadlineExceeded) << "the call must end with an error, not hang: " << status;
 }
 
 TEST_P(Attachments, AReplyTheTransportCannotCarryBecomesAnErrorNotAHang) {
-  BounceService service;
-  Server server;
-  ASSERT_TRUE(server.RegisterService(&service).ok());
-  auto uri = server.AddListener(GetParam());
-  ASSERT_TRUE(uri.ok());
-  auto channel = Channel::Create(*uri);
-  ASSERT_TRUE(channel.ok());
-  auto stub = TestService::NewStub(*channel);
+  ASSERT_NO_FATAL_FAILURE(Start());
   ClientContext ctx;
   ctx.set_timeout(std::chrono::seconds(5));
   EchoMessage request, reply;
   request.set_id(1010);  // ten attachments back: tcp carries them, shm at most nine
-  Status status = stub->Echo(&ctx, request, &reply);
+  Status status = stub_->Echo(&ctx, request, &reply);
   if (GetParam().rfind("shm", 0) == 0) {
     EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
     EXPECT_NE(status.message().find("at most 9 attachments"), std::string_view::npos) << status;
