@@ -193,7 +193,7 @@ void InFlightRunner::Done(int slot, std::string_view error) {
       return;
     }
   }
-  started_ns_[static_cast<size_t>(slot)] = NowNanos();
+  started_ns_[static_cast<size_t>(slot)] = now;
   start_(slot);
 }
 

@@ -63,6 +63,14 @@ inline bool ReplyBodyMatches(std::string_view body, size_t expected_size, uint64
   return got == request_checksum;
 }
 
+// "" if a BenchmarkService reply carries the expected body, else what is wrong.
+template <class SimpleResponse>
+std::string CheckReplyBody(const SimpleResponse& response, size_t expected_size, uint64_t request_checksum) {
+  return ReplyBodyMatches(response.payload().body(), expected_size, request_checksum)
+             ? ""
+             : "reply does not match the request (size or checksum)";
+}
+
 // BenchmarkService.UnaryCall as every server here implements it; templated
 // because zcrpc's and gRPC's generated messages live in separate binaries.
 template <class SimpleRequest, class SimpleResponse>

@@ -31,10 +31,7 @@ namespace bench = zcrpc::bench;
 std::string CheckReply(const grpc::Status& status, const SimpleResponse& response, const bench::Plan& plan,
                        uint64_t request_checksum) {
   if (!status.ok()) return "call failed: " + status.error_message() + " (code " + std::to_string(status.error_code()) + ")";
-  if (!bench::ReplyBodyMatches(response.payload().body(), plan.reply_bytes(), request_checksum)) {
-    return "reply does not match the request (size or checksum)";
-  }
-  return "";
+  return bench::CheckReplyBody(response, plan.reply_bytes(), request_checksum);
 }
 
 struct Slot {

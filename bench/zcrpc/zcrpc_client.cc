@@ -25,10 +25,7 @@ namespace bench = zcrpc::bench;
 std::string CheckReply(const zcrpc::Status& status, const SimpleResponse& response, const bench::Plan& plan,
                        uint64_t request_checksum) {
   if (!status.ok()) return "call failed: " + status.ToString();
-  if (!bench::ReplyBodyMatches(response.payload().body(), plan.reply_bytes(), request_checksum)) {
-    return "reply does not match the request (size or checksum)";
-  }
-  return "";
+  return bench::CheckReplyBody(response, plan.reply_bytes(), request_checksum);
 }
 
 // One in-flight slot of the rate workload; a context serves one call only.

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "transport/shm/errno_status.h"
 #include "transport/shm/region.h"
 
 namespace zcrpc::transport::shm {
@@ -28,9 +29,6 @@ struct Hello {
   char reason[200];
 };
 
-Status ErrnoError(std::string_view what) {
-  return absl::UnavailableError(absl::StrCat(ToAbsl(what), ": ", std::strerror(errno)));
-}
 
 Status SendHello(int socket, const Hello& hello, const int* fds, int fd_count) {
   iovec iov{const_cast<Hello*>(&hello), sizeof hello};

@@ -9,15 +9,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "transport/shm/errno_status.h"
 
 namespace zcrpc::transport::shm {
-namespace {
-
-Status ErrnoError(std::string_view what) {
-  return absl::UnavailableError(absl::StrCat(ToAbsl(what), ": ", std::strerror(errno)));
-}
-
-}  // namespace
 
 StatusOr<int> Region::CreateMemfd(const RegionParams& params) {
   ZCRPC_RETURN_IF_ERROR(ValidateParams(params));

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "transport/shm/errno_status.h"
 #include "transport/shm/handshake.h"
 #include "transport/shm/shm_address.h"
 #include "transport/shm/shm_connection.h"
@@ -23,9 +24,6 @@ namespace {
 
 constexpr auto kHandshakeTimeout = std::chrono::milliseconds(5000);
 
-Status ErrnoError(std::string_view what) {
-  return absl::UnavailableError(absl::StrCat(ToAbsl(what), ": ", std::strerror(errno)));
-}
 
 // The socket address for a name: a path, or the abstract name "\0zcrpc/NAME".
 socklen_t SocketAddress(const std::string& name, sockaddr_un* addr) {
