@@ -38,7 +38,7 @@ enum Offset : size_t {
   kAttachmentCount = 40,
   kReserved1 = 44,
   kAttachmentsLen = 48,
-  kReserved2 = 56,
+  kPaddingLen = 56,
 };
 
 bool IsKnownType(uint8_t t) { return t >= 1 && t <= 3; }
@@ -60,7 +60,7 @@ void EncodeWireHeader(const WireHeader& h, std::span<uint8_t, kWireHeaderSize> o
   Put<uint32_t>(p + kAttachmentCount, h.attachment_count);
   Put<uint32_t>(p + kReserved1, 0);
   Put<uint64_t>(p + kAttachmentsLen, h.attachments_len);
-  Put<uint64_t>(p + kReserved2, 0);
+  Put<uint64_t>(p + kPaddingLen, h.padding_len);
 }
 
 StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> in) {
@@ -82,7 +82,7 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
   if ((h.flags & ~kKnownFlags) != 0) {
     return absl::InvalidArgumentError(absl::StrFormat("unknown frame flags 0x%04x", h.flags));
   }
-  if (Get<uint32_t>(p + kReserved1) != 0 || Get<uint64_t>(p + kReserved2) != 0) {
+  if (Get<uint32_t>(p + kReserved1) != 0) {
     return absl::InvalidArgumentError("reserved header bytes are not zero");
   }
   h.call_id = Get<uint64_t>(p + kCallId);
@@ -94,6 +94,11 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
   h.message_len = Get<uint32_t>(p + kMessageLen);
   h.attachment_count = Get<uint32_t>(p + kAttachmentCount);
   h.attachments_len = Get<uint64_t>(p + kAttachmentsLen);
+  h.padding_len = Get<uint64_t>(p + kPaddingLen);
+  if (h.padding_len > (uint64_t{h.attachment_count} + 3) * kMaxPaddingPerPart) {
+    return absl::InvalidArgumentError(absl::StrCat("padding of ", h.padding_len, " bytes is more than ",
+                                                   h.attachment_count + 3, " parts can need"));
+  }
   // The section starts with the length table; it must fit in the section.
   // attachment_count < 2^32, so the product cannot overflow.
   if (uint64_t{h.attachment_count} * kAttachmentLengthSize > h.attachments_len) {
@@ -104,7 +109,7 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
   if (h.attachments_len > (uint64_t{1} << 62)) {
     return absl::InvalidArgumentError("attachment section length overflows");
   }
-  if (h.type == FrameType::kCancel && h.body_len() != 0) {
+  if (h.type == FrameType::kCancel && h.wire_body_len() != 0) {
     return absl::InvalidArgumentError("cancel frame with a body");
   }
   if (h.type == FrameType::kResponse && h.status_code > 16) {

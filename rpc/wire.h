@@ -47,9 +47,16 @@ struct WireHeader {
   uint32_t message_len = 0;   // bytes of the serialized message (or error text)
   uint32_t attachment_count = 0;
   uint64_t attachments_len = 0;  // bytes of the section: length table + segments
+  // Zero bytes a stream transport (tcp) put between parts so that large
+  // parts start on a page (docs/wire.md, "Padding"); 0 where parts travel
+  // separately (shm). Set and checked by the transport, not the runtime.
+  uint64_t padding_len = 0;
 
-  // Bytes after the header. Only meaningful once Validate() accepted it.
+  // Bytes of the parts after the header, padding not included. Only
+  // meaningful once DecodeWireHeader() accepted the header.
   uint64_t body_len() const { return uint64_t{metadata_len} + message_len + attachments_len; }
+  // Bytes after the header on a byte stream: parts plus padding.
+  uint64_t wire_body_len() const { return body_len() + padding_len; }
 };
 
 // What a receiver accepts. Defaults suit most services; both ends may differ.
@@ -71,6 +78,10 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
 
 // RESOURCE_EXHAUSTED if a well-formed header asks for more than `limits`.
 Status CheckLimits(const WireHeader& header, const FrameLimits& limits);
+
+// Padding before one part never exceeds this; a header that announces more
+// than (attachment_count + 3) times it is malformed.
+inline constexpr uint64_t kMaxPaddingPerPart = 16 << 10;
 
 // A frame that exceeds the limits but no more than this is read and thrown
 // away, so the call fails with RESOURCE_EXHAUSTED and the connection lives on;

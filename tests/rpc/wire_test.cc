@@ -20,6 +20,7 @@ WireHeader SampleRequest() {
   h.message_len = 4096;
   h.attachment_count = 2;
   h.attachments_len = 2 * kAttachmentLengthSize + 100;
+  h.padding_len = 4084;
   return h;
 }
 
@@ -47,6 +48,8 @@ TEST(WireHeader, RoundTripsEveryField) {
   EXPECT_EQ(decoded->attachment_count, h.attachment_count);
   EXPECT_EQ(decoded->attachments_len, h.attachments_len);
   EXPECT_EQ(decoded->body_len(), 12u + 4096u + 116u);
+  EXPECT_EQ(decoded->padding_len, h.padding_len);
+  EXPECT_EQ(decoded->wire_body_len(), decoded->body_len() + h.padding_len);
 }
 
 TEST(WireHeader, IsLittleEndianWithMagicFirst) {
@@ -94,7 +97,9 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"UnknownFlags", [](Bytes& b) { Poke<uint16_t>(b, 6, 0x8000); }, StatusCode::kInvalidArgument},
         Malformed{"ZeroCallId", [](Bytes& b) { Poke<uint64_t>(b, 8, 0); }, StatusCode::kInvalidArgument},
         Malformed{"ReservedWordSet", [](Bytes& b) { Poke<uint32_t>(b, 44, 1); }, StatusCode::kInvalidArgument},
-        Malformed{"ReservedTailSet", [](Bytes& b) { Poke<uint64_t>(b, 56, 1); }, StatusCode::kInvalidArgument},
+        Malformed{"PaddingMorePartsCanNeed",
+                  [](Bytes& b) { Poke<uint64_t>(b, 56, (2 + 3) * kMaxPaddingPerPart + 1); },
+                  StatusCode::kInvalidArgument},
         Malformed{"AttachmentTableLargerThanSection",
                   [](Bytes& b) { Poke<uint64_t>(b, 48, 8); }, StatusCode::kInvalidArgument},
         Malformed{"AttachmentLengthOverflows",

@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "transport/tcp/tcp_address.h"
 #include "transport/tcp/tcp_connection.h"
 
 namespace zcrpc::transport::tcp {
@@ -24,8 +25,13 @@ std::string EndpointUri(const tcp::endpoint& ep) {
 // Shared between the Listener handle and the accept loop, so the loop can
 // outlive the handle by one completion.
 struct AcceptState : std::enable_shared_from_this<AcceptState> {
-  AcceptState(asio::io_context& io, ConnectionOptions options, AcceptCallback on_accept)
-      : acceptor(io), options(std::move(options)), on_accept(std::move(on_accept)) {}
+  AcceptState(asio::io_context& io, EpollLoop* loop, TcpOptions tcp_options, ConnectionOptions options,
+              AcceptCallback on_accept)
+      : acceptor(io),
+        loop(loop),
+        tcp_options(tcp_options),
+        options(std::move(options)),
+        on_accept(std::move(on_accept)) {}
 
   void AcceptNext() {
     acceptor.async_accept([self = shared_from_this()](const boost::system::error_code& ec, tcp::socket socket) {
@@ -33,7 +39,10 @@ struct AcceptState : std::enable_shared_from_this<AcceptState> {
       {
         std::lock_guard lock(self->mu);
         if (self->stopped) return;
-        if (!ec) self->on_accept(std::make_unique<TcpConnection>(std::move(socket), self->options));
+        if (!ec) {
+          auto connection = TcpConnection::Make(socket.release(), self->loop, self->tcp_options, self->options);
+          if (connection.ok()) self->on_accept(*std::move(connection));
+        }
       }
       // Errors such as EMFILE are transient: keep accepting.
       self->AcceptNext();
@@ -41,6 +50,8 @@ struct AcceptState : std::enable_shared_from_this<AcceptState> {
   }
 
   tcp::acceptor acceptor;
+  EpollLoop* const loop;
+  const TcpOptions tcp_options;
   const ConnectionOptions options;
   std::mutex mu;
   bool stopped = false;  // guarded by mu
@@ -68,33 +79,30 @@ class TcpListener final : public Listener {
   std::string uri_;
 };
 
-StatusOr<tcp::resolver::results_type> Resolve(asio::io_context& io, const Uri& uri) {
-  std::string host;
-  uint16_t port;
-  ZCRPC_RETURN_IF_ERROR(SplitHostPort(uri.address, &host, &port));
+StatusOr<tcp::resolver::results_type> Resolve(asio::io_context& io, const Uri& uri, const TcpAddress& address) {
   tcp::resolver resolver(io);
   boost::system::error_code ec;
-  auto results = resolver.resolve(host, std::to_string(port), tcp::resolver::numeric_service, ec);
+  auto results = resolver.resolve(address.host, std::to_string(address.port), tcp::resolver::numeric_service, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": ", ec.message()));
   return results;
 }
 
 }  // namespace
 
-TcpTransport::TcpTransport(Options options) : work_(asio::make_work_guard(io_)) {
-  for (int i = 0; i < std::max(1, options.poller_threads); ++i) pollers_.emplace_back([this] { io_.run(); });
-}
+TcpTransport::TcpTransport(Options options)
+    : work_(asio::make_work_guard(io_)), setup_thread_([this] { io_.run(); }), loop_(options.poller_threads) {}
 
 TcpTransport::~TcpTransport() {
   work_.reset();
   io_.stop();
-  for (auto& t : pollers_) t.join();
+  setup_thread_.join();
 }
 
 StatusOr<std::unique_ptr<Listener>> TcpTransport::Listen(const Uri& uri, const ConnectionOptions& options,
                                                          AcceptCallback on_accept) {
-  ZCRPC_ASSIGN_OR_RETURN(auto results, Resolve(io_, uri));
-  auto state = std::make_shared<AcceptState>(io_, options, std::move(on_accept));
+  ZCRPC_ASSIGN_OR_RETURN(TcpAddress address, TcpAddress::Parse(uri.address));
+  ZCRPC_ASSIGN_OR_RETURN(auto results, Resolve(io_, uri, address));
+  auto state = std::make_shared<AcceptState>(io_, &loop_, address.options, options, std::move(on_accept));
   boost::system::error_code ec;
   tcp::endpoint ep = results.begin()->endpoint();
   state->acceptor.open(ep.protocol(), ec);
@@ -108,12 +116,14 @@ StatusOr<std::unique_ptr<Listener>> TcpTransport::Listen(const Uri& uri, const C
 }
 
 StatusOr<std::unique_ptr<Connection>> TcpTransport::Connect(const Uri& uri, const ConnectionOptions& options) {
-  ZCRPC_ASSIGN_OR_RETURN(auto results, Resolve(io_, uri));
+  ZCRPC_ASSIGN_OR_RETURN(TcpAddress address, TcpAddress::Parse(uri.address));
+  ZCRPC_ASSIGN_OR_RETURN(auto results, Resolve(io_, uri, address));
   tcp::socket socket(io_);
   boost::system::error_code ec;
   asio::connect(socket, results, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot connect to ", uri.ToString(), ": ", ec.message()));
-  return std::make_unique<TcpConnection>(std::move(socket), options);
+  ZCRPC_ASSIGN_OR_RETURN(auto connection, TcpConnection::Make(socket.release(), &loop_, address.options, options));
+  return std::unique_ptr<Connection>(std::move(connection));
 }
 
 }  // namespace zcrpc::transport::tcp

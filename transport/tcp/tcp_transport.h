@@ -1,6 +1,7 @@
-// TcpTransport: scheme tcp://host:port. Connection setup (listen, accept,
-// connect) and the Boost.Asio poller threads that drive every connection's
-// receive path. The per-frame path is in tcp_connection.h.
+// TcpTransport: scheme tcp://host:port[?options] (tcp_address.h).
+// Connection setup (listen, accept, connect) runs on one Boost.Asio thread;
+// the epoll loop threads drive every connection's receive path. The
+// per-frame path is in tcp_connection.h.
 //
 // Thread-safe. The transport must outlive its listeners and connections
 // (the default registry's transport lives until exit).
@@ -8,11 +9,11 @@
 
 #include <memory>
 #include <thread>
-#include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "transport/tcp/epoll_loop.h"
 #include "transport/transport.h"
 
 namespace zcrpc::transport::tcp {
@@ -20,9 +21,9 @@ namespace zcrpc::transport::tcp {
 class TcpTransport final : public Transport {
  public:
   struct Options {
-    // Threads running the event loop. One is the fast path for a client or
-    // a server with few connections; handlers that block want a server
-    // worker pool (ServerOptions) rather than more pollers.
+    // Threads of the epoll loop that reads the sockets. One is the fast
+    // path for a client or a server with few connections; handlers that
+    // block want a server worker pool (ServerOptions) rather than more.
     int poller_threads = 1;
   };
 
@@ -37,7 +38,8 @@ class TcpTransport final : public Transport {
  private:
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  std::vector<std::thread> pollers_;
+  std::thread setup_thread_;
+  EpollLoop loop_;
 };
 
 }  // namespace zcrpc::transport::tcp

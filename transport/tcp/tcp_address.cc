@@ -1,0 +1,43 @@
+#include "transport/tcp/tcp_address.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "transport/uri.h"
+
+namespace zcrpc::transport::tcp {
+
+StatusOr<TcpAddress> TcpAddress::Parse(std::string_view address) {
+  TcpAddress out;
+  const size_t question = address.find('?');
+  ZCRPC_RETURN_IF_ERROR(SplitHostPort(address.substr(0, question), &out.host, &out.port));
+  if (question == std::string_view::npos) return out;
+  for (absl::string_view option : absl::StrSplit(ToAbsl(address.substr(question + 1)), '&', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(option, absl::MaxSplits('=', 1));
+    const std::string& key = kv.first;
+    const std::string& value = kv.second;
+    auto bad = [&] {
+      return absl::InvalidArgumentError(absl::StrCat("tcp option ", key, "=", value, " is not valid"));
+    };
+    uint64_t number = 0;
+    const bool numeric = absl::SimpleAtoi(value, &number);
+    if (key == "busy_poll_us") {
+      if (!numeric || number > 10'000'000) return bad();
+      out.options.busy_poll = std::chrono::microseconds(number);
+    } else if (key == "zerocopy_send") {
+      if (value == "auto") out.options.zerocopy_send = ZeroCopySend::kAuto;
+      else if (value == "on") out.options.zerocopy_send = ZeroCopySend::kOn;
+      else if (value == "off") out.options.zerocopy_send = ZeroCopySend::kOff;
+      else return bad();
+    } else if (key == "zerocopy_min_bytes") {
+      if (!numeric) return bad();
+      out.options.zerocopy_min_bytes = number;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown tcp option '", key, "' (busy_poll_us, zerocopy_send, zerocopy_min_bytes)"));
+    }
+  }
+  return out;
+}
+
+}  // namespace zcrpc::transport::tcp
