@@ -142,6 +142,12 @@ def markdown(document):
         cells = [number(row[key]) for key in FIGURES] + [busy, vs_grpc(row, results), vs_floor(row, results)]
         lines.append(head + " " + " | ".join(cells) + " |")
     lines.append("")
+    decided = [row for row in results if row.get("transport")]
+    if decided:
+        lines += ["What the transport decided on each path (measured per connection during the row):", ""]
+        lines += [f"- {row['system']} {row['workload']} {size_label(row['payload_bytes'])}: {row['transport']}"
+                  for row in decided]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -116,11 +116,12 @@ Plan ParsePlan(int argc, char** argv, std::string_view usage) {
 void PrintRow(const Row& row) {
   std::printf(
       "RESULT {\"p50_us\": %s, \"p99_us\": %s, \"calls_per_s\": %s, \"gbytes_per_s\": %s, "
-      "\"cpu_us_per_call\": %s, \"copied_bytes_per_call\": %s, \"peak_rss_mb\": %s, \"error\": %s}\n",
+      "\"cpu_us_per_call\": %s, \"copied_bytes_per_call\": %s, \"peak_rss_mb\": %s, \"transport\": %s, "
+      "\"error\": %s}\n",
       JsonNumber(row.p50_us).c_str(), JsonNumber(row.p99_us).c_str(), JsonNumber(row.calls_per_s).c_str(),
       JsonNumber(row.gbytes_per_s).c_str(), JsonNumber(row.cpu_us_per_call).c_str(),
       JsonNumber(row.copied_bytes_per_call).c_str(), JsonNumber(row.peak_rss_mb).c_str(),
-      row.error.empty() ? "null" : JsonString(row.error).c_str());
+      row.transport.empty() ? "null" : JsonString(row.transport).c_str(), row.error.empty() ? "null" : JsonString(row.error).c_str());
   std::fflush(stdout);
 }
 

@@ -60,6 +60,9 @@ struct Row {
       peak_rss_mb;
   // Non-empty when the system failed the workload; the figures are then unset.
   std::string error;
+  // What the transport decided on this row's path (zero-copy probes,
+  // frames per write), for the report; empty where nothing applies.
+  std::string transport;
 };
 
 void PrintRow(const Row& row);

@@ -8,10 +8,12 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
 #include "bench/common/harness.h"
 #include "bench/common/work.h"
 #include "bench_control.zcrpc.h"
 #include "grpc/testing/benchmark_service.zcrpc.h"
+#include "transport/tcp/tcp_stats.h"
 
 ABSL_FLAG(std::string, target, "", "the server's URI, as bench_zcrpc_server printed it");
 
@@ -35,6 +37,18 @@ struct Slot {
 };
 
 }  // namespace
+
+// The client side's tcp send decisions over the whole run, warm-up included.
+std::string TcpDecisions() {
+  const auto s = zcrpc::transport::tcp::TcpStats::Process();
+  std::string text = absl::StrFormat("client: %.2f frames per sendmsg", s.write_calls == 0 ? 0.0
+      : static_cast<double>(s.frames_sent) / static_cast<double>(s.write_calls));
+  if (s.zerocopy_sends == 0) return text + "; MSG_ZEROCOPY not tried (no write reached its threshold)";
+  absl::StrAppendFormat(&text, "; MSG_ZEROCOPY tried on %u writes, kernel copied %u of %u completions",
+                        s.zerocopy_sends, s.zerocopy_copied_completions, s.zerocopy_completions);
+  if (s.zerocopy_turned_off > 0) text += ", so the connection turned it off";
+  return text;
+}
 
 int main(int argc, char** argv) {
   const bench::Plan plan = bench::ParsePlan(argc, argv, "bench_zcrpc_client --target URI [harness flags]");
@@ -113,6 +127,7 @@ int main(int argc, char** argv) {
         },
         copies);
   }
+  if (absl::GetFlag(FLAGS_target).rfind("tcp://", 0) == 0) row.transport = TcpDecisions();
   bench::PrintRow(row);
   return row.error.empty() ? 0 : 1;
 }

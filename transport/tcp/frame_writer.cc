@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "transport/tcp/stream_layout.h"
+#include "transport/tcp/tcp_stats.h"
 
 #ifndef SO_EE_ORIGIN_ZEROCOPY
 #define SO_EE_ORIGIN_ZEROCOPY 5
@@ -28,6 +29,20 @@ alignas(4096) const uint8_t kZeros[kInlineWindow + kSpillAlign] = {};
 
 // More than this queued behind a write, and senders wait: backpressure.
 constexpr uint64_t kMaxQueuedBytes = 16 << 20;
+
+// Process-wide sums behind TcpStats::Process().
+struct ProcessCounters {
+  std::atomic<uint64_t> frames_sent{0}, write_calls{0}, zerocopy_sends{0}, zerocopy_completions{0},
+      zerocopy_copied_completions{0}, zerocopy_turned_off{0};
+};
+ProcessCounters& Counters() {
+  static ProcessCounters* counters = new ProcessCounters();
+  return *counters;
+}
+void Add(std::atomic<uint64_t>& counter, uint64_t n) { counter.fetch_add(n, std::memory_order_relaxed); }
+
+// The writer whose sends the current thread is holding back (Cork()).
+thread_local const void* corked_writer = nullptr;
 
 bool Before(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) < 0; }
 
@@ -94,6 +109,11 @@ Status FrameWriter::Send(Frame frame) {
 
   std::unique_lock lock(mu_);
   if (shut_down_) return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
+  if (corked_writer == this && queued_bytes_ < kMaxQueuedBytes) {
+    queued_bytes_ += out.bytes;
+    queue_.push_back(std::move(out));
+    return absl::OkStatus();
+  }
   if (writing_) {
     // Another thread is writing: it takes this frame with its next batch.
     room_.wait(lock, [&] { return queued_bytes_ < kMaxQueuedBytes || shut_down_; });
@@ -102,8 +122,29 @@ Status FrameWriter::Send(Frame frame) {
     queue_.push_back(std::move(out));
     return absl::OkStatus();
   }
+  // This thread writes: first whatever a corked delivery left queued, so
+  // frames keep their order, then its own.
   writing_ = true;
+  std::swap(batch_, queue_);
+  queued_bytes_ = 0;
   batch_.push_back(std::move(out));
+  return WriteAll(lock);
+}
+
+void FrameWriter::Cork() { corked_writer = this; }
+
+Status FrameWriter::Uncork() {
+  corked_writer = nullptr;
+  std::unique_lock lock(mu_);
+  if (writing_ || queue_.empty() || shut_down_) return absl::OkStatus();  // a writer in progress takes them
+  writing_ = true;
+  std::swap(batch_, queue_);
+  queued_bytes_ = 0;
+  room_.notify_all();
+  return WriteAll(lock);
+}
+
+Status FrameWriter::WriteAll(std::unique_lock<std::mutex>& lock) {
   for (;;) {
     lock.unlock();
     Status written = WriteBatch(batch_);
@@ -167,10 +208,12 @@ Status FrameWriter::WriteBatch(std::vector<Outgoing>& batch) {
       return absl::UnavailableError(absl::StrCat("send to ", peer_, " failed: ", std::strerror(errno)));
     }
     write_calls_.fetch_add(1, std::memory_order_relaxed);
+    Add(Counters().write_calls, 1);
     if (zerocopy) {
       std::lock_guard lock(zc_mu_);
       last_id = next_id_++;
       ++stats_.sends;
+      Add(Counters().zerocopy_sends, 1);
       used_zerocopy = true;
     }
     size_t left = static_cast<size_t>(n);
@@ -181,6 +224,7 @@ Status FrameWriter::WriteBatch(std::vector<Outgoing>& batch) {
     }
   }
   frames_sent_.fetch_add(batch.size(), std::memory_order_relaxed);
+  Add(Counters().frames_sent, batch.size());
   if (used_zerocopy) {
     // The kernel may still read these pages: keep the buffers until it says.
     std::lock_guard lock(zc_mu_);
@@ -233,13 +277,16 @@ void FrameWriter::ReapCompletions() {
         const uint32_t hi = err.ee_data;
         const uint64_t count = uint64_t{hi - lo} + 1;
         stats_.completions += count;
+        Add(Counters().zerocopy_completions, count);
         if (err.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) {
           stats_.copied_completions += count;
+          Add(Counters().zerocopy_copied_completions, count);
           // The pages were copied after all, and pinning them bought nothing:
           // learn it (auto mode) and send plainly from now on.
-          if (options_.zerocopy_send == ZeroCopySend::kAuto) {
+          if (options_.zerocopy_send == ZeroCopySend::kAuto && stats_.enabled) {
             zerocopy_enabled_.store(false, std::memory_order_relaxed);
             stats_.enabled = false;
+            Add(Counters().zerocopy_turned_off, 1);
           }
         }
         MarkCompleted(lo, hi);
@@ -252,6 +299,18 @@ void FrameWriter::ReapCompletions() {
     }
   }
   // The buffers go back to their owners here, outside the lock.
+}
+
+TcpStats TcpStats::Process() {
+  ProcessCounters& c = Counters();
+  TcpStats s;
+  s.frames_sent = c.frames_sent.load(std::memory_order_relaxed);
+  s.write_calls = c.write_calls.load(std::memory_order_relaxed);
+  s.zerocopy_sends = c.zerocopy_sends.load(std::memory_order_relaxed);
+  s.zerocopy_completions = c.zerocopy_completions.load(std::memory_order_relaxed);
+  s.zerocopy_copied_completions = c.zerocopy_copied_completions.load(std::memory_order_relaxed);
+  s.zerocopy_turned_off = c.zerocopy_turned_off.load(std::memory_order_relaxed);
+  return s;
 }
 
 ZeroCopyStats FrameWriter::zerocopy_stats() const {

@@ -60,6 +60,13 @@ class FrameWriter {
   void ReapCompletions();
   bool holds_frames() const { return frames_held_.load(std::memory_order_acquire) > 0; }
 
+  // Corking: while the reading thread delivers a batch of frames, the
+  // frames its handlers send in reply are queued (Send() returns at once)
+  // and Uncork() writes them all in one sendmsg(). Only sends from the
+  // corking thread are held back. Uncork() returns the write's status.
+  void Cork();
+  Status Uncork();
+
   // From now on Send() fails with `reason`; queued senders wake.
   void Shutdown();
 
@@ -79,6 +86,9 @@ class FrameWriter {
     std::vector<Outgoing> frames;
   };
 
+  // Writes batch_ and then whatever was queued meanwhile, until the queue
+  // is empty; the caller holds the writer role (writing_) and `lock`.
+  Status WriteAll(std::unique_lock<std::mutex>& lock);
   Status WriteBatch(std::vector<Outgoing>& batch);
   void AppendIov(const Outgoing& out);
   void MarkCompleted(uint32_t lo, uint32_t hi);  // zc_mu_ held

@@ -131,11 +131,16 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   // Reads until the socket would block. False once the connection is over.
   bool ReadOnce(uint64_t* bytes) {
     if (writer_.holds_frames()) writer_.ReapCompletions();
+    // Replies that handlers send while this batch is delivered go out
+    // together after it (FrameWriter::Cork).
+    writer_.Cork();
     Status status = reader_.ReadAvailable(
         [this](Frame frame) {
           if (handler_) handler_->OnFrame(std::move(frame));
         },
         bytes);
+    Status flushed = writer_.Uncork();
+    if (!flushed.ok()) Close(flushed);
     if (status.ok()) return true;
     Fail(status);
     return false;
