@@ -215,6 +215,20 @@ def command_output(command):
         return None
 
 
+def zero_copy_probe(runner, effort):
+    """What MSG_ZEROCOPY, TCP_ZEROCOPY_RECEIVE and mremap do on this
+    machine, measured now: the figures the tcp transport's choices rest on."""
+    command = [runner.binary("bench_zerocopy_probe"), f"--seconds={max(effort['rep_s'], 0.02)}"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    for line in done.stdout.splitlines():
+        if line.startswith("PROBE "):
+            return json.loads(line[len("PROBE "):])
+    return {"error": f"exit code {done.returncode}: {done.stderr.strip()[-300:]}"}
+
+
 def machine_info(mode, effort, args):
     cpu_model = None
     with open("/proc/cpuinfo") as cpuinfo:
@@ -314,8 +328,9 @@ def main():
         results.append(row)
         print(f"  {report.row_summary(row)}  ({time.monotonic() - row_started:.1f} s)", flush=True)
 
+    print("bench: probing the kernel's zero-copy mechanisms (docs/zero-copy.md)", flush=True)
     document = {"machine": machine_info(mode, effort, args), "results": results,
-                "grpc_variants": runner.grpc_variants}
+                "grpc_variants": runner.grpc_variants, "zero_copy_probe": zero_copy_probe(runner, effort)}
     report.validate(document)
     json_path.write_text(json.dumps(document, indent=2) + "\n")
     table_path = json_path.with_suffix(".md")

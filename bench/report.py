@@ -142,6 +142,24 @@ def markdown(document):
         cells = [number(row[key]) for key in FIGURES] + [busy, vs_grpc(row, results), vs_floor(row, results)]
         lines.append(head + " " + " | ".join(cells) + " |")
     lines.append("")
+    probe = document.get("zero_copy_probe")
+    if probe and "error" not in probe:
+        lines += [
+            "Kernel zero-copy on this machine's loopback (bench_zerocopy_probe, 1 MiB writes, every byte "
+            "checksummed by the receiver):",
+            "",
+            f"- send {probe['send_gbytes_per_s']:.2f} GB/s; MSG_ZEROCOPY {probe['msg_zerocopy_gbytes_per_s']:.2f} GB/s, "
+            f"kernel copied {probe['msg_zerocopy_copied_completions']} of {probe['msg_zerocopy_completions']} completions",
+            f"- TCP_ZEROCOPY_RECEIVE: from a plain sender {probe['zerocopy_receive_from_plain_sender_gbytes_per_s']:.2f} "
+            f"GB/s with {100 * probe['zerocopy_receive_from_plain_sender_mapped_fraction']:.0f} % mapped; from a "
+            f"MSG_ZEROCOPY sender {probe['zerocopy_receive_from_zerocopy_sender_gbytes_per_s']:.2f} GB/s with "
+            f"{100 * probe['zerocopy_receive_from_zerocopy_sender_mapped_fraction']:.0f} % mapped",
+            f"- a page: memcpy {probe['memcpy_ns_per_page']:.0f} ns, mremap {probe['mremap_ns_one_page']:.0f} ns "
+            f"alone or {probe['mremap_ns_per_page_of_64']:.0f} ns each in a run of 64",
+            "",
+        ]
+    elif probe:
+        lines += [f"Zero-copy probe failed: {probe['error']}", ""]
     decided = [row for row in results if row.get("transport")]
     if decided:
         lines += ["What the transport decided on each path (measured per connection during the row):", ""]
