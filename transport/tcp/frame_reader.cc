@@ -13,6 +13,11 @@
 namespace zcrpc::transport::tcp {
 namespace {
 constexpr size_t kScratchBytes = 64 << 10;
+// Below this much missing, waking per segment costs little; above it, the
+// wake-up threshold is raised (to at most kMaxWakeThreshold, which the
+// kernel's receive buffer always holds).
+constexpr uint64_t kRaiseWakeThresholdAbove = 16 << 10;
+constexpr uint64_t kMaxWakeThreshold = 256 << 10;
 }  // namespace
 
 FrameReader::FrameReader(int fd, const FrameLimits& limits, std::string peer)
@@ -37,6 +42,12 @@ void FrameReader::NewBoundary() {
   }
   pos_ = end_ = ReceiveStage::kHeaderOffset;
   window_end_ = ReceiveStage::kBytes;
+}
+
+void FrameReader::SetWakeThreshold(uint64_t bytes) {
+  const int threshold = static_cast<int>(std::clamp<uint64_t>(bytes, 1, kMaxWakeThreshold));
+  if (threshold == wake_threshold_) return;
+  if (::setsockopt(fd_, SOL_SOCKET, SO_RCVLOWAT, &threshold, sizeof threshold) == 0) wake_threshold_ = threshold;
 }
 
 void FrameReader::MoveTailToNewStage() {
@@ -110,7 +121,16 @@ Status FrameReader::ReadAvailable(absl::FunctionRef<void(Frame)> deliver, uint64
     }
     if (n == 0) return absl::UnavailableError(absl::StrCat("connection closed by ", peer_));
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      uint64_t missing = 0;
+      if (phase_ == Phase::kSpill) {
+        for (size_t i = spill_next_; i < spill_.size() && missing < kMaxWakeThreshold; ++i) missing += spill_[i].iov_len;
+      } else if (phase_ == Phase::kDiscard) {
+        missing = discard_left_;
+      }
+      SetWakeThreshold(missing > kRaiseWakeThresholdAbove ? missing : 1);
+      return absl::OkStatus();
+    }
     return absl::UnavailableError(absl::StrCat("read from ", peer_, " failed: ", std::strerror(errno)));
   }
 }

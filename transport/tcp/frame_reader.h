@@ -11,6 +11,9 @@
 // when several frames arrive in one read).
 //
 // Never blocks: ReadAvailable() reads until the socket has no more bytes.
+// While a large part is being read it raises the socket's SO_RCVLOWAT to
+// what is still missing (up to 256 KiB), so whoever waits on the socket is
+// woken once per chunk rather than once per arriving segment.
 // Not thread-safe: one reader at a time (the connection's read ownership).
 #pragma once
 
@@ -53,6 +56,7 @@ class FrameReader {
   Status FinishSpill(absl::FunctionRef<void(Frame)> deliver);
   void AddSpill(uint64_t offset, uint8_t* dest, uint64_t len);
   void NewBoundary();
+  void SetWakeThreshold(uint64_t bytes);
   void MoveTailToNewStage();
   Status Malformed(std::string_view why) const;
 
@@ -78,6 +82,7 @@ class FrameReader {
   size_t spill_next_ = 0;
   uint64_t discard_left_ = 0;
   std::unique_ptr<uint8_t[]> scratch_;  // padding and discarded bodies land here
+  int wake_threshold_ = 1;              // the socket's SO_RCVLOWAT
 };
 
 }  // namespace zcrpc::transport::tcp
