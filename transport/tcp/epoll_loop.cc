@@ -66,6 +66,13 @@ void EpollLoop::Arm(int fd, Watcher* watcher) {
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
 }
 
+void EpollLoop::Disarm(int fd, Watcher* watcher) {
+  epoll_event ev{};
+  ev.events = 0;
+  ev.data.ptr = watcher;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+}
+
 void EpollLoop::Remove(int fd, Watcher* watcher) {
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   std::lock_guard lock(mu_);

@@ -45,6 +45,9 @@ class EpollLoop {
   Status Add(int fd, Watcher* watcher);
   // One OnReady() when the socket is next readable (at once if it is now).
   void Arm(int fd, Watcher* watcher);
+  // Withdraws an Arm(): no wake-up from now on until the next Arm(). One
+  // already under way may still arrive.
+  void Disarm(int fd, Watcher* watcher);
   // Unregisters; no OnReady() starts after this returns.
   void Remove(int fd, Watcher* watcher);
 

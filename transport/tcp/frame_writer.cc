@@ -27,6 +27,10 @@ namespace {
 // Padding comes from here; no padding run is longer (stream_layout.h).
 alignas(4096) const uint8_t kZeros[kInlineWindow + kSpillAlign] = {};
 
+// A corked delivery sends what it has every this many frames, so the peer
+// can start on the first replies while the rest are being handled.
+constexpr size_t kMaxCorkedFrames = 8;
+
 // More than this queued behind a write, and senders wait: backpressure.
 constexpr uint64_t kMaxQueuedBytes = 16 << 20;
 
@@ -109,7 +113,7 @@ Status FrameWriter::Send(Frame frame) {
 
   std::unique_lock lock(mu_);
   if (shut_down_) return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
-  if (corked_writer == this && queued_bytes_ < kMaxQueuedBytes) {
+  if (corked_writer == this && queued_bytes_ < kMaxQueuedBytes && queue_.size() + 1 < kMaxCorkedFrames) {
     queued_bytes_ += out.bytes;
     queue_.push_back(std::move(out));
     return absl::OkStatus();

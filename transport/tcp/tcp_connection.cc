@@ -224,6 +224,7 @@ bool TcpConnection::State::PollUntil(absl::FunctionRef<bool()> done, std::chrono
 
   const Clock::time_point spin_end = Clock::now() + std::max(budget, options_.busy_poll);
   bool open = true;
+  bool disarmed = false;
   while (open) {
     uint64_t bytes = 0;
     open = ReadOnce(&bytes);
@@ -232,11 +233,21 @@ bool TcpConnection::State::PollUntil(absl::FunctionRef<bool()> done, std::chrono
       CpuRelax();
       continue;
     }
+    if (!disarmed) {
+      // About to sleep on the socket: take it from the loop first, or the
+      // reply would wake the loop thread too, for nothing. Then read once
+      // more, for bytes that came in before the loop let go.
+      loop_->Disarm(fd_, this);
+      disarmed = true;
+      continue;
+    }
     // Sleep on the socket itself: the kernel wakes this thread directly.
     pollfd p{fd_, POLLIN, 0};
     ::poll(&p, 1, kBlockSliceMs);
   }
-  if (read_owner_.exchange(kFree, std::memory_order_acq_rel) == kParked && open) Arm();
+  // Hand the socket back to the loop if it was taken from it (also after a
+  // failure: the arm then wakes the loop at once, which lets go of the state).
+  if (read_owner_.exchange(kFree, std::memory_order_acq_rel) == kParked || disarmed) Arm();
   return true;
 }
 
