@@ -74,7 +74,7 @@ def matrix():
         rows += [(system, "unary", size) for size in UNARY_SIZES]
         rows += [(system, "bulk", MIB), (system, "rate", 64)]
         if system != "grpc":
-            rows += [(system, "unary-attach", size) for size in UNARY_SIZES]
+            rows += [(system, "unary-attach", size) for size in UNARY_SIZES] + [(system, "bulk-attach", MIB)]
     rows += [("floor-tcp", "unary", size) for size in UNARY_SIZES]
     rows += [("floor-tcp", "bulk", MIB), ("floor-tcp-stream", "bulk", MIB),
              ("floor-shm-ring", "unary", 64), ("floor-memcpy", "bulk", MIB)]

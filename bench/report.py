@@ -75,16 +75,17 @@ def speedup(row, other):
     if row["workload"] == "rate":
         a, b = row["calls_per_s"], other["calls_per_s"]
         return a / b if a and b else None
-    if row["workload"] == "bulk" and row["gbytes_per_s"] and other["gbytes_per_s"]:
+    if row["workload"] in ("bulk", "bulk-attach") and row["gbytes_per_s"] and other["gbytes_per_s"]:
         return row["gbytes_per_s"] / other["gbytes_per_s"]
     a, b = row["p50_us"], other["p50_us"]
     return b / a if a and b else None
 
 
-# unary-attach is held to the same rows as unary: gRPC has no attachments,
-# so the comparison is with gRPC carrying the payload in its message.
+# unary-attach and bulk-attach are held to the same rows as unary and bulk:
+# gRPC has no attachments, so the comparison is with gRPC carrying the
+# payload in its message.
 def comparable_workload(workload):
-    return "unary" if workload == "unary-attach" else workload
+    return {"unary-attach": "unary", "bulk-attach": "bulk"}.get(workload, workload)
 
 
 def vs_grpc(row, results):
@@ -101,7 +102,7 @@ def vs_floor(row, results):
     floor = find(results, floor_name, comparable_workload(row["workload"]), row["payload_bytes"])
     if floor is None:
         return "—"
-    if row["workload"] == "bulk" and row["gbytes_per_s"] and floor["gbytes_per_s"]:
+    if row["workload"] in ("bulk", "bulk-attach") and row["gbytes_per_s"] and floor["gbytes_per_s"]:
         return f"{row['gbytes_per_s'] / floor['gbytes_per_s']:.2f}× GB/s of {floor_name}"
     if row["p50_us"] and floor["p50_us"]:
         return f"{row['p50_us'] / floor['p50_us']:.2f}× p50 of {floor_name}"
@@ -199,8 +200,8 @@ def plot(document, path):
     latency.legend()
 
     def bars(axis, workload, key, title, ylabel, log):
-        rows = [row for row in results if row["workload"] == workload and row[key]]
-        names = [row["system"] for row in rows]
+        rows = [row for row in results if row["workload"] in workload and row[key]]
+        names = [row["system"] + (" (attach)" if row["workload"].endswith("-attach") else "") for row in rows]
         colours = ["#888" if n.startswith("floor-") else "#3a7" if n.startswith("zcrpc") else "#c64" for n in names]
         drawn = axis.bar(names, [row[key] for row in rows], color=colours)
         axis.bar_label(drawn, labels=[number(row[key]) for row in rows], fontsize=8)
@@ -211,8 +212,8 @@ def plot(document, path):
         axis.tick_params(axis="x", rotation=30)
         axis.grid(True, axis="y", which="both", alpha=0.3)
 
-    bars(rate, "rate", "calls_per_s", "rate: 32 calls of 64 B in flight", "calls/s", log=False)
-    bars(bulk, "bulk", "gbytes_per_s", "bulk: 1 MiB request, checksummed", "GB/s (log)", log=True)
+    bars(rate, ("rate",), "calls_per_s", "rate: 32 calls of 64 B in flight", "calls/s", log=False)
+    bars(bulk, ("bulk", "bulk-attach"), "gbytes_per_s", "bulk: 1 MiB request, checksummed", "GB/s (log)", log=True)
     machine = document["machine"]
     figure.suptitle(f"zcrpc vs gRPC {machine['grpc_version']} · {machine['cpu_model']} ×{machine['cpus']} · "
                     f"{machine['mode']} run {machine['date']}")

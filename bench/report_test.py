@@ -39,6 +39,28 @@ class Ratios(unittest.TestCase):
         results = [row("grpc", "unary", 1 << 20, p50_us=2000.0), row("zcrpc-shm", "unary-attach", 1 << 20, p50_us=20.0)]
         self.assertEqual(report.vs_grpc(results[1], results), "100.00×")
 
+    def test_bulk_attach_is_compared_with_grpc_and_floor_bulk(self):
+        results = [row("grpc", "bulk", 1 << 20, gbytes_per_s=1.5), row("floor-tcp", "bulk", 1 << 20, gbytes_per_s=3.0),
+                   row("zcrpc-tcp", "bulk-attach", 1 << 20, p50_us=300.0, gbytes_per_s=2.7)]
+        self.assertEqual(report.vs_grpc(results[2], results), "1.80×")
+        self.assertEqual(report.vs_floor(results[2], results), "0.90× GB/s of floor-tcp")
+
+    def test_transport_notes_and_the_probe_are_printed_under_the_table(self):
+        noted = row("zcrpc-tcp", "bulk", 1 << 20, p50_us=300.0, gbytes_per_s=2.7)
+        noted["transport"] = "client: 1.00 frames per sendmsg"
+        doc = document([noted])
+        doc["zero_copy_probe"] = dict(send_gbytes_per_s=4.5, msg_zerocopy_gbytes_per_s=3.0, msg_zerocopy_completions=9,
+                                      msg_zerocopy_copied_completions=9,
+                                      zerocopy_receive_from_plain_sender_gbytes_per_s=5.0,
+                                      zerocopy_receive_from_plain_sender_mapped_fraction=0.0,
+                                      zerocopy_receive_from_zerocopy_sender_gbytes_per_s=1.6,
+                                      zerocopy_receive_from_zerocopy_sender_mapped_fraction=0.4,
+                                      memcpy_ns_per_page=90.0, mremap_ns_one_page=2700.0, mremap_ns_per_page_of_64=30.0)
+        report.validate(doc)
+        table = report.markdown(doc)
+        self.assertIn("zcrpc-tcp bulk 1 MiB: client: 1.00 frames per sendmsg", table)
+        self.assertIn("kernel copied 9 of 9 completions", table)
+
     def test_floor_ratio_matches_workload_and_size(self):
         results = [row("floor-tcp", "unary", 64, p50_us=50.0), row("floor-tcp", "unary", 4096, p50_us=80.0),
                    row("zcrpc-tcp", "unary", 64, p50_us=55.0), row("zcrpc-tcp", "unary", 0, p50_us=40.0)]

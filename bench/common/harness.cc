@@ -16,7 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 
-ABSL_FLAG(std::string, workload, "unary", "unary | unary-attach | bulk | rate");
+ABSL_FLAG(std::string, workload, "unary", "unary | unary-attach | bulk | bulk-attach | rate");
 ABSL_FLAG(uint64_t, payload_bytes, 64, "payload bytes per request (and per reply for unary)");
 ABSL_FLAG(double, warmup_s, 0.2, "seconds of calls before measuring");
 ABSL_FLAG(int, reps, 3, "repetitions; the row reports their median");
@@ -101,6 +101,7 @@ Plan ParsePlan(int argc, char** argv, std::string_view usage) {
   if (workload == "unary") plan.workload = Workload::kUnary;
   else if (workload == "unary-attach") plan.workload = Workload::kUnaryAttach;
   else if (workload == "bulk") plan.workload = Workload::kBulk;
+  else if (workload == "bulk-attach") plan.workload = Workload::kBulkAttach;
   else if (workload == "rate") plan.workload = Workload::kRate;
   else FailRow("unknown --workload " + workload);
   plan.payload_bytes = absl::GetFlag(FLAGS_payload_bytes);
@@ -170,7 +171,7 @@ Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, 
   Row row;
   row.p50_us = Median(p50s);
   row.p99_us = Median(p99s);
-  if (plan.workload == Workload::kBulk) row.gbytes_per_s = Median(gbps);
+  if (plan.bulk()) row.gbytes_per_s = Median(gbps);
   FillUsage(&row, plan, before, after, calls);
   return row;
 }

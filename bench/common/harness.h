@@ -25,8 +25,10 @@
 namespace zcrpc::bench {
 
 // kUnaryAttach: unary with the payload as an attachment beside an empty
-// message (zcrpc only).
-enum class Workload { kUnary, kUnaryAttach, kBulk, kRate };
+// message (zcrpc only). kBulkAttach: bulk with the request's payload as an
+// attachment, written into a fresh buffer by the client for every call; the
+// reply is the 8-byte checksum in the message (zcrpc only).
+enum class Workload { kUnary, kUnaryAttach, kBulk, kBulkAttach, kRate };
 
 struct Plan {
   Workload workload = Workload::kUnary;
@@ -47,7 +49,8 @@ struct Plan {
 
   size_t request_bytes() const { return payload_bytes; }
   // Bulk replies carry just the 8-byte checksum.
-  size_t reply_bytes() const { return workload == Workload::kBulk ? 8 : payload_bytes; }
+  bool bulk() const { return workload == Workload::kBulk || workload == Workload::kBulkAttach; }
+  size_t reply_bytes() const { return bulk() ? 8 : payload_bytes; }
 };
 
 // Parses the common flags (--workload, --payload_bytes, --warmup_s, --reps,

@@ -116,6 +116,27 @@ int main(int argc, char** argv) {
           return got == want ? "" : "reply attachment checksum mismatch";
         },
         copies);
+  } else if (plan.workload == bench::Workload::kBulkAttach) {
+    // Each call writes the payload into a fresh buffer of the channel's
+    // memory (the application's work, which floor-tcp does not do: it sends
+    // the same bytes every time) and sends it as an attachment.
+    SimpleRequest ask_checksum;
+    ask_checksum.set_response_size(8);
+    SimpleResponse response;
+    const std::string payload = bench::MakePayload(plan.payload_bytes);
+    const uint64_t payload_checksum = bench::Checksum(payload);
+    row = bench::MeasureOneInFlight(
+        plan,
+        [&]() -> std::string {
+          auto attachment = (*channel)->AllocateBuffer(plan.payload_bytes);
+          if (!attachment.ok()) return attachment.status().ToString();
+          std::memcpy(attachment->data(), payload.data(), payload.size());
+          zcrpc::ClientContext context;
+          context.AddAttachment(*std::move(attachment));
+          zcrpc::Status status = stub.UnaryCall(&context, ask_checksum, &response);
+          return CheckReply(status, response, plan, payload_checksum);
+        },
+        copies);
   } else {
     SimpleResponse response;
     row = bench::MeasureOneInFlight(
