@@ -217,12 +217,18 @@ void TcpConnection::State::OnReady(uint32_t) {
 
 bool TcpConnection::State::PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget) {
   if (failed_.load(std::memory_order_relaxed)) return false;
+  const Clock::time_point spin_end = Clock::now() + std::max(budget, options_.busy_poll);
+  // A loop thread spinning on the socket (busy-poll) sees the waiting
+  // caller and lets go within one pass; wait that long for it.
   callers_waiting_.fetch_add(1, std::memory_order_relaxed);
   bool acquired = TryAcquire();
+  while (!acquired && Clock::now() < spin_end && !done()) {
+    CpuRelax();
+    acquired = TryAcquire();
+  }
   callers_waiting_.fetch_sub(1, std::memory_order_relaxed);
   if (!acquired) return false;
 
-  const Clock::time_point spin_end = Clock::now() + std::max(budget, options_.busy_poll);
   bool open = true;
   bool disarmed = false;
   while (open) {
