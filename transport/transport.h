@@ -30,8 +30,8 @@ struct ConnectionOptions {
 class ConnectionHandler {
  public:
   virtual ~ConnectionHandler() = default;
-  // A complete frame arrived. Called on the connection's poller thread, one
-  // frame at a time, in arrival order. The frame's buffers are the
+  // A complete frame arrived. Called on the connection's poller thread (or
+  // on a caller inside PollUntil), one frame at a time, in arrival order. The frame's buffers are the
   // handler's. If the body was over the limits, frame.body_discarded is set
   // and the parts are empty (the connection stays open).
   virtual void OnFrame(Frame frame) = 0;
@@ -72,9 +72,12 @@ class Connection {
   // reply may drive the receive side itself instead of being woken by the
   // poller thread, which on these machines costs ~20 µs each way. Polls on
   // the calling thread, delivering frames to the handler exactly as the
-  // poller would, until `done()` is true or about `budget` has passed.
-  // Returns false at once when the transport has no such mode (the
-  // default) or another thread is polling; the caller then just waits.
+  // poller would, until `done()` is true or about `budget` has passed; a
+  // transport that can sleep on its own descriptor (tcp) spins for the
+  // budget and then sleeps there until `done()`, so the kernel wakes this
+  // thread directly. Returns false at once when the transport has no such
+  // mode (the default) or another thread is polling; the caller then just
+  // waits.
   virtual bool PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget) {
     (void)done;
     (void)budget;
