@@ -80,12 +80,15 @@ void FrameReader::AddSpill(uint64_t offset, uint8_t* dest, uint64_t len) {
 Status FrameReader::ReadAvailable(absl::FunctionRef<void(Frame)> deliver, uint64_t* bytes_read) {
   for (;;) {
     ssize_t n = 0;
+    size_t asked = 0;
+    const bool read_window = phase_ == Phase::kWindow;
     switch (phase_) {
       case Phase::kWindow:
         ZCRPC_RETURN_IF_ERROR(ParseWindow(deliver));
         if (phase_ != Phase::kWindow) continue;
         if (end_ >= window_end_) return absl::InternalError("tcp frame reader: window full with no frame");
-        n = ::recv(fd_, stage_->data() + end_, window_end_ - end_, MSG_DONTWAIT);
+        asked = window_end_ - end_;
+        n = ::recv(fd_, stage_->data() + end_, asked, MSG_DONTWAIT);
         if (n > 0) end_ += static_cast<size_t>(n);
         break;
       case Phase::kSpill: {
@@ -117,22 +120,37 @@ Status FrameReader::ReadAvailable(absl::FunctionRef<void(Frame)> deliver, uint64
     }
     if (n > 0) {
       *bytes_read += static_cast<uint64_t>(n);
+      // A short read of the window took all the socket had: stop here
+      // rather than pay a system call to hear EAGAIN. Whoever waits next (a
+      // level-triggered epoll arm, poll()) sees bytes that arrive meanwhile
+      // at once. (Not while a large part streams in: reading on is cheaper
+      // than waking for each chunk.)
+      if (read_window && static_cast<size_t>(n) < asked) {
+        ZCRPC_RETURN_IF_ERROR(ParseWindow(deliver));
+        SetWakeThreshold(MissingAfterThisRead());
+        return absl::OkStatus();
+      }
       continue;
     }
     if (n == 0) return absl::UnavailableError(absl::StrCat("connection closed by ", peer_));
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      uint64_t missing = 0;
-      if (phase_ == Phase::kSpill) {
-        for (size_t i = spill_next_; i < spill_.size() && missing < kMaxWakeThreshold; ++i) missing += spill_[i].iov_len;
-      } else if (phase_ == Phase::kDiscard) {
-        missing = discard_left_;
-      }
-      SetWakeThreshold(missing > kRaiseWakeThresholdAbove ? missing : 1);
+      SetWakeThreshold(MissingAfterThisRead());
       return absl::OkStatus();
     }
     return absl::UnavailableError(absl::StrCat("read from ", peer_, " failed: ", std::strerror(errno)));
   }
+}
+
+uint64_t FrameReader::MissingAfterThisRead() const {
+  // Wake for a chunk of a large part; for anything else, for any byte.
+  uint64_t missing = 0;
+  if (phase_ == Phase::kSpill) {
+    for (size_t i = spill_next_; i < spill_.size() && missing < kMaxWakeThreshold; ++i) missing += spill_[i].iov_len;
+  } else if (phase_ == Phase::kDiscard) {
+    missing = discard_left_;
+  }
+  return missing > kRaiseWakeThresholdAbove ? missing : 1;
 }
 
 Status FrameReader::ParseWindow(absl::FunctionRef<void(Frame)> deliver) {

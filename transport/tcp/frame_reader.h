@@ -57,6 +57,8 @@ class FrameReader {
   void AddSpill(uint64_t offset, uint8_t* dest, uint64_t len);
   void NewBoundary();
   void SetWakeThreshold(uint64_t bytes);
+  // What the socket should hold before waking a reader again (SO_RCVLOWAT).
+  uint64_t MissingAfterThisRead() const;
   void MoveTailToNewStage();
   Status Malformed(std::string_view why) const;
 

@@ -217,7 +217,11 @@ void TcpConnection::State::OnReady(uint32_t) {
 
 bool TcpConnection::State::PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget) {
   if (failed_.load(std::memory_order_relaxed)) return false;
-  const Clock::time_point spin_end = Clock::now() + std::max(budget, options_.busy_poll);
+  // Spinning here costs a system call per look, unlike on shm's rings, so
+  // only a connection with busy_poll spins; the caller's budget is for
+  // transports whose polling is free.
+  (void)budget;
+  const Clock::time_point spin_end = Clock::now() + options_.busy_poll;
   // A loop thread spinning on the socket (busy-poll) sees the waiting
   // caller and lets go within one pass; wait that long for it.
   callers_waiting_.fetch_add(1, std::memory_order_relaxed);
