@@ -267,15 +267,18 @@ TEST(ShmZeroCopy, AttachmentRoundTripCopiesNothing) {
       reply.attachments = std::move(frame.attachments);  // the received buffers, sent back
       (void)connection_->Send(std::move(reply));
     }
-    void OnClosed(const Status&) override {}
+    void OnClosed(const Status&) override { closed.set_value(); }
+    std::promise<void> closed;  // after the last OnFrame has returned
 
    private:
     transport::Connection* const connection_;
   };
+  std::shared_ptr<Bounce> bounce;
   std::promise<void> accepted;
   auto listener = Shm().Listen(*transport::Uri::Parse("shm://" + name), {},
                                [&](std::unique_ptr<transport::Connection> c) {
-                                 c->Start(std::make_shared<Bounce>(c.get()));
+                                 bounce = std::make_shared<Bounce>(c.get());
+                                 c->Start(bounce);
                                  server_side = std::move(c);
                                  accepted.set_value();
                                });
@@ -303,6 +306,11 @@ TEST(ShmZeroCopy, AttachmentRoundTripCopiesNothing) {
     ASSERT_EQ(back.size(), 1u << 20);
     for (size_t i = 0; i < back.size(); i += 4096) ASSERT_EQ(back.data()[i], static_cast<uint8_t>(call + i));
   }
+  // The server's handler may still be inside Send() after the client has the
+  // reply: hang up, and let the server connection go only after its last
+  // OnFrame has returned.
+  client->reset();
+  bounce->closed.get_future().wait();
 }
 
 // --- peer death ---
