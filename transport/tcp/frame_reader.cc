@@ -1,5 +1,9 @@
 #include "transport/tcp/frame_reader.h"
 
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -9,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "rpc/copy_stats.h"
+#include "transport/tcp/tcp_stats.h"
 
 namespace zcrpc::transport::tcp {
 namespace {
@@ -18,10 +23,16 @@ constexpr size_t kScratchBytes = 64 << 10;
 // kernel's receive buffer always holds).
 constexpr uint64_t kRaiseWakeThresholdAbove = 16 << 10;
 constexpr uint64_t kMaxWakeThreshold = 256 << 10;
+// The TCP_ZEROCOPY_RECEIVE try asks for this much (whole pages).
+constexpr uint64_t kZeroCopyProbeBytes = 256 << 10;
 }  // namespace
 
-FrameReader::FrameReader(int fd, const FrameLimits& limits, std::string peer)
-    : fd_(fd), limits_(limits), peer_(std::move(peer)), scratch_(new uint8_t[kScratchBytes]) {
+FrameReader::FrameReader(int fd, const FrameLimits& limits, std::string peer, bool probe_zerocopy_receive)
+    : fd_(fd),
+      limits_(limits),
+      peer_(std::move(peer)),
+      scratch_(new uint8_t[kScratchBytes]),
+      probe_pending_(probe_zerocopy_receive) {
   stage_ = ReceiveStage::New();
   pos_ = end_ = ReceiveStage::kHeaderOffset;
   window_end_ = ReceiveStage::kBytes;
@@ -73,6 +84,7 @@ void FrameReader::AddSpill(uint64_t offset, uint8_t* dest, uint64_t len) {
     spill_.push_back({scratch_.get(), n});
     spill_cursor_ += n;
   }
+  if (len >= kZeroCopyProbeBytes && probe_pending_ && probe_iov_ == SIZE_MAX) probe_iov_ = spill_.size();
   if (len > 0) spill_.push_back({dest, static_cast<size_t>(len)});
   spill_cursor_ += len;
 }
@@ -92,6 +104,14 @@ Status FrameReader::ReadAvailable(absl::FunctionRef<void(Frame)> deliver, uint64
         if (n > 0) end_ += static_cast<size_t>(n);
         break;
       case Phase::kSpill: {
+        if (spill_next_ == probe_iov_) {
+          int queued = 0;
+          if (::ioctl(fd_, FIONREAD, &queued) == 0 && static_cast<uint64_t>(queued) >= kZeroCopyProbeBytes) {
+            ProbeZeroCopyReceive();
+            if (spill_next_ == spill_.size()) ZCRPC_RETURN_IF_ERROR(FinishSpill(deliver));
+            continue;
+          }
+        }
         const int count = static_cast<int>(std::min<size_t>(spill_.size() - spill_next_, IOV_MAX));
         n = ::readv(fd_, &spill_[spill_next_], count);
         if (n <= 0) break;
@@ -140,6 +160,42 @@ Status FrameReader::ReadAvailable(absl::FunctionRef<void(Frame)> deliver, uint64
     }
     return absl::UnavailableError(absl::StrCat("read from ", peer_, " failed: ", std::strerror(errno)));
   }
+}
+
+void FrameReader::ProbeZeroCopyReceive() {
+  probe_pending_ = false;
+  probe_iov_ = SIZE_MAX;
+  iovec& part = spill_[spill_next_];
+  probe_.asked = std::min<uint64_t>(kZeroCopyProbeBytes, part.iov_len / BufferPool::kPageSize * BufferPool::kPageSize);
+  void* window = ::mmap(nullptr, probe_.asked, PROT_READ, MAP_SHARED, fd_, 0);
+  if (window == MAP_FAILED) {
+    probe_.error = errno;
+  } else {
+    tcp_zerocopy_receive zc{};
+    zc.address = reinterpret_cast<uint64_t>(window);
+    zc.length = static_cast<uint32_t>(probe_.asked);
+    socklen_t zc_len = sizeof zc;
+    if (::getsockopt(fd_, IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE, &zc, &zc_len) != 0) {
+      probe_.error = errno;
+    } else if (zc.length > 0) {
+      // The bytes are consumed from the socket into the read-only mapping:
+      // move them into the part, which the handler will own and may write.
+      probe_.mapped = zc.length;
+      CountedCopy(part.iov_base, window, zc.length);
+      part.iov_base = static_cast<uint8_t*>(part.iov_base) + zc.length;
+      part.iov_len -= zc.length;
+      if (part.iov_len == 0) ++spill_next_;
+    }
+    ::munmap(window, probe_.asked);
+  }
+  TcpStats::CountZeroCopyReceiveProbe(probe_.asked, probe_.mapped);
+  probe_.done = true;
+  probe_done_.store(true, std::memory_order_release);
+}
+
+FrameReader::ZeroCopyReceiveProbe FrameReader::zerocopy_receive_probe() const {
+  if (!probe_done_.load(std::memory_order_acquire)) return {};
+  return probe_;
 }
 
 uint64_t FrameReader::MissingAfterThisRead() const {
@@ -249,6 +305,7 @@ Status FrameReader::StartFrame(const WireHeader& h, absl::FunctionRef<void(Frame
   frame_ = Frame{};
   frame_.header = h;
   spill_.clear();
+  probe_iov_ = SIZE_MAX;
   spill_next_ = 0;
   spill_cursor_ = have_body;  // the rest of the stage is this frame's padding (stream_layout.h)
   auto part = [&](PartPlacement placement, uint64_t len) {
@@ -288,6 +345,7 @@ Status FrameReader::FinishSpill(absl::FunctionRef<void(Frame)> deliver) {
     table_pending_ = false;
     ZCRPC_RETURN_IF_ERROR(CheckTable(frame_.header));
     spill_.clear();
+    probe_iov_ = SIZE_MAX;
     spill_next_ = 0;
     StreamLayout layout = pending_layout_;
     for (uint64_t len : table_) {

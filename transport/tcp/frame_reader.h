@@ -10,6 +10,13 @@
 // stage (counted, at most a header and an inline window: a few KiB, and only
 // when several frames arrive in one read).
 //
+// TCP_ZEROCOPY_RECEIVE (probe_zerocopy_receive): the first time a part of
+// 256 KiB or more is about to be read and that much is queued, the reader
+// asks the kernel to map it instead, once, and records how much it mapped.
+// Mapped pages are read-only and belong to the socket's mapping, so they
+// are copied into the part (counted) and the connection reads with recv
+// from then on; docs/zero-copy.md has why that is the right call here.
+//
 // Never blocks: ReadAvailable() reads until the socket has no more bytes.
 // While a large part is being read it raises the socket's SO_RCVLOWAT to
 // what is still missing (up to 256 KiB), so whoever waits on the socket is
@@ -19,6 +26,7 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,7 +41,15 @@ namespace zcrpc::transport::tcp {
 
 class FrameReader {
  public:
-  FrameReader(int fd, const FrameLimits& limits, std::string peer);
+  // What the one TCP_ZEROCOPY_RECEIVE try on this connection found.
+  struct ZeroCopyReceiveProbe {
+    bool done = false;
+    uint64_t asked = 0;   // bytes of a large part the kernel was asked to map
+    uint64_t mapped = 0;  // bytes it mapped; copied into the part, counted
+    int error = 0;        // errno if the try failed outright
+  };
+
+  FrameReader(int fd, const FrameLimits& limits, std::string peer, bool probe_zerocopy_receive = false);
   ~FrameReader();
   FrameReader(const FrameReader&) = delete;
   FrameReader& operator=(const FrameReader&) = delete;
@@ -44,8 +60,13 @@ class FrameReader {
   // frame (INVALID_ARGUMENT). `*bytes_read` counts what this call read.
   Status ReadAvailable(absl::FunctionRef<void(Frame)> deliver, uint64_t* bytes_read);
 
+  // Safe from any thread once done is set (release/acquire).
+  ZeroCopyReceiveProbe zerocopy_receive_probe() const;
+
  private:
   enum class Phase { kWindow, kSpill, kDiscard };
+
+  void ProbeZeroCopyReceive();
 
   Status ParseWindow(absl::FunctionRef<void(Frame)> deliver);
   // Consumes the frame whose header is at pos_, or says how many body bytes
@@ -85,6 +106,13 @@ class FrameReader {
   uint64_t discard_left_ = 0;
   std::unique_ptr<uint8_t[]> scratch_;  // padding and discarded bodies land here
   int wake_threshold_ = 1;              // the socket's SO_RCVLOWAT
+
+  // TCP_ZEROCOPY_RECEIVE is tried once, at the start of the first part of
+  // kZeroCopyProbeBytes or more, when that much is queued.
+  bool probe_pending_ = false;
+  size_t probe_iov_ = SIZE_MAX;         // the spill_ entry where that part starts
+  ZeroCopyReceiveProbe probe_;
+  std::atomic<bool> probe_done_{false};
 };
 
 }  // namespace zcrpc::transport::tcp

@@ -37,7 +37,8 @@ constexpr uint64_t kMaxQueuedBytes = 16 << 20;
 // Process-wide sums behind TcpStats::Process().
 struct ProcessCounters {
   std::atomic<uint64_t> frames_sent{0}, write_calls{0}, zerocopy_sends{0}, zerocopy_completions{0},
-      zerocopy_copied_completions{0}, zerocopy_turned_off{0};
+      zerocopy_copied_completions{0}, zerocopy_turned_off{0}, zerocopy_receive_probes{0},
+      zerocopy_receive_probe_bytes{0}, zerocopy_receive_mapped_bytes{0};
 };
 ProcessCounters& Counters() {
   static ProcessCounters* counters = new ProcessCounters();
@@ -314,7 +315,17 @@ TcpStats TcpStats::Process() {
   s.zerocopy_completions = c.zerocopy_completions.load(std::memory_order_relaxed);
   s.zerocopy_copied_completions = c.zerocopy_copied_completions.load(std::memory_order_relaxed);
   s.zerocopy_turned_off = c.zerocopy_turned_off.load(std::memory_order_relaxed);
+  s.zerocopy_receive_probes = c.zerocopy_receive_probes.load(std::memory_order_relaxed);
+  s.zerocopy_receive_probe_bytes = c.zerocopy_receive_probe_bytes.load(std::memory_order_relaxed);
+  s.zerocopy_receive_mapped_bytes = c.zerocopy_receive_mapped_bytes.load(std::memory_order_relaxed);
   return s;
+}
+
+void TcpStats::CountZeroCopyReceiveProbe(uint64_t asked, uint64_t mapped) {
+  ProcessCounters& c = Counters();
+  Add(c.zerocopy_receive_probes, 1);
+  Add(c.zerocopy_receive_probe_bytes, asked);
+  Add(c.zerocopy_receive_mapped_bytes, mapped);
 }
 
 ZeroCopyStats FrameWriter::zerocopy_stats() const {

@@ -29,12 +29,15 @@ StatusOr<TcpAddress> TcpAddress::Parse(std::string_view address) {
       else if (value == "on") out.options.zerocopy_send = ZeroCopySend::kOn;
       else if (value == "off") out.options.zerocopy_send = ZeroCopySend::kOff;
       else return bad();
+    } else if (key == "zerocopy_receive") {
+      if (value != "probe" && value != "off") return bad();
+      out.options.probe_zerocopy_receive = value == "probe";
     } else if (key == "zerocopy_min_bytes") {
       if (!numeric) return bad();
       out.options.zerocopy_min_bytes = number;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown tcp option '", key, "' (busy_poll_us, zerocopy_send, zerocopy_min_bytes)"));
+          "unknown tcp option '", key, "' (busy_poll_us, zerocopy_send, zerocopy_min_bytes, zerocopy_receive)"));
     }
   }
   return out;

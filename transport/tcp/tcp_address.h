@@ -9,6 +9,13 @@
 //                           as soon as the kernel reports it copied anyway
 //                           (always the case on loopback); on: keep using it
 //   zerocopy_min_bytes=65536
+//   zerocopy_receive=off|probe
+//                           probe: on the first large part, try
+//                           TCP_ZEROCOPY_RECEIVE once and record what the
+//                           kernel mapped (TcpConnection::stats(), TcpStats);
+//                           mapped bytes are copied into the part, counted,
+//                           and the connection reads with recv from then
+//                           on (docs/zero-copy.md says why it is off here)
 #pragma once
 
 #include <chrono>
@@ -29,6 +36,7 @@ struct TcpOptions {
   // completion against one copy at about 10 KB; docs/zero-copy.md has what
   // was measured here.
   uint64_t zerocopy_min_bytes = 64 << 10;
+  bool probe_zerocopy_receive = false;
 };
 
 struct TcpAddress {

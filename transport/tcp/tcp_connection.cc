@@ -52,7 +52,7 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
         loop_(loop),
         options_(tcp_options),
         peer_(PeerUri(fd)),
-        reader_(fd, options.limits, peer_),
+        reader_(fd, options.limits, peer_, tcp_options.probe_zerocopy_receive),
         writer_(fd, tcp_options, peer_) {}
 
   ~State() {
@@ -74,6 +74,7 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
 
   const std::string& peer() const { return peer_; }
   FrameWriter& writer() { return writer_; }
+  const FrameReader& reader() const { return reader_; }
 
   void Start(std::shared_ptr<ConnectionHandler> handler) {
     handler_ = std::move(handler);
@@ -289,6 +290,7 @@ TcpConnectionStats TcpConnection::stats() const {
   s.zerocopy = state_->writer().zerocopy_stats();
   s.frames_sent = state_->writer().frames_sent();
   s.write_calls = state_->writer().write_calls();
+  s.zerocopy_receive = state_->reader().zerocopy_receive_probe();
   return s;
 }
 

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "transport/tcp/epoll_loop.h"
+#include "transport/tcp/frame_reader.h"
 #include "transport/tcp/frame_writer.h"
 #include "transport/tcp/tcp_address.h"
 #include "transport/transport.h"
@@ -27,6 +28,7 @@ namespace zcrpc::transport::tcp {
 
 struct TcpConnectionStats {
   ZeroCopyStats zerocopy;
+  FrameReader::ZeroCopyReceiveProbe zerocopy_receive;
   uint64_t frames_sent = 0;
   uint64_t write_calls = 0;  // sendmsg() calls that sent bytes
 };

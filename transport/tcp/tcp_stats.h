@@ -14,6 +14,12 @@ struct TcpStats {
   uint64_t zerocopy_completions = 0;
   uint64_t zerocopy_copied_completions = 0;   // the kernel copied after all
   uint64_t zerocopy_turned_off = 0;           // connections that learnt to stop (auto mode)
+  uint64_t zerocopy_receive_probes = 0;       // TCP_ZEROCOPY_RECEIVE tries, one per connection at most
+  uint64_t zerocopy_receive_probe_bytes = 0;  // bytes those tries asked the kernel to map
+  uint64_t zerocopy_receive_mapped_bytes = 0; // bytes it mapped (then copied into the part)
+
+  // Adds one probe's outcome (frame_reader.cc).
+  static void CountZeroCopyReceiveProbe(uint64_t asked, uint64_t mapped);
 
   static TcpStats Process();
 };

@@ -70,21 +70,24 @@ TEST(StreamLayout, EmptyPartsTakeNoSpace) {
 }
 
 TEST(TcpAddress, ParsesOptions) {
-  auto address = TcpAddress::Parse("127.0.0.1:80?busy_poll_us=50&zerocopy_send=off&zerocopy_min_bytes=4096");
+  auto address = TcpAddress::Parse(
+      "127.0.0.1:80?busy_poll_us=50&zerocopy_send=off&zerocopy_min_bytes=4096&zerocopy_receive=probe");
   ASSERT_TRUE(address.ok()) << address.status();
   EXPECT_EQ(address->host, "127.0.0.1");
   EXPECT_EQ(address->port, 80);
   EXPECT_EQ(address->options.busy_poll, std::chrono::microseconds(50));
   EXPECT_EQ(address->options.zerocopy_send, ZeroCopySend::kOff);
   EXPECT_EQ(address->options.zerocopy_min_bytes, 4096u);
+  EXPECT_TRUE(address->options.probe_zerocopy_receive);
   auto plain = TcpAddress::Parse("[::1]:9");
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ(plain->options.zerocopy_send, ZeroCopySend::kAuto);
   EXPECT_EQ(plain->options.busy_poll.count(), 0);
+  EXPECT_FALSE(plain->options.probe_zerocopy_receive);
 }
 
 TEST(TcpAddress, RejectsUnknownOrBadOptions) {
-  for (const char* bad : {"h:1?speed=11", "h:1?busy_poll_us=x", "h:1?zerocopy_send=maybe", "h:1?zerocopy_min_bytes=-1",
+  for (const char* bad : {"h:1?speed=11", "h:1?busy_poll_us=x", "h:1?zerocopy_send=maybe", "h:1?zerocopy_min_bytes=-1", "h:1?zerocopy_receive=on",
                           "nohost?busy_poll_us=1"}) {
     auto address = TcpAddress::Parse(bad);
     EXPECT_EQ(address.status().code(), StatusCode::kInvalidArgument) << bad;

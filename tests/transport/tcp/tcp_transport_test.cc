@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <future>
 #include <mutex>
@@ -385,6 +386,40 @@ TEST_F(TcpDataPath, ZeroCopyOffNeverUsesItAndSmallWritesNeverDo) {
   ASSERT_TRUE(server_->Send(MakeFrame(2, Shape{0, 1000, {}})).ok());
   ASSERT_TRUE(client_frames_->WaitForFrames(1));
   EXPECT_EQ(server_tcp.stats().zerocopy.sends, 0u);
+}
+
+// zerocopy_receive=probe: the first large part is offered to
+// TCP_ZEROCOPY_RECEIVE once; whatever the kernel maps is copied into the
+// part (counted), everything arrives intact, and later frames copy nothing.
+void ExpectOneZeroCopyReceiveProbe(Connection& client, Connection& server, Collector& server_frames) {
+  const Shape big{0, 64, {1 << 20}};
+  const uint64_t before = CopyStats::TotalBytesCopied();
+  ASSERT_TRUE(client.Send(MakeFrame(1, big)).ok());
+  ASSERT_TRUE(server_frames.WaitForFrames(1));
+  const auto probe = static_cast<TcpConnection&>(server).stats().zerocopy_receive;
+  ASSERT_TRUE(probe.done) << "the probe did not run on a 1 MiB part";
+  EXPECT_EQ(probe.error, 0) << std::strerror(probe.error);
+  EXPECT_EQ(probe.asked, 256u << 10);
+  EXPECT_LE(probe.mapped, probe.asked);
+  EXPECT_EQ(CopyStats::TotalBytesCopied() - before, probe.mapped) << "mapped bytes are copied into the part, counted";
+  for (Frame& f : server_frames.Take()) ExpectIntact(f, big);
+  const uint64_t after_probe = CopyStats::TotalBytesCopied();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(client.Send(MakeFrame(2 + static_cast<uint64_t>(i), big)).ok());
+  ASSERT_TRUE(server_frames.WaitForFrames(3));
+  for (Frame& f : server_frames.Take()) ExpectIntact(f, big);
+  EXPECT_EQ(CopyStats::TotalBytesCopied(), after_probe) << "once probed, the connection reads with recv";
+  std::printf("TCP_ZEROCOPY_RECEIVE probe: kernel mapped %llu of %llu bytes\n",
+              static_cast<unsigned long long>(probe.mapped), static_cast<unsigned long long>(probe.asked));
+}
+
+TEST_F(TcpDataPath, ZeroCopyReceiveProbeFromAPlainSender) {
+  ASSERT_NO_FATAL_FAILURE(Connect("?zerocopy_receive=probe", "?zerocopy_send=off"));
+  ExpectOneZeroCopyReceiveProbe(*client_, *server_, *server_frames_);
+}
+
+TEST_F(TcpDataPath, ZeroCopyReceiveProbeFromAZeroCopySender) {
+  ASSERT_NO_FATAL_FAILURE(Connect("?zerocopy_receive=probe", "?zerocopy_send=on&zerocopy_min_bytes=0"));
+  ExpectOneZeroCopyReceiveProbe(*client_, *server_, *server_frames_);
 }
 
 TEST_F(TcpDataPath, PaddingThatDoesNotMatchTheLayoutClosesTheConnection) {
