@@ -2,6 +2,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace zcrpc::transport {
 
@@ -17,6 +18,17 @@ StatusOr<Uri> Uri::Parse(std::string_view text) {
     if (!ok) return absl::InvalidArgumentError(absl::StrCat("invalid URI scheme '", ToAbsl(scheme), "'"));
   }
   return Uri{std::string(scheme), std::string(text.substr(sep + 3))};
+}
+
+AddressOptions SplitAddressOptions(std::string_view address) {
+  AddressOptions out;
+  const size_t question = address.find('?');
+  out.base = std::string(address.substr(0, question));
+  if (question == std::string_view::npos) return out;
+  for (absl::string_view option : absl::StrSplit(ToAbsl(address.substr(question + 1)), '&', absl::SkipEmpty())) {
+    out.options.push_back(absl::StrSplit(option, absl::MaxSplits('=', 1)));
+  }
+  return out;
 }
 
 Status SplitHostPort(std::string_view address, std::string* host, uint16_t* port) {

@@ -5,6 +5,8 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "rpc/status.h"
 
@@ -19,6 +21,15 @@ struct Uri {
   static StatusOr<Uri> Parse(std::string_view text);
   std::string ToString() const { return scheme + "://" + address; }
 };
+
+// An address with options, "base?key=value&key2=value2", split into the
+// base and the options in order (an option without '=' has an empty value).
+// Each transport decides which keys and values it accepts.
+struct AddressOptions {
+  std::string base;
+  std::vector<std::pair<std::string, std::string>> options;
+};
+AddressOptions SplitAddressOptions(std::string_view address);
 
 // Splits "host:port" or "[v6]:port". INVALID_ARGUMENT on anything else.
 Status SplitHostPort(std::string_view address, std::string* host, uint16_t* port);

@@ -4,24 +4,20 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "transport/uri.h"
 
 namespace zcrpc::transport::shm {
 
 StatusOr<ShmAddress> ShmAddress::Parse(std::string_view address) {
   ShmAddress out;
   out.allow_uid = geteuid();
-  const size_t question = address.find('?');
-  out.name = std::string(address.substr(0, question));
+  AddressOptions split = SplitAddressOptions(address);
+  out.name = std::move(split.base);
   if (out.name.empty()) return absl::InvalidArgumentError("shm:// needs a name, e.g. shm://orders");
   if (out.name.size() > 100) {
     return absl::InvalidArgumentError(absl::StrCat("shm name '", out.name, "' is longer than 100 characters"));
   }
-  if (question == std::string_view::npos) return out;
-  for (absl::string_view option : absl::StrSplit(ToAbsl(address.substr(question + 1)), '&', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(option, absl::MaxSplits('=', 1));
-    const std::string& key = kv.first;
-    const std::string& value = kv.second;
+  for (const auto& [key, value] : split.options) {
     auto bad = [&] {
       return absl::InvalidArgumentError(absl::StrCat("shm option ", key, "=", value, " is not valid"));
     };

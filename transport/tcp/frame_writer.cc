@@ -117,6 +117,7 @@ Status FrameWriter::Send(Frame frame) {
   if (corked_writer == this && queued_bytes_ < kMaxQueuedBytes && queue_.size() + 1 < kMaxCorkedFrames) {
     queued_bytes_ += out.bytes;
     queue_.push_back(std::move(out));
+    corked_queued_ = true;
     return absl::OkStatus();
   }
   if (writing_) {
@@ -136,10 +137,14 @@ Status FrameWriter::Send(Frame frame) {
   return WriteAll(lock);
 }
 
-void FrameWriter::Cork() { corked_writer = this; }
+void FrameWriter::Cork() {
+  corked_writer = this;
+  corked_queued_ = false;
+}
 
 Status FrameWriter::Uncork() {
   corked_writer = nullptr;
+  if (!corked_queued_) return absl::OkStatus();  // nothing held back: no lock to take
   std::unique_lock lock(mu_);
   if (writing_ || queue_.empty() || shut_down_) return absl::OkStatus();  // a writer in progress takes them
   writing_ = true;

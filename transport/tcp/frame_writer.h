@@ -104,6 +104,9 @@ class FrameWriter {
   std::atomic<bool> stopping_{false};
   std::vector<Outgoing> queue_;    // guarded by mu_
   uint64_t queued_bytes_ = 0;      // guarded by mu_
+  // Whether a corked Send() queued a frame since Cork(); touched only by the
+  // thread that corks, which owns the connection's reading meanwhile.
+  bool corked_queued_ = false;
   // The writer's own, touched only by the thread that holds writing_.
   std::vector<Outgoing> batch_;
   std::vector<iovec> iov_;

@@ -2,20 +2,20 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "transport/uri.h"
 
 namespace zcrpc::transport::tcp {
 
+std::string FormatTcpUri(std::string_view host, uint16_t port) {
+  return host.find(':') != std::string_view::npos ? absl::StrCat("tcp://[", ToAbsl(host), "]:", port)
+                                                   : absl::StrCat("tcp://", ToAbsl(host), ":", port);
+}
+
 StatusOr<TcpAddress> TcpAddress::Parse(std::string_view address) {
   TcpAddress out;
-  const size_t question = address.find('?');
-  ZCRPC_RETURN_IF_ERROR(SplitHostPort(address.substr(0, question), &out.host, &out.port));
-  if (question == std::string_view::npos) return out;
-  for (absl::string_view option : absl::StrSplit(ToAbsl(address.substr(question + 1)), '&', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(option, absl::MaxSplits('=', 1));
-    const std::string& key = kv.first;
-    const std::string& value = kv.second;
+  const AddressOptions split = SplitAddressOptions(address);
+  ZCRPC_RETURN_IF_ERROR(SplitHostPort(split.base, &out.host, &out.port));
+  for (const auto& [key, value] : split.options) {
     auto bad = [&] {
       return absl::InvalidArgumentError(absl::StrCat("tcp option ", key, "=", value, " is not valid"));
     };

@@ -39,6 +39,9 @@ struct TcpOptions {
   bool probe_zerocopy_receive = false;
 };
 
+// "tcp://host:port", with an IPv6 host in brackets.
+std::string FormatTcpUri(std::string_view host, uint16_t port);
+
 struct TcpAddress {
   std::string host;
   uint16_t port = 0;

@@ -14,7 +14,6 @@
 #include <mutex>
 #include <optional>
 
-#include "absl/strings/str_cat.h"
 #include "transport/tcp/frame_reader.h"
 
 namespace zcrpc::transport::tcp {
@@ -34,11 +33,11 @@ std::string PeerUri(int fd) {
   if (addr.ss_family == AF_INET6) {
     auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
     ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-    return absl::StrCat("tcp://[", text, "]:", ntohs(in6->sin6_port));
+    return FormatTcpUri(text, ntohs(in6->sin6_port));
   }
   auto* in = reinterpret_cast<sockaddr_in*>(&addr);
   ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-  return absl::StrCat("tcp://", text, ":", ntohs(in->sin_port));
+  return FormatTcpUri(text, ntohs(in->sin_port));
 }
 
 inline void CpuRelax() { __builtin_ia32_pause(); }

@@ -16,12 +16,6 @@ using asio::ip::tcp;
 
 namespace {
 
-std::string EndpointUri(const tcp::endpoint& ep) {
-  auto addr = ep.address();
-  return addr.is_v6() ? absl::StrCat("tcp://[", addr.to_string(), "]:", ep.port())
-                      : absl::StrCat("tcp://", addr.to_string(), ":", ep.port());
-}
-
 // Shared between the Listener handle and the accept loop, so the loop can
 // outlive the handle by one completion.
 struct AcceptState : std::enable_shared_from_this<AcceptState> {
@@ -110,7 +104,8 @@ StatusOr<std::unique_ptr<Listener>> TcpTransport::Listen(const Uri& uri, const C
   if (!ec) state->acceptor.bind(ep, ec);
   if (!ec) state->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot listen on ", uri.ToString(), ": ", ec.message()));
-  std::string bound = EndpointUri(state->acceptor.local_endpoint());
+  const tcp::endpoint local = state->acceptor.local_endpoint();
+  std::string bound = FormatTcpUri(local.address().to_string(), local.port());
   state->AcceptNext();
   return std::make_unique<TcpListener>(std::move(state), std::move(bound));
 }
