@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
-#include "rpc/call_table.h"
+#include "zcrpc/rpc/call_table.h"
 
 namespace {
 

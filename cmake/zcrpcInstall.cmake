@@ -6,7 +6,9 @@ install(TARGETS zcrpc protoc-gen-zcrpc EXPORT zcrpcTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY rpc transport DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/zcrpc
+# Headers keep their zcrpc/ prefix: #include <zcrpc/zcrpc.h>, never a bare
+# <rpc/...> that a user's own files could shadow.
+install(DIRECTORY zcrpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.h")
 install(EXPORT zcrpcTargets NAMESPACE zcrpc:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/zcrpc)
 configure_package_config_file(cmake/zcrpcConfig.cmake.in

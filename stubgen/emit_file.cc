@@ -35,7 +35,7 @@ std::string RenderHeader(const FileModel& file) {
       << "#pragma once\n\n"
       << "#include <functional>\n#include <memory>\n#include <string_view>\n\n"
       << "#include \"" << file.base_name << ".pb.h\"\n"
-      << "#include \"rpc/zcrpc.h\"\n\n"
+      << "#include \"zcrpc/zcrpc.h\"\n\n"
       << OpenNamespaces(file);
   for (const ServiceModel& s : file.services) {
     out << DocComment(s.comment_lines, "") << "class " << s.name << " final {\n"

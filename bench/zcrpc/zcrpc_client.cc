@@ -13,7 +13,7 @@
 #include "bench/common/work.h"
 #include "bench_control.zcrpc.h"
 #include "grpc/testing/benchmark_service.zcrpc.h"
-#include "transport/tcp/tcp_stats.h"
+#include "zcrpc/transport/tcp/tcp_stats.h"
 
 ABSL_FLAG(std::string, target, "", "the server's URI, as bench_zcrpc_server printed it");
 

@@ -16,7 +16,7 @@
 
 #include <gtest/gtest.h>
 
-#include "rpc/copy_stats.h"
+#include "zcrpc/base/copy_stats.h"
 #include "tests/e2e/server_process.h"
 #include "test_service.zcrpc.h"
 

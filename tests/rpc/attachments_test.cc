@@ -2,7 +2,7 @@
 // that the copy counters see both sides: exact framework copies per path.
 #include <gtest/gtest.h>
 
-#include "rpc/copy_stats.h"
+#include "zcrpc/base/copy_stats.h"
 #include "test_service.zcrpc.h"
 
 namespace zcrpc {

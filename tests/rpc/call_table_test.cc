@@ -1,8 +1,8 @@
-#include "rpc/call_table.h"
+#include "zcrpc/rpc/call_table.h"
 
 #include <gtest/gtest.h>
 
-#include "rpc/clock.h"
+#include "zcrpc/base/clock.h"
 
 namespace zcrpc {
 namespace {

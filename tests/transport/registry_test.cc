@@ -1,8 +1,8 @@
-#include "transport/registry.h"
+#include "zcrpc/transport/registry.h"
 
 #include <gtest/gtest.h>
 
-#include "transport/uri.h"
+#include "zcrpc/transport/uri.h"
 
 namespace zcrpc::transport {
 namespace {

@@ -1,4 +1,4 @@
-#include "transport/shm/shm_address.h"
+#include "zcrpc/transport/shm/shm_address.h"
 
 #include <unistd.h>
 

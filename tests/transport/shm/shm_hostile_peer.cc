@@ -16,8 +16,8 @@
 #include <algorithm>
 #include <string>
 
-#include "transport/shm/handshake.h"
-#include "transport/shm/region_layout.h"
+#include "zcrpc/transport/shm/handshake.h"
+#include "zcrpc/transport/shm/region_layout.h"
 
 namespace shm = zcrpc::transport::shm;
 
@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
   }
   auto address = shm::ShmAddress::Parse(argv[1]);
   if (!address.ok()) return 2;
-  shm::UniqueFd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  zcrpc::transport::internal::UniqueFd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   const std::string abstract = std::string("zcrpc/") + argv[1];

@@ -19,10 +19,10 @@
 
 #include <gtest/gtest.h>
 
-#include "rpc/copy_stats.h"
+#include "zcrpc/base/copy_stats.h"
 #include "tests/e2e/server_process.h"
 #include "test_service.zcrpc.h"
-#include "transport/registry.h"
+#include "zcrpc/transport/registry.h"
 
 namespace zcrpc {
 namespace {

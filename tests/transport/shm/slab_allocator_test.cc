@@ -1,4 +1,4 @@
-#include "transport/shm/slab_allocator.h"
+#include "zcrpc/transport/shm/slab_allocator.h"
 
 #include <random>
 #include <set>

@@ -1,10 +1,10 @@
 // The tcp stream layout's rules, and the tcp URI options.
-#include "transport/tcp/stream_layout.h"
+#include "zcrpc/transport/tcp/stream_layout.h"
 
 #include <gtest/gtest.h>
 
-#include "rpc/wire.h"
-#include "transport/tcp/tcp_address.h"
+#include "zcrpc/base/wire.h"
+#include "zcrpc/transport/tcp/tcp_address.h"
 
 namespace zcrpc::transport::tcp {
 namespace {

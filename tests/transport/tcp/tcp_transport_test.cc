@@ -3,7 +3,7 @@
 // byte boundary (a proxy that dribbles bytes), MSG_ZEROCOPY buffers held
 // until the kernel lets go and its copied-anyway fallback, malformed
 // padding, and busy-poll.
-#include "transport/tcp/tcp_transport.h"
+#include "zcrpc/transport/tcp/tcp_transport.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -26,9 +26,9 @@
 #include <thread>
 #include <vector>
 
-#include "rpc/copy_stats.h"
-#include "transport/tcp/stream_layout.h"
-#include "transport/tcp/tcp_connection.h"
+#include "zcrpc/base/copy_stats.h"
+#include "zcrpc/transport/tcp/stream_layout.h"
+#include "zcrpc/transport/tcp/tcp_connection.h"
 
 namespace zcrpc::transport::tcp {
 namespace {

@@ -1,0 +1,97 @@
+#include "zcrpc/base/buffer.h"
+
+#include <bit>
+#include <cassert>
+#include <cstdlib>
+#include <new>
+
+#include "zcrpc/base/copy_stats.h"
+
+namespace zcrpc {
+
+void Buffer::set_size(size_t size) {
+  assert(size <= capacity_);
+  size_ = size;
+}
+
+BufferPool::BufferPool(Options options) : options_(options) {}
+
+BufferPool::~BufferPool() {
+  assert(outstanding() == 0 && "BufferPool destroyed with buffers still handed out");
+  for (SizeClass& c : classes_) {
+    std::lock_guard lock(c.mu);
+    for (uint8_t* p : c.free) std::free(p);
+    c.free.clear();
+  }
+}
+
+BufferPool& BufferPool::Default() {
+  static BufferPool* pool = new BufferPool();
+  return *pool;
+}
+
+int BufferPool::ClassFor(size_t capacity) {
+  // capacity is a power-of-two number of pages for pooled classes.
+  size_t pages = capacity / kPageSize;
+  int k = std::countr_zero(pages);
+  return (std::has_single_bit(pages) && k < static_cast<int>(kNumClasses)) ? k : -1;
+}
+
+Buffer BufferPool::Allocate(size_t size) {
+  if (size == 0) return Buffer();
+  size_t pages = (size + kPageSize - 1) / kPageSize;
+  size_t capacity;
+  int k = -1;
+  if (pages <= (size_t{1} << (kNumClasses - 1))) {
+    capacity = std::bit_ceil(pages) * kPageSize;
+    k = ClassFor(capacity);
+  } else {
+    capacity = pages * kPageSize;
+  }
+  uint8_t* data = nullptr;
+  if (k >= 0) {
+    SizeClass& c = classes_[k];
+    std::lock_guard lock(c.mu);
+    if (!c.free.empty()) {
+      data = c.free.back();
+      c.free.pop_back();
+    }
+  }
+  if (data == nullptr) {
+    data = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, capacity));
+    if (data == nullptr) throw std::bad_alloc();
+  }
+  outstanding_.fetch_add(1, std::memory_order_relaxed);
+  return Buffer::Take(data, size, capacity, this);
+}
+
+void BufferPool::Release(uint8_t* data, size_t capacity) noexcept {
+  outstanding_.fetch_sub(1, std::memory_order_relaxed);
+  int k = ClassFor(capacity);
+  if (k >= 0) {
+    SizeClass& c = classes_[k];
+    std::lock_guard lock(c.mu);
+    if ((c.free.size() + 1) * capacity <= options_.max_cached_bytes_per_class) {
+      c.free.push_back(data);
+      return;
+    }
+  }
+  std::free(data);
+}
+
+size_t BufferPool::cached_bytes() const {
+  size_t total = 0;
+  for (size_t k = 0; k < kNumClasses; ++k) {
+    std::lock_guard lock(classes_[k].mu);
+    total += classes_[k].free.size() * (kPageSize << k);
+  }
+  return total;
+}
+
+Buffer CopyToBuffer(std::span<const uint8_t> bytes) {
+  Buffer b = BufferPool::Default().Allocate(bytes.size());
+  CountedCopy(b.data(), bytes.data(), bytes.size());
+  return b;
+}
+
+}  // namespace zcrpc

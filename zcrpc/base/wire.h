@@ -1,0 +1,114 @@
+// The zcrpc wire format (docs/wire.md is the reference): a fixed 64-byte
+// little-endian header, then a metadata block, the serialized message, and
+// the attachment section. This file holds the header codec, the limits a
+// receiver enforces, and the metadata block codec. It is shared by the
+// runtime and every transport, and has no state. Thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "zcrpc/base/status.h"
+
+namespace zcrpc {
+
+inline constexpr uint32_t kWireMagic = 0x5052435A;  // bytes "ZCRP" on the wire
+inline constexpr uint8_t kWireVersion = 1;
+inline constexpr size_t kWireHeaderSize = 64;
+// Each attachment's length is one u64 in a table at the start of the section.
+inline constexpr size_t kAttachmentLengthSize = 8;
+
+enum class FrameType : uint8_t {
+  kRequest = 1,   // client -> server: opens a unary call
+  kResponse = 2,  // server -> client: status, trailing metadata, message
+  kCancel = 3,    // client -> server: the caller gave up on call_id
+  // 4..15 are reserved for the streaming frames (stream message, half-close,
+  // stream end, flow-control credit); a version-1 receiver treats them as
+  // unknown types and closes the connection.
+};
+
+// Header flags. Unknown bits are a protocol error.
+inline constexpr uint16_t kFlagNone = 0;
+inline constexpr uint16_t kKnownFlags = kFlagNone;
+
+struct WireHeader {
+  FrameType type = FrameType::kRequest;
+  uint16_t flags = 0;
+  uint64_t call_id = 0;       // assigned by the caller's call table; never 0
+  uint32_t method_id = 0;     // requests: MethodId("/pkg.Service/Method")
+  uint32_t status_code = 0;   // responses: a gRPC status code
+  uint64_t timeout_us = 0;    // requests: time the caller still waits; 0 = none
+  uint32_t metadata_len = 0;  // bytes of the metadata block
+  uint32_t message_len = 0;   // bytes of the serialized message (or error text)
+  uint32_t attachment_count = 0;
+  uint64_t attachments_len = 0;  // bytes of the section: length table + segments
+  // Zero bytes a stream transport (tcp) put between parts so that large
+  // parts start on a page (docs/wire.md, "Padding"); 0 where parts travel
+  // separately (shm). Set and checked by the transport, not the runtime.
+  uint64_t padding_len = 0;
+
+  // Bytes of the parts after the header, padding not included. Only
+  // meaningful once DecodeWireHeader() accepted the header.
+  uint64_t body_len() const { return uint64_t{metadata_len} + message_len + attachments_len; }
+  // Bytes after the header on a byte stream: parts plus padding.
+  uint64_t wire_body_len() const { return body_len() + padding_len; }
+};
+
+// What a receiver accepts. Defaults suit most services; both ends may differ.
+struct FrameLimits {
+  uint64_t max_body_bytes = 64u << 20;     // metadata + message + attachments
+  uint32_t max_metadata_bytes = 64u << 10;  // the metadata block alone
+  uint32_t max_attachments = 64;
+};
+
+void EncodeWireHeader(const WireHeader& header, std::span<uint8_t, kWireHeaderSize> out);
+
+// Decodes a header and checks what can be checked without the body: magic,
+// version, type, flags, reserved fields, length consistency. Errors:
+//  - INVALID_ARGUMENT: malformed (bad magic, version, type, flags, reserved
+//    bytes, attachment table larger than the section, zero call id): the
+//    receiver closes the connection.
+// Limits are checked separately by CheckLimits().
+StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> in);
+
+// RESOURCE_EXHAUSTED if a well-formed header asks for more than `limits`.
+Status CheckLimits(const WireHeader& header, const FrameLimits& limits);
+
+// Padding before one part never exceeds this; a header that announces more
+// than (attachment_count + 3) times it is malformed.
+inline constexpr uint64_t kMaxPaddingPerPart = 16 << 10;
+
+// A frame that exceeds the limits but no more than this is read and thrown
+// away, so the call fails with RESOURCE_EXHAUSTED and the connection lives on;
+// a larger one closes the connection (reading it would take too long).
+inline constexpr uint64_t kMaxDiscardBytes = uint64_t{1} << 30;
+
+// FNV-1a of the method path, e.g. "/zcrpc.examples.Echo/Say".
+constexpr uint32_t MethodId(std::string_view path) {
+  uint32_t h = 2166136261u;
+  for (char c : path) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 16777619u;
+  }
+  return h;
+}
+
+// Metadata: ordered key/value pairs; a key may repeat. Keys are lower-case
+// [0-9a-z_.-]; a key ending in "-bin" carries any bytes, other values are
+// printable ASCII (gRPC's rules, so the bridge maps them unchanged).
+using Metadata = std::vector<std::pair<std::string, std::string>>;
+
+Status ValidateMetadataEntry(std::string_view key, std::string_view value);
+// Bytes EncodeMetadata() writes for `md`.
+size_t EncodedMetadataSize(const Metadata& md);
+// Writes `md` into `out` (exactly EncodedMetadataSize bytes).
+void EncodeMetadata(const Metadata& md, std::span<uint8_t> out);
+// Parses a metadata block. INVALID_ARGUMENT if truncated or invalid.
+Status DecodeMetadata(std::span<const uint8_t> block, Metadata* out);
+
+}  // namespace zcrpc

@@ -1,0 +1,48 @@
+// ClientContext and ServerContext: small enough to share one file.
+#include "zcrpc/rpc/channel.h"
+#include "zcrpc/rpc/client_context.h"
+#include "zcrpc/rpc/server_context.h"
+#include "zcrpc/transport/transport.h"
+
+namespace zcrpc {
+namespace {
+int64_t SteadyNanos(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+}  // namespace
+
+void ClientContext::set_deadline(std::chrono::steady_clock::time_point deadline) {
+  deadline_nanos_ = std::max<int64_t>(1, SteadyNanos(deadline));
+}
+
+Status ClientContext::AddMetadata(std::string key, std::string value) {
+  ZCRPC_RETURN_IF_ERROR(ValidateMetadataEntry(key, value));
+  metadata_.emplace_back(std::move(key), std::move(value));
+  return absl::OkStatus();
+}
+
+void ClientContext::TryCancel() {
+  Channel* channel = channel_.load(std::memory_order_acquire);
+  uint64_t id = call_id_.load(std::memory_order_acquire);
+  if (channel != nullptr && id != 0) channel->CancelCall(id);
+}
+
+std::chrono::steady_clock::time_point ServerContext::deadline() const {
+  if (deadline_nanos_ == 0) return std::chrono::steady_clock::time_point::max();
+  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(deadline_nanos_));
+}
+
+bool ServerContext::IsCancelled() const {
+  if (cancelled_.load(std::memory_order_acquire)) return true;
+  return deadline_nanos_ != 0 && SteadyNanos(std::chrono::steady_clock::now()) >= deadline_nanos_;
+}
+
+Status ServerContext::AddTrailingMetadata(std::string key, std::string value) {
+  ZCRPC_RETURN_IF_ERROR(ValidateMetadataEntry(key, value));
+  trailing_metadata_.emplace_back(std::move(key), std::move(value));
+  return absl::OkStatus();
+}
+
+Buffer ServerContext::AllocateBuffer(size_t size) { return connection_->Allocate(size); }
+
+}  // namespace zcrpc

@@ -1,0 +1,72 @@
+// ClientCall: the client's record of one call in flight, as kept in the
+// channel's CallTable. Whoever removes it from the table (the poller on a
+// response, the sweeper at the deadline, a connection failure, a cancel)
+// completes it, exactly once.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+#include "zcrpc/base/frame.h"
+#include "zcrpc/base/status.h"
+
+namespace google::protobuf {
+class MessageLite;
+}
+
+namespace zcrpc {
+class ClientContext;
+
+namespace internal {
+
+class ClientCall {
+ public:
+  ClientCall(ClientContext* context, google::protobuf::MessageLite* response)
+      : context_(context), response_(response) {}
+  virtual ~ClientCall() = default;
+
+  // `status` is a local failure (deadline, connection lost, cancelled) or
+  // OK with the server's reply in `reply`.
+  virtual void Complete(Status status, Frame reply) = 0;
+
+  uint64_t link_epoch = 0;  // which connection the request went out on
+
+ protected:
+  // Turns a reply into the call's final status: the server's status and
+  // message, its metadata into the context, the message into the response.
+  Status Finish(Status status, Frame& reply);
+
+  ClientContext* const context_;
+  google::protobuf::MessageLite* const response_;
+};
+
+// The caller's thread waits on it: spins briefly, then sleeps on a futex.
+class BlockingCall final : public ClientCall {
+ public:
+  using ClientCall::ClientCall;
+  void Complete(Status status, Frame reply) override;
+  // Returns the call's final status.
+  Status Wait(std::chrono::nanoseconds spin);
+  bool done() const { return done_.load(std::memory_order_acquire) != 0; }
+
+ private:
+  std::atomic<uint32_t> done_{0};
+  Status status_;
+  Frame reply_;
+};
+
+// Runs a callback on the completing thread, then deletes itself.
+class CallbackCall final : public ClientCall {
+ public:
+  CallbackCall(ClientContext* context, google::protobuf::MessageLite* response, std::function<void(Status)> done)
+      : ClientCall(context, response), done_(std::move(done)) {}
+  void Complete(Status status, Frame reply) override;
+
+ private:
+  std::function<void(Status)> done_;
+};
+
+}  // namespace internal
+}  // namespace zcrpc

@@ -1,0 +1,76 @@
+// ServerContext: what a handler knows about the call it serves: deadline,
+// cancellation, the client's metadata, and metadata to send back. Valid for
+// the duration of the handler. IsCancelled() is thread-safe; the rest is
+// for the handler's thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "zcrpc/base/buffer.h"
+#include "zcrpc/base/status.h"
+#include "zcrpc/base/wire.h"
+
+namespace zcrpc {
+namespace transport {
+class Connection;
+}
+
+class ServerContext {
+ public:
+  ServerContext(const ServerContext&) = delete;
+  ServerContext& operator=(const ServerContext&) = delete;
+
+  // The client's deadline, or time_point::max() if it set none.
+  std::chrono::steady_clock::time_point deadline() const;
+  // True once the client cancelled the call (or gave up at its deadline),
+  // the deadline passed, or the connection was lost. A long handler polls
+  // it and stops early; its reply is then discarded.
+  bool IsCancelled() const;
+
+  const Metadata& client_metadata() const { return client_metadata_; }
+  // Metadata sent with the response. INVALID_ARGUMENT under wire.h's rules.
+  Status AddTrailingMetadata(std::string key, std::string value);
+  const Metadata& trailing_metadata() const { return trailing_metadata_; }
+
+  // The client's address as a URI, e.g. "tcp://127.0.0.1:40112".
+  const std::string& peer() const { return peer_; }
+  // "/package.Service/Method".
+  std::string_view method() const { return method_; }
+
+  // A buffer in the connection's own memory (used by generated code to
+  // serialize the response in place, and by handlers for attachments).
+  Buffer AllocateBuffer(size_t size);
+
+  // Attachments the client sent beside the request message: page-aligned
+  // buffers handed over, not copied. Move them out to keep them past the
+  // handler, or pass them to AddResponseAttachment to send them back (shm
+  // sends a received buffer back without copying it).
+  std::vector<Buffer>& request_attachments() { return request_attachments_; }
+  // Sent beside the response message if the handler returns OK. Buffers
+  // from AllocateBuffer() go out with no framework copy.
+  void AddResponseAttachment(Buffer buffer) { response_attachments_.push_back(std::move(buffer)); }
+
+ private:
+  friend class ServerConnection;
+
+  ServerContext(transport::Connection* connection, const std::string& peer, std::string_view method,
+                int64_t deadline_nanos)
+      : connection_(connection), peer_(peer), method_(method), deadline_nanos_(deadline_nanos) {}
+  void MarkCancelled() { cancelled_.store(true, std::memory_order_release); }
+
+  transport::Connection* connection_;
+  const std::string& peer_;
+  std::string_view method_;
+  int64_t deadline_nanos_;  // steady clock; 0 = none
+  std::atomic<bool> cancelled_{false};
+  Metadata client_metadata_;
+  Metadata trailing_metadata_;
+  std::vector<Buffer> request_attachments_;
+  std::vector<Buffer> response_attachments_;
+};
+
+}  // namespace zcrpc

@@ -1,0 +1,127 @@
+// FrameWriter: the send side of one tcp connection.
+//
+// Each frame goes out as one gather list (header, parts and the padding the
+// stream layout asks for, stream_layout.h); nothing is concatenated.
+// Batching: one sender at a time writes; frames that other threads send
+// meanwhile are queued and the writer sends them all in its next sendmsg()
+// (up to IOV_MAX entries), so with many calls in flight one system call
+// carries many frames.
+// MSG_ZEROCOPY: a write of at least zerocopy_min_bytes goes out with it,
+// and its frames' buffers are held until the kernel's completion says the
+// pages are free. When a completion says the kernel copied anyway
+// (SO_EE_CODE_ZEROCOPY_COPIED: loopback, or a NIC without scatter-gather),
+// auto mode stops using it on this connection.
+//
+// Thread-safe.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <sys/uio.h>
+
+#include "zcrpc/base/frame.h"
+#include "zcrpc/base/status.h"
+#include "zcrpc/transport/tcp/tcp_address.h"
+
+namespace zcrpc::transport::tcp {
+
+struct ZeroCopyStats {
+  uint64_t sends = 0;                // sendmsg() calls with MSG_ZEROCOPY
+  uint64_t completions = 0;          // of those, completed by the kernel
+  uint64_t copied_completions = 0;   // of those, where the kernel copied after all
+  bool enabled = false;              // whether the next large write will use it
+  uint64_t frames_held = 0;          // frames waiting for a completion now
+};
+
+class FrameWriter {
+ public:
+  FrameWriter(int fd, const TcpOptions& options, std::string peer);
+  // Releases frames still held for completions: destroy only after the
+  // socket is closed (abortively, if any were held: connection.cc).
+  ~FrameWriter();
+  FrameWriter(const FrameWriter&) = delete;
+  FrameWriter& operator=(const FrameWriter&) = delete;
+
+  // Sends the frame, or queues it behind the write in progress (then it is
+  // on its way when this returns; a later failure closes the connection).
+  // Blocks while the peer does not read and the queue is full.
+  Status Send(Frame frame);
+
+  // Releases the frames whose MSG_ZEROCOPY completions have arrived on the
+  // socket's error queue. Any thread; returns at once when none are held.
+  void ReapCompletions();
+  bool holds_frames() const { return frames_held_.load(std::memory_order_acquire) > 0; }
+
+  // Corking: while the reading thread delivers a batch of frames, the
+  // frames its handlers send in reply are queued (Send() returns at once)
+  // and Uncork() writes them all in one sendmsg(). Only sends from the
+  // corking thread are held back. Uncork() returns the write's status.
+  void Cork();
+  Status Uncork();
+
+  // From now on Send() fails with `reason`; queued senders wake.
+  void Shutdown();
+
+  ZeroCopyStats zerocopy_stats() const;
+  uint64_t frames_sent() const { return frames_sent_.load(std::memory_order_relaxed); }
+  uint64_t write_calls() const { return write_calls_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Outgoing {
+    std::array<uint8_t, 64> header;
+    std::vector<uint64_t> table;  // attachment lengths, as sent
+    Frame frame;
+    uint64_t bytes = 0;           // on the wire, header and padding included
+  };
+  struct Held {
+    uint32_t last_id;             // the last zerocopy send that carried their bytes
+    std::vector<Outgoing> frames;
+  };
+
+  // Writes batch_ and then whatever was queued meanwhile, until the queue
+  // is empty; the caller holds the writer role (writing_) and `lock`.
+  Status WriteAll(std::unique_lock<std::mutex>& lock);
+  Status WriteBatch(std::vector<Outgoing>& batch);
+  void AppendIov(const Outgoing& out);
+  void MarkCompleted(uint32_t lo, uint32_t hi);  // zc_mu_ held
+
+  const int fd_;
+  const TcpOptions options_;
+  const std::string peer_;
+
+  std::mutex mu_;
+  std::condition_variable room_;
+  bool writing_ = false;           // a thread is in WriteBatch; guarded by mu_
+  bool shut_down_ = false;         // guarded by mu_
+  std::atomic<bool> stopping_{false};
+  std::vector<Outgoing> queue_;    // guarded by mu_
+  uint64_t queued_bytes_ = 0;      // guarded by mu_
+  // Whether a corked Send() queued a frame since Cork(); touched only by the
+  // thread that corks, which owns the connection's reading meanwhile.
+  bool corked_queued_ = false;
+  // The writer's own, touched only by the thread that holds writing_.
+  std::vector<Outgoing> batch_;
+  std::vector<iovec> iov_;
+
+  std::atomic<uint64_t> frames_sent_{0};
+  std::atomic<uint64_t> write_calls_{0};
+
+  std::atomic<bool> zerocopy_enabled_{false};
+  mutable std::mutex zc_mu_;
+  uint32_t next_id_ = 0;                           // guarded by zc_mu_ (written by the writer)
+  uint32_t completed_below_ = 0;                   // ids before this are all complete
+  std::vector<std::pair<uint32_t, uint32_t>> early_ranges_;  // completed out of order
+  std::deque<Held> held_;                          // guarded by zc_mu_
+  std::atomic<uint64_t> frames_held_{0};
+  ZeroCopyStats stats_;                            // guarded by zc_mu_
+};
+
+}  // namespace zcrpc::transport::tcp
