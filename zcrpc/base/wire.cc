@@ -188,4 +188,91 @@ Status DecodeMetadata(std::span<const uint8_t> block, Metadata* out) {
   return absl::OkStatus();
 }
 
+size_t EncodeMethodPath(std::string_view path, std::span<uint8_t> out) {
+  uint8_t* p = out.data();
+  Put<uint32_t>(p, static_cast<uint32_t>(kMethodPathKey.size()));
+  Put<uint32_t>(p + 4, static_cast<uint32_t>(path.size()));
+  std::memcpy(p + 8, kMethodPathKey.data(), kMethodPathKey.size());
+  std::memcpy(p + 8 + kMethodPathKey.size(), path.data(), path.size());
+  return EncodedMethodPathSize(path);
+}
+
+StatusOr<std::string_view> TakeMethodPath(std::span<const uint8_t>& block) {
+  if (block.size() < 8) return absl::InvalidArgumentError("request announces a method path but has no :path entry");
+  const uint32_t klen = Get<uint32_t>(block.data());
+  const uint32_t vlen = Get<uint32_t>(block.data() + 4);
+  if (klen != kMethodPathKey.size() || vlen > kMaxMethodPathBytes || block.size() - 8 < uint64_t{klen} + vlen ||
+      std::memcmp(block.data() + 8, kMethodPathKey.data(), klen) != 0) {
+    return absl::InvalidArgumentError("request announces a method path but its first metadata entry is not :path");
+  }
+  std::string_view path(reinterpret_cast<const char*>(block.data() + 8 + klen), vlen);
+  // "/service/method": a leading slash, one more slash, neither part empty.
+  const size_t second = path.size() > 1 ? path.find('/', 1) : std::string_view::npos;
+  bool ok = !path.empty() && path.front() == '/' && second != std::string_view::npos && second > 1 &&
+            second + 1 < path.size() && path.find('/', second + 1) == std::string_view::npos;
+  for (char c : path) ok = ok && c > 0x20 && c < 0x7f;
+  if (!ok) return absl::InvalidArgumentError("malformed method path (expected \"/package.Service/Method\")");
+  block = block.subspan(8 + klen + vlen);
+  return path;
+}
+
+namespace {
+enum PrefaceOffset : size_t {
+  kPfMagic = 0,
+  kPfVersion = 4,
+  kPfRole = 5,
+  kPfReserved0 = 6,
+  kPfFeatures = 8,
+  kPfMaxBody = 16,
+  kPfMaxMetadata = 24,
+  kPfMaxAttachments = 28,
+  kPfReserved1 = 32,  // to the end: zero
+};
+}  // namespace
+
+void EncodePreface(const Preface& preface, std::span<uint8_t, kPrefaceSize> out) {
+  uint8_t* p = out.data();
+  std::memset(p, 0, kPrefaceSize);
+  Put<uint32_t>(p + kPfMagic, kPrefaceMagic);
+  p[kPfVersion] = preface.version;
+  p[kPfRole] = static_cast<uint8_t>(preface.role);
+  Put<uint64_t>(p + kPfFeatures, preface.features);
+  Put<uint64_t>(p + kPfMaxBody, preface.limits.max_body_bytes);
+  Put<uint32_t>(p + kPfMaxMetadata, preface.limits.max_metadata_bytes);
+  Put<uint32_t>(p + kPfMaxAttachments, preface.limits.max_attachments);
+}
+
+StatusOr<Preface> DecodePreface(std::span<const uint8_t, kPrefaceSize> in, PrefaceRole expected_role) {
+  const uint8_t* p = in.data();
+  const uint32_t magic = Get<uint32_t>(p + kPfMagic);
+  if (magic == kWireMagic) {
+    return absl::FailedPreconditionError(
+        "the peer sent a frame without a preface: it speaks zcrpc wire version 1, this side speaks 2");
+  }
+  if (magic != kPrefaceMagic) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "bad preface magic 0x%08x (expected 0x%08x): not a zcrpc peer", magic, kPrefaceMagic));
+  }
+  Preface preface;
+  preface.version = p[kPfVersion];
+  if (preface.version != kWireVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("the peer speaks zcrpc wire version ", preface.version,
+                                                      ", this side speaks ", kWireVersion));
+  }
+  if (p[kPfRole] != static_cast<uint8_t>(expected_role)) {
+    return absl::InvalidArgumentError(absl::StrCat("preface role ", p[kPfRole], " where ",
+                                                   static_cast<int>(expected_role), " was expected"));
+  }
+  preface.role = expected_role;
+  for (size_t i = kPfReserved1; i < kPrefaceSize; ++i) {
+    if (p[i] != 0) return absl::InvalidArgumentError("reserved preface bytes are not zero");
+  }
+  if (Get<uint16_t>(p + kPfReserved0) != 0) return absl::InvalidArgumentError("reserved preface bytes are not zero");
+  preface.features = Get<uint64_t>(p + kPfFeatures);
+  preface.limits.max_body_bytes = Get<uint64_t>(p + kPfMaxBody);
+  preface.limits.max_metadata_bytes = Get<uint32_t>(p + kPfMaxMetadata);
+  preface.limits.max_attachments = Get<uint32_t>(p + kPfMaxAttachments);
+  return preface;
+}
+
 }  // namespace zcrpc

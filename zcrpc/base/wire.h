@@ -18,7 +18,7 @@
 namespace zcrpc {
 
 inline constexpr uint32_t kWireMagic = 0x5052435A;  // bytes "ZCRP" on the wire
-inline constexpr uint8_t kWireVersion = 1;
+inline constexpr uint8_t kWireVersion = 2;
 inline constexpr size_t kWireHeaderSize = 64;
 // Each attachment's length is one u64 in a table at the start of the section.
 inline constexpr size_t kAttachmentLengthSize = 8;
@@ -34,13 +34,17 @@ enum class FrameType : uint8_t {
 
 // Header flags. Unknown bits are a protocol error.
 inline constexpr uint16_t kFlagNone = 0;
-inline constexpr uint16_t kKnownFlags = kFlagNone;
+// Requests: the metadata block starts with the entry (":path",
+// "/package.Service/Method"), and method_id is bound to that path for the
+// rest of the connection (docs/wire.md, "Method identity").
+inline constexpr uint16_t kFlagMethodPath = 0x0001;
+inline constexpr uint16_t kKnownFlags = kFlagMethodPath;
 
 struct WireHeader {
   FrameType type = FrameType::kRequest;
   uint16_t flags = 0;
   uint64_t call_id = 0;       // assigned by the caller's call table; never 0
-  uint32_t method_id = 0;     // requests: MethodId("/pkg.Service/Method")
+  uint32_t method_id = 0;     // requests: a method binding of this connection, never 0
   uint32_t status_code = 0;   // responses: a gRPC status code
   uint64_t timeout_us = 0;    // requests: time the caller still waits; 0 = none
   uint32_t metadata_len = 0;  // bytes of the metadata block
@@ -88,7 +92,44 @@ inline constexpr uint64_t kMaxPaddingPerPart = 16 << 10;
 // a larger one closes the connection (reading it would take too long).
 inline constexpr uint64_t kMaxDiscardBytes = uint64_t{1} << 30;
 
-// FNV-1a of the method path, e.g. "/zcrpc.examples.Echo/Say".
+// Method identity (docs/wire.md): the metadata entry a request with
+// kFlagMethodPath starts with.
+inline constexpr std::string_view kMethodPathKey = ":path";
+inline constexpr size_t kMaxMethodPathBytes = 1024;
+// Bytes EncodeMethodPath() writes.
+inline size_t EncodedMethodPathSize(std::string_view path) { return 8 + kMethodPathKey.size() + path.size(); }
+// Writes the (":path", path) entry at the start of `out`; returns its size.
+size_t EncodeMethodPath(std::string_view path, std::span<uint8_t> out);
+// Reads the (":path", path) entry at the start of `block` and advances
+// `block` past it. The view points into the block. INVALID_ARGUMENT if the
+// first entry is not a well-formed path ("/service/method", printable
+// ASCII, at most kMaxMethodPathBytes).
+StatusOr<std::string_view> TakeMethodPath(std::span<const uint8_t>& block);
+
+// The preface (docs/wire.md, "Preface"): the first thing each side of a
+// connection sends, before any frame. It says which wire version the side
+// speaks, which optional features it has, and what it accepts.
+inline constexpr size_t kPrefaceSize = 64;
+inline constexpr uint32_t kPrefaceMagic = 0x4650435A;  // bytes "ZCPF" on the wire
+enum class PrefaceRole : uint8_t { kClient = 1, kServer = 2 };
+// Feature bits. None is defined yet; a receiver ignores bits it does not
+// know, and a feature is in use only when both sides announce it.
+inline constexpr uint64_t kKnownFeatures = 0;
+
+struct Preface {
+  uint8_t version = kWireVersion;
+  PrefaceRole role = PrefaceRole::kClient;
+  uint64_t features = kKnownFeatures;
+  FrameLimits limits;  // what the sender of the preface accepts
+};
+void EncodePreface(const Preface& preface, std::span<uint8_t, kPrefaceSize> out);
+// INVALID_ARGUMENT for bytes that are not a zcrpc preface (an HTTP client,
+// say) or that break its rules; FAILED_PRECONDITION for another wire
+// version, naming both. `expected_role` is the role the peer must have.
+StatusOr<Preface> DecodePreface(std::span<const uint8_t, kPrefaceSize> in, PrefaceRole expected_role);
+
+// FNV-1a of the method path, e.g. "/zcrpc.examples.Echo/Say". Not on the
+// wire since version 2: only a hash for tables keyed by path.
 constexpr uint32_t MethodId(std::string_view path) {
   uint32_t h = 2166136261u;
   for (char c : path) {

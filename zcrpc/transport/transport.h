@@ -1,14 +1,33 @@
-// The transport contract. A transport turns a URI into connections
-// (Listen/Connect); a connection allocates send buffers in its own memory,
-// sends frames as one scatter-gather list, delivers received frames as
-// page-aligned Buffers, and reports its failure exactly once.
+// The transport contract, version 2. A transport turns a URI into
+// connections (Listen, Connect); a connection allocates send buffers in its
+// own memory, queues frames as scatter-gather lists without ever blocking
+// its caller, delivers received frames in order, and reports its end
+// exactly once.
 //
-// The runtime (rpc/) sees transports only through this header and
-// registry.h. Implementations live in one folder each (tcp/, and later shm/,
-// rdma/, grpc/). docs/transports.md explains how to write one.
+// The runtime (zcrpc/rpc/) sees transports only through this header and
+// registry.h. Each implementation lives in its own folder under
+// zcrpc/transport/ and is built from the shared pieces in
+// zcrpc/transport/internal/. docs/transports.md explains how to write one;
+// the contract suite (tests/transport/contract/) holds every transport to
+// what is written here.
+//
+// Threads and re-entrancy, for every transport:
+//  - A connection's frames are delivered by whichever thread owns its reads
+//    at that moment: one of the transport's poller threads, or a caller
+//    inside PollUntil(). That thread is "delivering" (InDeliveryThread()).
+//  - Inside OnFrame/OnWritable/OnClosed a handler may: Send() on any
+//    connection, Allocate(), Close() any connection, read capabilities(),
+//    and hand work to another thread. It may not wait: not WaitWritable(),
+//    not a blocking RPC (the runtime fails those at once with
+//    FAILED_PRECONDITION), not a lock that a thread waiting on this
+//    connection holds. A handler that must wait posts the work elsewhere
+//    (ServerOptions::worker_threads, the default).
+//  - Destroying a Connection handle from inside its own handler is allowed;
+//    OnClosed still follows exactly once.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -21,91 +40,173 @@
 
 namespace zcrpc::transport {
 
-// What a connection enforces on the frames it receives.
+// What a connection is set up with. Both ends choose their own.
 struct ConnectionOptions {
+  // What this side accepts; sent to the peer in the preface, which then
+  // reports them as its capabilities().
   FrameLimits limits;
+  // Bytes queued but not yet handed to the kernel or the peer above which
+  // the connection is not writable() (see Send()).
+  uint64_t send_budget_bytes = 16u << 20;
+  // A send queue that makes no progress for this long closes the
+  // connection with UNAVAILABLE: the peer stopped reading.
+  std::chrono::nanoseconds send_stall_timeout = std::chrono::seconds(20);
+  // Connect only: give up (DEADLINE_EXCEEDED) once this much time has
+  // passed without a connection whose preface arrived.
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(20);
 };
 
-// The runtime's side of a connection.
+// What a connection can carry, known once the preface is exchanged (before
+// Connect's callback runs or an accepted connection is handed over).
+struct Capabilities {
+  // The largest body (metadata + message + attachment section) a frame may
+  // have: the smaller of the peer's announced limit and what this transport
+  // can move at once (the shm slab, say). Send() refuses larger frames with
+  // RESOURCE_EXHAUSTED.
+  uint64_t max_body_bytes = 0;
+  // The most attachments one frame may have: the peer's limit, or the
+  // transport's if smaller (shm descriptors hold 9).
+  uint32_t max_attachments = 0;
+  // The peer's metadata limit.
+  uint32_t max_metadata_bytes = 0;
+  // Feature bits both ends announced (docs/wire.md, "Preface").
+  uint64_t features = 0;
+  // PollUntil() can read on the caller's thread.
+  bool caller_can_poll = false;
+};
+
+// The runtime's side of a connection. Called by the delivering thread of
+// that connection, never two at a time for one connection.
 class ConnectionHandler {
  public:
   virtual ~ConnectionHandler() = default;
-  // A complete frame arrived. Called on the connection's poller thread (or
-  // on a caller inside PollUntil), one frame at a time, in arrival order. The frame's buffers are the
-  // handler's. If the body was over the limits, frame.body_discarded is set
-  // and the parts are empty (the connection stays open).
+  // A complete frame arrived, in arrival order. The frame's buffers are the
+  // handler's. If the body was over this side's limits, frame.body_discarded
+  // is set and the parts are empty (the connection stays open).
   virtual void OnFrame(Frame frame) = 0;
+  // The send queue fell back under the budget after Send() or writable()
+  // had reported it full. Not called for a connection that is closing.
+  virtual void OnWritable() {}
   // The connection is closed: by the peer, by an error (a malformed frame,
-  // a socket error), or by Close(). Called exactly once, after the last
-  // OnFrame; the connection drops its reference to the handler afterwards.
+  // a socket error, a stalled send queue), or by Close(). Called exactly
+  // once, after the last OnFrame and OnWritable; the connection drops its
+  // reference to the handler afterwards.
   virtual void OnClosed(const Status& reason) = 0;
 };
 
 class Connection {
  public:
-  // Closes the connection (as Close()) if it is still open.
+  // Closes the connection (as Close()) if it is still open. Buffers that
+  // came from it stay valid: they keep the memory they live in alive.
   virtual ~Connection() = default;
 
   // A send buffer of `size` bytes in the transport's own memory (pages for
-  // TCP, a slab slot for shm, a registered region for RDMA). Thread-safe.
+  // tcp, a slab block for shm, a registered region for RDMA). Any thread.
+  // Never fails: when the transport's own memory is exhausted the buffer
+  // comes from the process's BufferPool, and Send() copies it in (counted).
   virtual Buffer Allocate(size_t size) = 0;
 
-  // Sends header and parts as one scatter-gather list; the header's length
-  // fields are set from the parts. Takes the frame's buffers and keeps them
-  // alive until the kernel or hardware is done with them. Thread-safe;
-  // frames from one thread go out in order. Blocks while the peer does not
-  // read (backpressure). UNAVAILABLE once the connection is closed.
+  // Queues the frame (header and parts, one scatter-gather list; the
+  // header's length fields are set from the parts) and returns without
+  // waiting for the peer, on any thread. Takes the frame's buffers and
+  // keeps them alive until the kernel or the peer is done with them.
+  // Frames queued by one thread go out in that order; a frame queued after
+  // another returned (on any thread) goes out after it.
+  //
+  // The byte budget is soft: Send() always queues, so a poller thread never
+  // waits; callers that can wait check writable() first (WaitWritable()).
+  // Errors, with the frame dropped: UNAVAILABLE once closed;
+  // RESOURCE_EXHAUSTED or INVALID_ARGUMENT for a frame over capabilities().
   virtual Status Send(Frame frame) = 0;
+
+  // Whether the bytes queued are under ConnectionOptions::send_budget_bytes.
+  // A false answer arms one OnWritable() for when they are.
+  virtual bool writable() = 0;
+
+  // Blocks the calling thread until writable(), the connection closes
+  // (UNAVAILABLE) or `deadline` on Clock::Real() passes
+  // (DEADLINE_EXCEEDED; 0 = no deadline). FAILED_PRECONDITION at once on a
+  // delivering thread (see the top of this file).
+  virtual Status WaitWritable(int64_t deadline_nanos) = 0;
+
+  // Fixed once the connection exists. Any thread.
+  virtual Capabilities capabilities() const = 0;
 
   // Starts delivering received frames to `handler`, which the connection
   // keeps alive until after OnClosed. Call once.
   virtual void Start(std::shared_ptr<ConnectionHandler> handler) = 0;
 
-  // Closes the connection; OnClosed(reason) follows on the poller thread (if
-  // Start was called). Idempotent, thread-safe.
+  // Closes the connection; OnClosed(reason) follows on a delivering thread
+  // (if Start was called). The first reason wins. Idempotent, any thread.
   virtual void Close(const Status& reason) = 0;
 
   // The peer's address as a URI, for logs and ServerContext::peer().
   virtual std::string peer() const = 0;
 
-  // Leader/follower (DESIGN.md, "Threads"): a thread about to wait for a
-  // reply may drive the receive side itself instead of being woken by the
-  // poller thread, which on these machines costs ~20 µs each way. Polls on
-  // the calling thread, delivering frames to the handler exactly as the
-  // poller would, until `done()` is true or about `budget` has passed; a
-  // transport that can sleep on its own descriptor (tcp) spins for the
-  // budget and then sleeps there until `done()`, so the kernel wakes this
-  // thread directly. Returns false at once when the transport has no such
-  // mode (the default) or another thread is polling; the caller then just
-  // waits.
-  virtual bool PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget) {
-    (void)done;
-    (void)budget;
-    return false;
-  }
+  // Leader/follower (docs/architecture.md, "Threads"): a thread about to
+  // wait for a reply may drive the receive side itself instead of being
+  // woken by the poller thread, which on these machines costs ~20 µs each
+  // way. Delivers frames on the calling thread, exactly as the poller
+  // would, until `done()` is true or about `budget` has passed (a transport
+  // that can sleep on its own descriptor, tcp, may sleep there until
+  // `done()`, so the kernel wakes this thread directly). Returns false at
+  // once when the transport has no such mode or another thread is reading;
+  // the caller then just waits.
+  virtual bool PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget) = 0;
 };
 
 class Listener {
  public:
-  // Stops accepting. Connections already accepted stay open.
+  // Stops accepting; returns once no AcceptCallback is running or will
+  // start. Connections already accepted stay open.
   virtual ~Listener() = default;
   // The bound address as a URI; a port of 0 in the request is resolved here.
   virtual std::string uri() const = 0;
 };
 
-// Receives each accepted connection, on a poller thread.
+// Receives each accepted connection whose preface arrived, on a poller
+// thread.
 using AcceptCallback = std::function<void(std::unique_ptr<Connection>)>;
+// Receives the connection, or why there is none: UNAVAILABLE (refused,
+// unreachable, reset during the preface), DEADLINE_EXCEEDED (connect_timeout
+// passed), INVALID_ARGUMENT or FAILED_PRECONDITION (the peer is not a zcrpc
+// peer, or speaks a wire version this side does not). Runs exactly once, on
+// a transport thread, never inside Connect().
+using ConnectCallback = std::function<void(StatusOr<std::unique_ptr<Connection>>)>;
 
 class Transport {
  public:
+  // Destroying a transport closes its connections; it must outlive its
+  // listeners (the default registry's transports live until exit).
   virtual ~Transport() = default;
+
+  // Checks a URI's address and options without touching the network:
+  // INVALID_ARGUMENT, naming the bad part, for anything Listen or Connect
+  // would refuse to parse. Channel::Create and Server::AddListener call it
+  // first.
+  virtual Status ValidateAddress(const Uri& uri) const = 0;
+
   // INVALID_ARGUMENT for an address this transport cannot parse,
-  // UNAVAILABLE if it cannot bind.
+  // UNAVAILABLE if it cannot bind. Any thread.
   virtual StatusOr<std::unique_ptr<Listener>> Listen(const Uri& uri, const ConnectionOptions& options,
                                                      AcceptCallback on_accept) = 0;
-  // UNAVAILABLE if the peer cannot be reached.
-  virtual StatusOr<std::unique_ptr<Connection>> Connect(const Uri& uri,
-                                                        const ConnectionOptions& options) = 0;
+
+  // Starts connecting and returns at once; `done` gets the result (see
+  // ConnectCallback). Never blocks the caller on the network. Any thread.
+  virtual void Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback done) = 0;
 };
+
+// True while the calling thread delivers some connection's frames (inside
+// OnFrame, OnWritable or OnClosed, on a poller or inside PollUntil). The
+// runtime uses it to fail a blocking call that would wait for a reply only
+// this thread could read. Transports mark delivery with
+// internal::DeliveryScope (zcrpc/transport/internal/delivery_scope.h).
+bool InDeliveryThread();
+
+// Connect() for code that may block: tests, tools, setup paths. Waits for
+// the callback on the calling thread. FAILED_PRECONDITION on a delivering
+// thread.
+StatusOr<std::unique_ptr<Connection>> ConnectAndWait(Transport& transport, const Uri& uri,
+                                                     const ConnectionOptions& options);
 
 }  // namespace zcrpc::transport
