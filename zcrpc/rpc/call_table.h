@@ -5,8 +5,14 @@
 // of zero. A sweeper (deadline_sweeper.h) scans the table on a tick; there is
 // no ordered timer structure.
 //
-// Thread-safe. Insert/Remove/sweeps take a short lock for the free list;
-// Arm/Disarm are single relaxed stores.
+// A call is armed as it is inserted, so no deadline can land on a slot
+// after its call left it (a later call in that slot would expire at once).
+// A call that gets many frames (a stream) is pinned while one is delivered
+// (Acquire) and removed exactly once (Remove, a sweep or RemoveIf): removal
+// hands the table's pointer back to whoever removed it.
+//
+// Thread-safe. Insert/Remove/Acquire/sweeps take a short lock for the free
+// list; arming is part of Insert, re-arming checks the slot's generation.
 #pragma once
 
 #include <atomic>
@@ -48,8 +54,9 @@ class CallTable {
   // Calls in flight.
   uint32_t size() const { return size_.load(std::memory_order_seq_cst); }
 
-  // Claims a slot for `call`. RESOURCE_EXHAUSTED when every slot is in use.
-  StatusOr<CallId> Insert(T* call) {
+  // Claims a slot for `call`, armed with `deadline_nanos` (0: none).
+  // RESOURCE_EXHAUSTED when every slot is in use.
+  StatusOr<CallId> Insert(T* call, int64_t deadline_nanos = 0) {
     std::lock_guard lock(mu_);
     if (free_.empty()) {
       return absl::ResourceExhaustedError(
@@ -59,16 +66,35 @@ class CallTable {
     free_.pop_back();
     Slot& s = slots_[index];
     s.call = call;
+    s.deadline.store(deadline_nanos, std::memory_order_relaxed);
     if (index >= high_water_) high_water_ = index + 1;
     size_.fetch_add(1, std::memory_order_seq_cst);
     return MakeCallId(index, s.generation);
   }
 
-  // REQUIRES: `id` was returned by Insert and not yet removed.
-  void Arm(CallId id, int64_t deadline_nanos) {
-    slots_[CallIdSlot(id)].deadline.store(deadline_nanos, std::memory_order_relaxed);
+  // Sets (or, with 0, clears) the deadline of call `id` if it is still in
+  // the table; false if it is gone. Never touches a slot reused since.
+  bool Arm(CallId id, int64_t deadline_nanos) {
+    std::lock_guard lock(mu_);
+    Slot* s = FindLocked(id);
+    if (s == nullptr) return false;
+    s->deadline.store(deadline_nanos, std::memory_order_relaxed);
+    return true;
   }
-  void Disarm(CallId id) { slots_[CallIdSlot(id)].deadline.store(0, std::memory_order_relaxed); }
+  bool Disarm(CallId id) { return Arm(id, 0); }
+
+  // The call `id`, pinned: `pin(call)` runs under the table's lock (it
+  // takes a reference the caller drops when done), so a concurrent Remove
+  // cannot free the call before the pin holds it. nullptr if unknown,
+  // removed, or stale.
+  template <typename Pin>
+  T* Acquire(CallId id, Pin&& pin) {
+    std::lock_guard lock(mu_);
+    Slot* s = FindLocked(id);
+    if (s == nullptr) return nullptr;
+    pin(s->call);
+    return s->call;
+  }
 
   // Takes the call out of the table. nullptr if `id` is unknown, already
   // removed, or of an older generation of its slot (a stale reply).
@@ -128,11 +154,19 @@ class CallTable {
   };
   using Expired = std::vector<Entry>;
 
-  T* RemoveLocked(CallId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  Slot* FindLocked(CallId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     uint32_t index = CallIdSlot(id);
     if (index >= capacity_) return nullptr;
     Slot& s = slots_[index];
     if (s.call == nullptr || s.generation != CallIdGeneration(id)) return nullptr;
+    return &s;
+  }
+
+  T* RemoveLocked(CallId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Slot* found = FindLocked(id);
+    if (found == nullptr) return nullptr;
+    Slot& s = *found;
+    const uint32_t index = CallIdSlot(id);
     T* call = s.call;
     s.call = nullptr;
     s.deadline.store(0, std::memory_order_relaxed);

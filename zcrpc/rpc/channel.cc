@@ -1,13 +1,21 @@
 #include "zcrpc/rpc/channel.h"
 
-#include "zcrpc/base/cpu_relax.h"
+#include <algorithm>
+#include <random>
 
 #include <google/protobuf/message_lite.h>
 
 #include "absl/strings/str_cat.h"
+#include "zcrpc/base/cpu_relax.h"
 #include "zcrpc/rpc/internal/client_call.h"
+#include "zcrpc/rpc/internal/method_bindings.h"
 
 namespace zcrpc {
+namespace {
+
+std::string Millis(int64_t nanos) { return absl::StrCat(nanos / 1'000'000, " ms"); }
+
+}  // namespace
 
 // One transport connection and the calls sent on it. The transport keeps it
 // alive until OnClosed; it reaches the channel through a weak pointer, so a
@@ -15,10 +23,15 @@ namespace zcrpc {
 class Channel::Link final : public transport::ConnectionHandler {
  public:
   Link(std::weak_ptr<Channel> channel, std::unique_ptr<transport::Connection> connection, uint64_t epoch)
-      : channel_(std::move(channel)), connection_(std::move(connection)), epoch_(epoch) {}
+      : channel_(std::move(channel)),
+        connection_(std::move(connection)),
+        epoch_(epoch),
+        capabilities_(connection_->capabilities()) {}
 
   transport::Connection& connection() { return *connection_; }
   uint64_t epoch() const { return epoch_; }
+  const transport::Capabilities& capabilities() const { return capabilities_; }
+  internal::ClientMethodBindings& bindings() { return bindings_; }
 
   void OnFrame(Frame frame) override {
     if (frame.header.type != FrameType::kResponse) {
@@ -27,7 +40,7 @@ class Channel::Link final : public transport::ConnectionHandler {
                        static_cast<int>(frame.header.type), " to a client")));
       return;
     }
-    if (auto channel = channel_.lock()) channel->OnResponse(std::move(frame));
+    if (auto channel = channel_.lock()) channel->OnResponse(*this, std::move(frame));
   }
   void OnClosed(const Status& reason) override {
     if (auto channel = channel_.lock()) channel->OnLinkClosed(this, reason);
@@ -37,13 +50,30 @@ class Channel::Link final : public transport::ConnectionHandler {
   std::weak_ptr<Channel> channel_;
   std::unique_ptr<transport::Connection> connection_;
   const uint64_t epoch_;
+  const transport::Capabilities capabilities_;
+  internal::ClientMethodBindings bindings_;
+};
+
+// A callback call that started while the connection was being made: it is
+// in the call table (so its deadline and TryCancel work) and its request is
+// serialized, waiting for a link.
+struct Channel::PendingStart {
+  const MethodDescriptor* method;
+  ClientContext* context;
+  Buffer message;
+  CallId id;
+  int64_t deadline;
 };
 
 StatusOr<std::shared_ptr<Channel>> Channel::Create(std::string_view target, ChannelOptions options) {
   ZCRPC_ASSIGN_OR_RETURN(transport::Uri uri, transport::Uri::Parse(target));
   transport::Registry& registry = options.registry ? *options.registry : transport::Registry::Default();
   ZCRPC_ASSIGN_OR_RETURN(transport::Transport * transport, registry.Find(uri.scheme));
+  ZCRPC_RETURN_IF_ERROR(transport->ValidateAddress(uri));
   if (options.max_calls_in_flight == 0) return absl::InvalidArgumentError("max_calls_in_flight must be > 0");
+  if (options.backoff_multiplier < 1.0 || options.backoff_jitter < 0 || options.backoff_jitter >= 1) {
+    return absl::InvalidArgumentError("backoff_multiplier must be >= 1 and backoff_jitter in [0, 1)");
+  }
   return std::shared_ptr<Channel>(new Channel(std::string(target), std::move(uri), transport, options));
 }
 
@@ -52,17 +82,20 @@ Channel::Channel(std::string target, transport::Uri uri, transport::Transport* t
       uri_(std::move(uri)),
       transport_(transport),
       options_(options),
+      sweeper_(options.sweeper ? options.sweeper : &DeadlineSweeper::Default()),
       table_(options.max_calls_in_flight),
-      sweeper_(options.sweep_tick) {
-  sweeper_.Add(this);
+      backoff_(options.initial_backoff) {
+  sweeper_->Add(this);
 }
 
 Channel::~Channel() {
-  sweeper_.Remove(this);
+  sweeper_->Remove(this);
   std::shared_ptr<Link> link;
+  std::vector<PendingStart> pending;
   {
     std::lock_guard lock(mu_);
     link = std::move(link_);
+    pending.swap(pending_);
   }
   if (link) link->connection().Close(absl::CancelledError("channel destroyed"));
   // Only callback calls can still be in flight (a blocking caller holds the
@@ -73,67 +106,147 @@ Channel::~Channel() {
                   });
 }
 
-StatusOr<std::shared_ptr<Channel::Link>> Channel::GetLink() {
-  std::lock_guard lock(mu_);
-  if (link_) return link_;
-  // Connecting under the lock: concurrent first calls share one attempt.
-  transport::ConnectionOptions connection_options{options_.limits};
-  StatusOr<std::unique_ptr<transport::Connection>> connection = transport_->Connect(uri_, connection_options);
-  if (!connection.ok()) return absl::UnavailableError(connection.status().message());
-  auto link = std::make_shared<Link>(weak_from_this(), std::move(*connection), ++link_epoch_);
-  link->connection().Start(link);
-  link_ = link;
-  return link;
+void Channel::StartConnectLocked(std::unique_lock<std::mutex>& lock) {
+  connecting_ = true;
+  const uint64_t attempt = ++connect_attempt_;
+  transport::ConnectionOptions connection_options;
+  connection_options.limits = options_.limits;
+  connection_options.send_budget_bytes = options_.send_budget_bytes;
+  connection_options.send_stall_timeout = options_.send_stall_timeout;
+  connection_options.connect_timeout = options_.connect_timeout;
+  // Connect() never blocks and never calls back inside; still, callers
+  // must not queue behind it, so it runs without the lock.
+  lock.unlock();
+  transport_->Connect(uri_, connection_options,
+                      [weak = weak_from_this(), attempt](StatusOr<std::unique_ptr<transport::Connection>> c) {
+                        if (auto self = weak.lock()) self->OnConnected(attempt, std::move(c));
+                      });
+  lock.lock();
 }
 
-StatusOr<Buffer> Channel::AllocateBuffer(size_t size) {
-  ZCRPC_ASSIGN_OR_RETURN(std::shared_ptr<Link> link, GetLink());
-  return link->connection().Allocate(size);
+void Channel::OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::Connection>> connection) {
+  std::shared_ptr<Link> link;
+  std::vector<PendingStart> pending;
+  Status failure;
+  {
+    std::lock_guard lock(mu_);
+    if (attempt != connect_attempt_) return;  // superseded; dropping it closes it
+    connecting_ = false;
+    if (connection.ok()) {
+      link = std::make_shared<Link>(weak_from_this(), *std::move(connection), ++link_epoch_);
+      link->connection().Start(link);
+      link_ = link;
+      backoff_ = options_.initial_backoff;
+      last_connect_error_ = absl::OkStatus();
+      next_connect_nanos_ = 0;
+    } else {
+      failure = absl::UnavailableError(
+          absl::StrCat("cannot connect to ", target_, ": ", connection.status().message()));
+      if (connection.status().code() == StatusCode::kDeadlineExceeded ||
+          connection.status().code() == StatusCode::kFailedPrecondition ||
+          connection.status().code() == StatusCode::kInvalidArgument) {
+        failure = Status(connection.status().code(), failure.message());
+      }
+      last_connect_error_ = failure;
+      // Exponential backoff with jitter, as gRPC's connection backoff.
+      thread_local std::minstd_rand random(std::random_device{}());
+      std::uniform_real_distribution<double> jitter(1 - options_.backoff_jitter, 1 + options_.backoff_jitter);
+      next_connect_nanos_ = Now() + static_cast<int64_t>(static_cast<double>(backoff_.count()) * jitter(random));
+      backoff_ = std::min(options_.max_backoff, std::chrono::nanoseconds(static_cast<int64_t>(
+                                                    static_cast<double>(backoff_.count()) * options_.backoff_multiplier)));
+    }
+    pending.swap(pending_);
+  }
+  connect_done_.notify_all();
+  for (PendingStart& p : pending) {
+    Status sent = link ? SendRequest(*link, *p.method, p.context, std::move(p.message), p.id, p.deadline, false)
+                       : failure;
+    if (!sent.ok()) {
+      if (internal::ClientCall* call = table_.Remove(p.id)) call->Complete(sent, Frame{});
+    }
+  }
+}
+
+StatusOr<std::shared_ptr<Channel::Link>> Channel::GetLink(int64_t deadline, bool may_wait) {
+  std::unique_lock lock(mu_);
+  const int64_t wait_until = deadline != 0 ? deadline : Now() + options_.connect_timeout.count();
+  for (;;) {
+    if (link_) return link_;
+    if (!connecting_) {
+      if (!last_connect_error_.ok() && Now() < next_connect_nanos_) {
+        return Status(last_connect_error_.code(),
+                      absl::StrCat(last_connect_error_.message(), " (next attempt in ",
+                                   Millis(next_connect_nanos_ - Now()), ")"));
+      }
+      StartConnectLocked(lock);
+      continue;  // the callback may have run already
+    }
+    if (!may_wait) return std::shared_ptr<Link>();
+    if (Now() >= wait_until) {
+      return absl::DeadlineExceededError(absl::StrCat("deadline passed while connecting to ", target_));
+    }
+    // Waits on the real clock in short slices: the deadline may be on an
+    // injected one.
+    connect_done_.wait_for(lock, std::chrono::milliseconds(5));
+    if (!connecting_ && !link_ && !last_connect_error_.ok()) {
+      return last_connect_error_;  // this attempt failed: report it, do not start another at once
+    }
+  }
+}
+
+Buffer Channel::AllocateBuffer(size_t size) {
+  const bool may_wait = !transport::InDeliveryThread();
+  StatusOr<std::shared_ptr<Link>> link = GetLink(0, may_wait);
+  if (link.ok() && *link) return (*link)->connection().Allocate(size);
+  return BufferPool::Default().Allocate(size);
 }
 
 Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context,
-                          const google::protobuf::MessageLite& request, internal::ClientCall* call,
+                          const google::protobuf::MessageLite& request, internal::ClientCall* call, bool may_wait,
                           std::shared_ptr<Link>* used_link) {
-  int64_t deadline = context->deadline_nanos();
-  int64_t now = 0;
-  if (deadline != 0) {
-    now = Clock::Real().NowNanos();
-    if (deadline <= now) return absl::DeadlineExceededError("deadline passed before the call started");
+  const int64_t deadline = context->deadline_nanos();
+  if (deadline != 0 && deadline <= Now()) {
+    return absl::DeadlineExceededError("deadline passed before the call started");
   }
-  ZCRPC_ASSIGN_OR_RETURN(std::shared_ptr<Link> link, GetLink());
-  transport::Connection& connection = link->connection();
-
-  Frame frame;
-  frame.header.type = FrameType::kRequest;
-  frame.header.method_id = method.id;
-  size_t size = request.ByteSizeLong();
+  const size_t size = request.ByteSizeLong();
   if (size > options_.limits.max_body_bytes || size > UINT32_MAX) {
     return absl::ResourceExhaustedError(absl::StrCat("request of ", size, " bytes exceeds the channel's limit of ",
                                                      options_.limits.max_body_bytes));
   }
-  frame.message = connection.Allocate(size);
-  request.SerializeWithCachedSizesToArray(frame.message.data());
-  if (!context->metadata().empty()) {
-    frame.metadata = connection.Allocate(EncodedMetadataSize(context->metadata()));
-    EncodeMetadata(context->metadata(), frame.metadata.span());
-  }
+  ZCRPC_ASSIGN_OR_RETURN(std::shared_ptr<Link> link, GetLink(deadline, may_wait));
 
-  frame.attachments = std::move(context->attachments_);
-  context->attachments_.clear();
   context->response_attachments_.clear();
-
-  call->link_epoch = link->epoch();
-  ZCRPC_ASSIGN_OR_RETURN(CallId id, table_.Insert(call));
-  frame.header.call_id = id;
-  if (deadline != 0) {
-    frame.header.timeout_us = static_cast<uint64_t>(std::max<int64_t>(1, (deadline - now) / 1000));
-    table_.Arm(id, deadline);
-    sweeper_.Wake();
-  }
+  ZCRPC_ASSIGN_OR_RETURN(CallId id, table_.Insert(call, deadline));
+  if (deadline != 0) sweeper_->Wake();
   context->channel_.store(this, std::memory_order_release);
   context->call_id_.store(id, std::memory_order_release);
 
-  if (Status sent = connection.Send(std::move(frame)); !sent.ok()) {
+  if (link == nullptr) {
+    // Connecting (callback calls only): serialize now, send once connected.
+    Buffer message = BufferPool::Default().Allocate(size);
+    request.SerializeWithCachedSizesToArray(message.data());
+    std::unique_lock lock(mu_);
+    if (link_ == nullptr && connecting_) {
+      pending_.push_back({&method, context, std::move(message), id, deadline});
+      return absl::OkStatus();
+    }
+    link = link_;
+    lock.unlock();
+    if (link == nullptr) {
+      if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(last_connect_error_, Frame{});
+      return absl::OkStatus();
+    }
+    Status sent = SendRequest(*link, method, context, std::move(message), id, deadline, may_wait);
+    if (!sent.ok()) {
+      if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(sent, Frame{});
+    }
+    return absl::OkStatus();
+  }
+
+  Buffer message = link->connection().Allocate(size);
+  request.SerializeWithCachedSizesToArray(message.data());
+  Status sent = SendRequest(*link, method, context, std::move(message), id, deadline, may_wait);
+  if (!sent.ok()) {
     // If the call is still ours, fail it here; otherwise whoever removed it
     // (a failing connection, the sweeper) completes it.
     if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(sent, Frame{});
@@ -142,14 +255,64 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
   return absl::OkStatus();
 }
 
+Status Channel::SendRequest(Link& link, const MethodDescriptor& method, ClientContext* context, Buffer message,
+                            CallId id, int64_t deadline, bool may_wait) {
+  transport::Connection& connection = link.connection();
+  const transport::Capabilities& caps = link.capabilities();
+  const internal::ClientMethodBindings::Binding binding = link.bindings().Find(method);
+
+  Frame frame;
+  frame.header.type = FrameType::kRequest;
+  frame.header.call_id = id;
+  frame.header.method_id = binding.id;
+  frame.header.flags = binding.send_path ? kFlagMethodPath : kFlagNone;
+  const size_t path_bytes = binding.send_path ? EncodedMethodPathSize(method.path) : 0;
+  const size_t metadata_bytes = path_bytes + EncodedMetadataSize(context->metadata());
+  if (metadata_bytes > 0) {
+    frame.metadata = connection.Allocate(metadata_bytes);
+    if (binding.send_path) EncodeMethodPath(method.path, frame.metadata.span());
+    EncodeMetadata(context->metadata(), frame.metadata.span().subspan(path_bytes));
+  }
+  frame.message = std::move(message);
+  frame.attachments = std::move(context->attachments_);
+  context->attachments_.clear();
+  if (deadline != 0) {
+    frame.header.timeout_us = static_cast<uint64_t>(std::max<int64_t>(1, (deadline - Now()) / 1000));
+  }
+  frame.SetLengthsFromParts();
+  if (frame.header.body_len() > caps.max_body_bytes || frame.attachments.size() > caps.max_attachments ||
+      frame.header.metadata_len > caps.max_metadata_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request of ", frame.header.body_len(), " bytes, ", frame.attachments.size(), " attachments and ",
+        frame.header.metadata_len, " bytes of metadata exceeds what ", target_, " accepts (", caps.max_body_bytes,
+        " bytes, ", caps.max_attachments, " attachments, ", caps.max_metadata_bytes, " bytes of metadata)"));
+  }
+  // Back-pressure: a caller that may wait does, for room in the send queue,
+  // no longer than its deadline. Delivering threads never wait (transport.h).
+  if (may_wait && !connection.writable()) ZCRPC_RETURN_IF_ERROR(connection.WaitWritable(deadline));
+  // Read by the sweeper, OnLinkClosed and OnResponse once the call may be
+  // on the wire.
+  table_.Acquire(id, [&](internal::ClientCall* c) {
+    c->link_epoch.store(link.epoch());
+    c->announced_binding.store(binding.send_path ? binding.id : 0);
+  });
+  return connection.Send(std::move(frame));
+}
+
 Status Channel::CallUnary(const MethodDescriptor& method, ClientContext* context,
                           const google::protobuf::MessageLite& request, google::protobuf::MessageLite* response) {
+  if (transport::InDeliveryThread()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "blocking call to ", ToAbsl(method.path),
+        " on a thread that delivers a connection's frames (a callback, or a handler run inline): its reply could "
+        "only be read by this same thread. Use the callback form, or run handlers on ServerOptions::worker_threads"));
+  }
   internal::BlockingCall call(context, response);
   std::shared_ptr<Link> link;
-  Status started = StartCall(method, context, request, &call, &link);
+  Status started = StartCall(method, context, request, &call, /*may_wait=*/true, &link);
   if (!started.ok()) return started;
-  // Where the transport can (shm), read the reply on this thread rather
-  // than be woken by its poller (DESIGN.md, "Threads").
+  // Where the transport can, read the reply on this thread rather than be
+  // woken by its poller (docs/architecture.md, "Threads").
   if (link != nullptr) {
     link->connection().PollUntil([&call] { return call.done(); }, options_.spin_before_sleep);
   }
@@ -163,13 +326,17 @@ void Channel::CallUnaryAsync(const MethodDescriptor& method, ClientContext* cont
                              const google::protobuf::MessageLite& request, google::protobuf::MessageLite* response,
                              std::function<void(Status)> done) {
   auto* call = new internal::CallbackCall(context, response, std::move(done));
-  Status started = StartCall(method, context, request, call);
+  Status started = StartCall(method, context, request, call, /*may_wait=*/false, nullptr);
   if (!started.ok()) call->Complete(started, Frame{});  // deletes call
 }
 
-void Channel::OnResponse(Frame frame) {
+void Channel::OnResponse(Link& link, Frame frame) {
   internal::ClientCall* call = table_.Remove(frame.header.call_id);
   if (call == nullptr) return;  // a reply to a call that already ended (deadline, cancel): dropped
+  if (uint32_t binding = call->announced_binding.load();
+      binding != 0 && frame.header.status_code != static_cast<uint32_t>(StatusCode::kResourceExhausted)) {
+    link.bindings().MarkAnnounced(binding);
+  }
   if (frame.body_discarded) {
     call->Complete(absl::ResourceExhaustedError(absl::StrCat("response of ", frame.header.body_len(),
                                                              " bytes exceeds the channel's limit of ",
@@ -187,7 +354,7 @@ void Channel::OnLinkClosed(Link* link, const Status& reason) {
   }
   uint64_t epoch = link->epoch();
   Status failure = absl::UnavailableError(absl::StrCat("connection to ", target_, " lost: ", reason.message()));
-  table_.RemoveIf([epoch](internal::ClientCall* call) { return call->link_epoch == epoch; },
+  table_.RemoveIf([epoch](internal::ClientCall* call) { return call->link_epoch.load() == epoch; },
                   [&failure](CallId, internal::ClientCall* call) { call->Complete(failure, Frame{}); });
 }
 
@@ -201,20 +368,24 @@ void Channel::SendCancel(CallId id, uint64_t link_epoch) {
   Frame cancel;
   cancel.header.type = FrameType::kCancel;
   cancel.header.call_id = id;
-  (void)link->connection().Send(std::move(cancel));
+  (void)link->connection().Send(std::move(cancel));  // never blocks (transport.h)
 }
 
 void Channel::CancelCall(CallId id) {
   internal::ClientCall* call = table_.Remove(id);
   if (call == nullptr) return;
-  uint64_t epoch = call->link_epoch;
+  uint64_t epoch = call->link_epoch.load();
   call->Complete(absl::CancelledError("call cancelled by the client"), Frame{});
   SendCancel(id, epoch);
 }
 
 void Channel::SweepExpired(int64_t now_nanos) {
+  // A completion callback may drop the last reference to this channel:
+  // keep it alive until the sweep is over.
+  std::shared_ptr<Channel> self = weak_from_this().lock();
+  if (self == nullptr) return;  // being destroyed: its destructor ends the calls
   table_.SweepExpired(now_nanos, [this](CallId id, internal::ClientCall* call) {
-    uint64_t epoch = call->link_epoch;
+    uint64_t epoch = call->link_epoch.load();
     call->Complete(absl::DeadlineExceededError("deadline exceeded"), Frame{});
     SendCancel(id, epoch);
   });

@@ -1,27 +1,40 @@
 // Channel: the client's end of a connection to one server, created from a
-// URI ("tcp://127.0.0.1:50051"). It connects on the first call, reconnects
-// on the next call after a failure, keeps a CallTable of the calls in flight,
-// and fails them at their deadline by sweep. Generated stubs call
+// URI ("tcp://127.0.0.1:50051", "shm://orders"). Generated stubs call
 // CallUnary / CallUnaryAsync; users rarely need to.
 //
-// Thread-safe: any number of threads may call through one channel.
+// Connecting: the first call starts an asynchronous connect and waits for
+// it no longer than its own deadline; other callers never wait on a lock
+// while it runs. A connection that fails is retried with exponential
+// backoff (gRPC's: 1 s, x1.6, up to 120 s, ±20 % jitter); while backing off,
+// calls fail at once with UNAVAILABLE naming the last error. A connection
+// lost after it worked is re-made by the next call, without backoff.
+//
+// Calls in flight live in the channel's CallTable; the process's
+// DeadlineSweeper fails them at their deadline and tells the server.
+//
+// Thread-safe: any number of threads may call through one channel. A
+// blocking call on a thread that delivers a connection's frames (inside a
+// callback or an inline handler) fails at once with FAILED_PRECONDITION:
+// its reply could only be read by that same thread.
 #pragma once
 
-#include <mutex>
-
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
+#include "zcrpc/base/clock.h"
+#include "zcrpc/base/status.h"
+#include "zcrpc/base/wire.h"
 #include "zcrpc/rpc/call_table.h"
 #include "zcrpc/rpc/client_context.h"
 #include "zcrpc/rpc/deadline_sweeper.h"
 #include "zcrpc/rpc/method.h"
-#include "zcrpc/base/status.h"
-#include "zcrpc/base/wire.h"
 #include "zcrpc/transport/registry.h"
 #include "zcrpc/transport/transport.h"
 
@@ -38,39 +51,55 @@ class ClientCall;
 struct ChannelOptions {
   // Calls in flight at once; one more fails with RESOURCE_EXHAUSTED.
   uint32_t max_calls_in_flight = 4096;
-  // What a response may carry (wire.h).
+  // What a response may carry (wire.h); announced to the server.
   FrameLimits limits;
-  // The deadline sweep's period: a call ends at most about one tick after
-  // its deadline.
-  std::chrono::nanoseconds sweep_tick = DeadlineSweeper::kDefaultTick;
   // How long a blocking call spins on its completion before it sleeps.
   std::chrono::nanoseconds spin_before_sleep = std::chrono::microseconds(5);
+  // Connection setup and the send queue (transport.h, ConnectionOptions).
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(20);
+  uint64_t send_budget_bytes = 16u << 20;
+  std::chrono::nanoseconds send_stall_timeout = std::chrono::seconds(20);
+  // Reconnect backoff after a failed connect (gRPC's connection backoff).
+  std::chrono::nanoseconds initial_backoff = std::chrono::seconds(1);
+  std::chrono::nanoseconds max_backoff = std::chrono::seconds(120);
+  double backoff_multiplier = 1.6;
+  double backoff_jitter = 0.2;
   // Where the scheme is looked up; nullptr means Registry::Default().
   transport::Registry* registry = nullptr;
+  // Who fails calls at their deadline; nullptr means the process's
+  // DeadlineSweeper::Default(). Deadlines are on the sweeper's clock.
+  DeadlineSweeper* sweeper = nullptr;
 };
 
 class Channel final : public std::enable_shared_from_this<Channel>, private DeadlineSweeper::Client {
  public:
-  // INVALID_ARGUMENT for a malformed URI or an unknown scheme. Does not
-  // connect: an unreachable server shows as UNAVAILABLE on the first call.
+  // INVALID_ARGUMENT for a malformed URI, an unknown scheme, or an address
+  // or option the transport refuses. Does not connect: an unreachable
+  // server shows as UNAVAILABLE on the first call.
   static StatusOr<std::shared_ptr<Channel>> Create(std::string_view uri, ChannelOptions options = {});
+  // Calls still in flight (callback calls) end with CANCELLED.
   ~Channel();
 
   const std::string& target() const { return target_; }
 
-  // A buffer in the memory of the channel's current connection (connecting
-  // if needed), for ClientContext::AddAttachment: it goes out with no
-  // framework copy. UNAVAILABLE if the server cannot be reached.
-  StatusOr<Buffer> AllocateBuffer(size_t size);
+  // A buffer for ClientContext::AddAttachment. It lives in the memory of
+  // the channel's connection when there is one (connecting first, for at
+  // most connect_timeout), so it goes out with no framework copy; otherwise
+  // it comes from the process's BufferPool and the transport copies it
+  // (counted) if it must. Any thread except a delivering one, where it
+  // never waits for a connection.
+  Buffer AllocateBuffer(size_t size);
 
   // Blocking unary call: serializes `request` straight into a transport
-  // buffer, waits, parses the reply into `*response`.
+  // buffer, waits, parses the reply into `*response`. FAILED_PRECONDITION
+  // on a thread that delivers frames (see above).
   Status CallUnary(const MethodDescriptor& method, ClientContext* context,
                    const google::protobuf::MessageLite& request, google::protobuf::MessageLite* response);
 
-  // Callback unary call: returns once the request is sent; `done` runs once,
-  // on a transport thread (or on the calling thread if sending failed).
-  // `context` and `response` must stay valid until then.
+  // Callback unary call: returns at once, without waiting for a connection;
+  // `done` runs exactly once, on a transport or sweeper thread (or on the
+  // calling thread if the call could not start). `context` and `response`
+  // must stay valid until then; `request` only during this call.
   void CallUnaryAsync(const MethodDescriptor& method, ClientContext* context,
                       const google::protobuf::MessageLite& request, google::protobuf::MessageLite* response,
                       std::function<void(Status)> done);
@@ -81,19 +110,29 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
 
  private:
   class Link;
+  struct PendingStart;
   friend class Link;
 
   Channel(std::string target, transport::Uri uri, transport::Transport* transport, ChannelOptions options);
 
-  // Starts a call: on OK it is in the table and its request is on the wire.
-  // `used_link`, if given, receives the link the request went out on.
+  // Puts the call in the table and sends its request, or parks it until
+  // the connection is up (`may_wait` false: callback calls).
   Status StartCall(const MethodDescriptor& method, ClientContext* context,
-                   const google::protobuf::MessageLite& request, internal::ClientCall* call,
-                   std::shared_ptr<Link>* used_link = nullptr);
-  StatusOr<std::shared_ptr<Link>> GetLink();
-  void OnResponse(Frame frame);
+                   const google::protobuf::MessageLite& request, internal::ClientCall* call, bool may_wait,
+                   std::shared_ptr<Link>* used_link);
+  // Builds and sends the request frame of call `id` on `link`.
+  Status SendRequest(Link& link, const MethodDescriptor& method, ClientContext* context, Buffer message, CallId id,
+                     int64_t deadline, bool may_wait);
+  // The connected link, connecting if needed. With `may_wait`, waits for a
+  // connect in progress until `deadline` (0: connect_timeout); without,
+  // returns nullptr while connecting.
+  StatusOr<std::shared_ptr<Link>> GetLink(int64_t deadline, bool may_wait);
+  void StartConnectLocked(std::unique_lock<std::mutex>& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::Connection>> connection);
+  void OnResponse(Link& link, Frame frame);
   void OnLinkClosed(Link* link, const Status& reason);
   void SendCancel(CallId id, uint64_t link_epoch);
+  int64_t Now() const { return sweeper_->clock().NowNanos(); }
 
   void SweepExpired(int64_t now_nanos) override;
   bool HasCallsInFlight() const override { return table_.size() > 0; }
@@ -102,14 +141,20 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   const transport::Uri uri_;
   transport::Transport* const transport_;
   const ChannelOptions options_;
+  DeadlineSweeper* const sweeper_;
   CallTable<internal::ClientCall> table_;
 
   std::mutex mu_;
+  std::condition_variable connect_done_;
   std::shared_ptr<Link> link_ ABSL_GUARDED_BY(mu_);
   uint64_t link_epoch_ ABSL_GUARDED_BY(mu_) = 0;
-
-  // Last member: its thread sweeps this channel until it is destroyed.
-  DeadlineSweeper sweeper_;
+  bool connecting_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t connect_attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  Status last_connect_error_ ABSL_GUARDED_BY(mu_);
+  int64_t next_connect_nanos_ ABSL_GUARDED_BY(mu_) = 0;  // backing off until then
+  std::chrono::nanoseconds backoff_ ABSL_GUARDED_BY(mu_);
+  // Callback calls that started while the connection was being made.
+  std::vector<PendingStart> pending_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace zcrpc

@@ -4,8 +4,15 @@
 
 namespace zcrpc {
 
-DeadlineSweeper::DeadlineSweeper(std::chrono::nanoseconds tick, Clock* clock)
-    : tick_(tick), clock_(clock), thread_([this] { Run(); }) {}
+DeadlineSweeper& DeadlineSweeper::Default() {
+  static DeadlineSweeper* sweeper = new DeadlineSweeper();  // never destroyed: channels may outlive main()
+  return *sweeper;
+}
+
+DeadlineSweeper::DeadlineSweeper(std::chrono::nanoseconds tick, Clock* clock, bool run_thread)
+    : tick_(tick), clock_(clock) {
+  if (run_thread) thread_ = std::thread([this] { Run(); });
+}
 
 DeadlineSweeper::~DeadlineSweeper() {
   {
@@ -13,17 +20,24 @@ DeadlineSweeper::~DeadlineSweeper() {
     stop_ = true;
   }
   park_cv_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 void DeadlineSweeper::Add(Client* client) {
-  std::lock_guard lock(clients_mu_);
-  clients_.push_back(client);
+  {
+    std::lock_guard lock(clients_mu_);
+    clients_.push_back(client);
+  }
+  Wake();
 }
 
 void DeadlineSweeper::Remove(Client* client) {
-  std::lock_guard lock(clients_mu_);  // waits for a sweep in progress
+  std::unique_lock lock(clients_mu_);
   std::erase(clients_, client);
+  // A sweep of this client on another thread must finish first; one on this
+  // thread (a completion callback destroying its channel) is our caller.
+  if (std::this_thread::get_id() == thread_.get_id()) return;
+  sweep_done_.wait(lock, [&] { return std::find(sweeping_.begin(), sweeping_.end(), client) == sweeping_.end(); });
 }
 
 void DeadlineSweeper::WakeSlow() {
@@ -35,8 +49,35 @@ void DeadlineSweeper::WakeSlow() {
 }
 
 bool DeadlineSweeper::AnyCallsInFlight() {
-  return std::any_of(clients_.begin(), clients_.end(),
-                     [](Client* c) { return c->HasCallsInFlight(); });
+  return std::any_of(clients_.begin(), clients_.end(), [](Client* c) { return c->HasCallsInFlight(); });
+}
+
+void DeadlineSweeper::SweepOnce() {
+  const int64_t now = clock_->NowNanos();
+  std::vector<Client*> busy;
+  {
+    std::lock_guard lock(clients_mu_);
+    for (Client* c : clients_) {
+      if (c->HasCallsInFlight()) busy.push_back(c);
+    }
+    sweeping_.insert(sweeping_.end(), busy.begin(), busy.end());
+  }
+  for (Client* c : busy) {
+    {
+      // Skip a client removed since the snapshot (Remove waits for us only
+      // once we marked it, which we did; it may have left the list since).
+      std::lock_guard lock(clients_mu_);
+      if (std::find(clients_.begin(), clients_.end(), c) == clients_.end()) {
+        sweeping_.erase(std::find(sweeping_.begin(), sweeping_.end(), c));
+        sweep_done_.notify_all();
+        continue;
+      }
+    }
+    c->SweepExpired(now);  // no sweeper lock held: it may run callbacks and send
+    std::lock_guard lock(clients_mu_);
+    sweeping_.erase(std::find(sweeping_.begin(), sweeping_.end(), c));
+    sweep_done_.notify_all();
+  }
 }
 
 void DeadlineSweeper::Run() {
@@ -45,13 +86,8 @@ void DeadlineSweeper::Run() {
     {
       std::lock_guard lock(clients_mu_);
       busy = AnyCallsInFlight();
-      if (busy) {
-        int64_t now = clock_->NowNanos();
-        for (Client* c : clients_) {
-          if (c->HasCallsInFlight()) c->SweepExpired(now);
-        }
-      }
     }
+    if (busy) SweepOnce();
     std::unique_lock lock(park_mu_);
     if (stop_) return;
     if (busy) {

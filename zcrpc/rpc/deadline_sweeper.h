@@ -1,10 +1,19 @@
-// DeadlineSweeper: one thread that, every tick, asks each registered client
-// (a channel) to fail the calls whose deadline has passed. It parks while no
-// client has a call in flight, so an idle process does not wake 1000 times a
-// second.
+// DeadlineSweeper: the one thread per process that fails calls at their
+// deadline. Every tick it asks each registered client (a Channel, a
+// Server) to sweep its call table; a client removes the expired calls
+// (each exactly once) and finishes them: DEADLINE_EXCEEDED and a cancel
+// frame on a channel, a cancelled context on a server. There is no ordered
+// timer structure (docs/timers.md). It parks while no client has a call in
+// flight, so an idle process does not wake 1000 times a second.
+//
+// Lock discipline: a client's SweepExpired runs with none of the sweeper's
+// locks held, so it may run completion callbacks and send frames (Send
+// never blocks: transport.h), and a callback may even destroy its channel
+// (Remove() from the sweeper's own thread does not wait for itself).
 //
 // Thread-safe. Clients must Remove() themselves before they are destroyed;
-// Remove() returns only once no sweep of that client is running.
+// Remove() returns only once no sweep of that client is running on another
+// thread.
 #pragma once
 
 #include <atomic>
@@ -23,7 +32,9 @@ class DeadlineSweeper {
  public:
   class Client {
    public:
-    // Fails every call whose deadline is at or before `now_nanos`.
+    // Fails every call whose deadline is at or before `now_nanos`. Called
+    // on the sweeper's thread (or SweepOnce's caller) with no sweeper lock
+    // held.
     virtual void SweepExpired(int64_t now_nanos) = 0;
     // Whether any call is in flight (a cheap atomic read).
     virtual bool HasCallsInFlight() const = 0;
@@ -34,12 +45,20 @@ class DeadlineSweeper {
 
   static constexpr std::chrono::nanoseconds kDefaultTick = std::chrono::milliseconds(1);
 
-  explicit DeadlineSweeper(std::chrono::nanoseconds tick = kDefaultTick, Clock* clock = &Clock::Real());
+  // The process's sweeper: the real clock, a 1 ms tick. Never destroyed.
+  static DeadlineSweeper& Default();
+
+  // A sweeper of one's own, for tests: with `run_thread` false nothing
+  // sweeps until SweepOnce() is called (with a FakeClock, tests then run
+  // instantly and deterministically).
+  explicit DeadlineSweeper(std::chrono::nanoseconds tick = kDefaultTick, Clock* clock = &Clock::Real(),
+                           bool run_thread = true);
   ~DeadlineSweeper();
   DeadlineSweeper(const DeadlineSweeper&) = delete;
   DeadlineSweeper& operator=(const DeadlineSweeper&) = delete;
 
   std::chrono::nanoseconds tick() const { return tick_; }
+  Clock& clock() const { return *clock_; }
 
   void Add(Client* client);
   void Remove(Client* client);
@@ -47,6 +66,8 @@ class DeadlineSweeper {
   void Wake() {
     if (parked_.load(std::memory_order_seq_cst)) WakeSlow();
   }
+  // One sweep of every client, on the calling thread, at clock().NowNanos().
+  void SweepOnce();
 
  private:
   void Run();
@@ -57,7 +78,9 @@ class DeadlineSweeper {
   const std::chrono::nanoseconds tick_;
   Clock* const clock_;
   std::mutex clients_mu_;
+  std::condition_variable sweep_done_;  // a client's sweep finished
   std::vector<Client*> clients_ ABSL_GUARDED_BY(clients_mu_);
+  std::vector<Client*> sweeping_ ABSL_GUARDED_BY(clients_mu_);  // clients being swept now, by any thread
   std::mutex park_mu_;
   std::condition_variable park_cv_;
   bool wake_ ABSL_GUARDED_BY(park_mu_) = false;

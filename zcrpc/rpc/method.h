@@ -1,6 +1,7 @@
-// MethodDescriptor: what the generated code knows about one RPC method. The
-// wire carries only the 32-bit id (an FNV-1a hash of the path); servers
-// reject two registered paths with the same id.
+// MethodDescriptor: what the generated code knows about one RPC method: its
+// full path, as gRPC spells it, and its kind. The path is what identifies a
+// method on the wire (docs/wire.md, "Method identity"); the hash only
+// speeds up tables keyed by path.
 #pragma once
 
 #include <cstdint>
@@ -14,10 +15,10 @@ enum class MethodKind : uint8_t { kUnary, kClientStreaming, kServerStreaming, kB
 
 struct MethodDescriptor {
   constexpr MethodDescriptor(std::string_view path, MethodKind kind)
-      : path(path), id(MethodId(path)), kind(kind) {}
+      : path(path), path_hash(MethodId(path)), kind(kind) {}
 
   std::string_view path;  // "/package.Service/Method", as gRPC spells it
-  uint32_t id;
+  uint32_t path_hash;  // FNV-1a of `path`
   MethodKind kind;
 };
 

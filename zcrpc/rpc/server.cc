@@ -1,26 +1,44 @@
 #include "zcrpc/rpc/server.h"
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
+#include <thread>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "zcrpc/rpc/call_table.h"
-#include "zcrpc/base/clock.h"
+#include "zcrpc/rpc/internal/method_bindings.h"
+#include "zcrpc/rpc/internal/server_call.h"
 #include "zcrpc/rpc/server_context.h"
 #include "zcrpc/transport/transport.h"
 
 namespace zcrpc {
+namespace {
 
-// One accepted connection: dispatches its requests and tracks the calls
-// running on it so a cancel frame reaches the right ServerContext.
+// now + timeout, or 0 (no deadline) when a peer's timeout is so large that
+// the sum would not fit: "infinity" must never wrap into the past.
+int64_t DeadlineFromTimeout(int64_t now, uint64_t timeout_us) {
+  if (timeout_us == 0) return 0;
+  const uint64_t room_us = static_cast<uint64_t>(std::numeric_limits<int64_t>::max() - now) / 1000;
+  if (timeout_us >= room_us) return 0;
+  return now + static_cast<int64_t>(timeout_us) * 1000;
+}
+
+}  // namespace
+
+// One accepted connection: resolves each request's method, puts the call in
+// the server's table and runs it, and routes the client's cancel frames to
+// the right call.
 class ServerConnection final : public transport::ConnectionHandler,
                                public std::enable_shared_from_this<ServerConnection> {
  public:
   ServerConnection(Server* server, std::unique_ptr<transport::Connection> connection)
-      : server_(server), connection_(std::move(connection)), peer_(connection_->peer()) {}
+      : server_(server),
+        connection_(std::move(connection)),
+        peer_(connection_->peer()),
+        capabilities_(connection_->capabilities()) {}
 
   transport::Connection& connection() { return *connection_; }
 
@@ -30,7 +48,7 @@ class ServerConnection final : public transport::ConnectionHandler,
         return OnRequest(std::move(frame));
       case FrameType::kCancel: {
         std::lock_guard lock(mu_);
-        if (auto it = running_.find(frame.header.call_id); it != running_.end()) it->second->MarkCancelled();
+        if (auto it = running_.find(frame.header.call_id); it != running_.end()) it->second->Cancel();
         return;
       }
       default:
@@ -43,144 +61,227 @@ class ServerConnection final : public transport::ConnectionHandler,
     {
       std::lock_guard lock(mu_);
       closed_ = true;
-      for (auto& [id, ctx] : running_) ctx->MarkCancelled();
+      for (auto& [id, call] : running_) call->Cancel();
     }
     server_->OnConnectionClosed(this);
   }
 
+  // Sends the status (and, if OK, the response) of the call the client
+  // knows as `call_id`.
+  void Reply(CallId call_id, const Status& status, ServerContext* ctx, Buffer response);
+
+  void Run(internal::ServerCall* call);
+
  private:
-  void OnRequest(Frame frame) {
-    const WireHeader& h = frame.header;
-    if (frame.body_discarded) {
-      return Reply(h.call_id,
-                   absl::ResourceExhaustedError(absl::StrCat("request of ", h.body_len(),
-                                                             " bytes exceeds the server's limit of ",
-                                                             server_->options_.limits.max_body_bytes)),
-                   nullptr, Buffer());
-    }
-    const Service::Method* method = server_->FindMethod(h.method_id);
-    if (method == nullptr) {
-      return Reply(h.call_id,
-                   absl::UnimplementedError(absl::StrFormat(
-                       "no service on this server has a method with id 0x%08x (unknown service or method)",
-                       h.method_id)),
-                   nullptr, Buffer());
-    }
-    if (server_->workers_) {
-      boost::asio::post(*server_->workers_, [self = shared_from_this(), method, f = std::move(frame)]() mutable {
-        self->Run(*method, std::move(f));
-      });
-    } else {
-      Run(*method, std::move(frame));
-    }
-  }
-
-  void Run(const Service::Method& method, Frame frame) {
-    const CallId call_id = frame.header.call_id;
-    const uint64_t timeout_us = frame.header.timeout_us;
-    int64_t deadline = 0;
-    if (timeout_us != 0) deadline = Clock::Real().NowNanos() + static_cast<int64_t>(timeout_us) * 1000;
-    ServerContext ctx(connection_.get(), peer_, method.descriptor.path, deadline);
-    if (Status md = DecodeMetadata(frame.metadata.span(), &ctx.client_metadata_); !md.ok()) {
-      connection_->Close(absl::InvalidArgumentError(
-          absl::StrCat("malformed request metadata from ", peer_, ": ", md.message())));
-      return;
-    }
-    {
-      std::lock_guard lock(mu_);
-      if (closed_) return;
-      running_[call_id] = &ctx;
-    }
-    ctx.request_attachments_ = std::move(frame.attachments);
-    Buffer response;
-    Status status = method.handler(&ctx, frame.message.span(), &response);
-    frame = Frame{};  // the request's buffers go back to the pool before the reply goes out
-    ctx.request_attachments_.clear();
-    {
-      std::lock_guard lock(mu_);
-      running_.erase(call_id);
-    }
-    if (ctx.cancelled_.load(std::memory_order_acquire)) return;  // nobody waits for this reply
-    // Past the deadline the caller is owed DEADLINE_EXCEEDED, whatever the
-    // handler made of its IsCancelled() (gRPC does the same).
-    if (deadline != 0 && Clock::Real().NowNanos() >= deadline) {
-      status = absl::DeadlineExceededError("deadline exceeded while the server handled the call");
-    }
-    Reply(call_id, status, &ctx, std::move(response));
-  }
-
-  void Reply(CallId call_id, const Status& status, ServerContext* ctx, Buffer response) {
-    Frame reply;
-    reply.header.type = FrameType::kResponse;
-    reply.header.call_id = call_id;
-    reply.header.status_code = static_cast<uint32_t>(status.code());
-    if (ctx != nullptr && !ctx->trailing_metadata().empty()) {
-      reply.metadata = connection_->Allocate(EncodedMetadataSize(ctx->trailing_metadata()));
-      EncodeMetadata(ctx->trailing_metadata(), reply.metadata.span());
-    }
-    if (status.ok()) {
-      reply.message = std::move(response);
-      if (ctx != nullptr) reply.attachments = std::move(ctx->response_attachments_);
-    } else if (!status.message().empty()) {
-      reply.message = connection_->Allocate(status.message().size());
-      std::memcpy(reply.message.data(), status.message().data(), status.message().size());
-    }
-    const bool had_attachments = !reply.attachments.empty();
-    Status sent = connection_->Send(std::move(reply));
-    // A reply the transport refused (e.g. more attachments than it carries)
-    // must still end the call; a closed connection has nobody to tell.
-    if (!sent.ok() && had_attachments && sent.code() != StatusCode::kUnavailable) {
-      Reply(call_id, absl::InternalError(absl::StrCat("the response could not be sent: ", sent.message())), nullptr,
-            Buffer());
-    }
-  }
+  void OnRequest(Frame frame);
 
   Server* const server_;
   std::unique_ptr<transport::Connection> connection_;
   const std::string peer_;
+  const transport::Capabilities capabilities_;
+  // Touched only by the thread delivering this connection's frames.
+  internal::ServerMethodBindings<Service::Method> bindings_;
   std::mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_map<CallId, ServerContext*> running_ ABSL_GUARDED_BY(mu_);
+  // Calls running on this connection, by the client's call id, so a cancel
+  // frame finds its call. Each entry holds no reference: Run erases it
+  // before it lets go of the call.
+  absl::flat_hash_map<CallId, internal::ServerCall*> running_ ABSL_GUARDED_BY(mu_);
 };
 
-Server::Server(ServerOptions options)
-    : options_(options), registry_(options.registry ? *options.registry : transport::Registry::Default()) {
-  if (options_.worker_threads > 0) {
-    workers_ = std::make_unique<boost::asio::thread_pool>(static_cast<size_t>(options_.worker_threads));
+void ServerConnection::OnRequest(Frame frame) {
+  const WireHeader& h = frame.header;
+  if (frame.body_discarded) {
+    // The path (if any) was in the discarded body: nothing is bound, and the
+    // client announces it again with its next request.
+    return Reply(h.call_id,
+                 absl::ResourceExhaustedError(absl::StrCat("request of ", h.body_len(),
+                                                           " bytes exceeds the server's limit of ",
+                                                           server_->options_.limits.max_body_bytes)),
+                 nullptr, Buffer());
+  }
+  std::span<const uint8_t> metadata = frame.metadata.span();
+  StatusOr<internal::ServerMethodBindings<Service::Method>::Resolved> resolved;
+  if (h.flags & kFlagMethodPath) {
+    StatusOr<std::string_view> path = TakeMethodPath(metadata);
+    if (!path.ok()) {
+      resolved = path.status();
+    } else {
+      resolved = bindings_.Bind(h.method_id, *path, server_->FindMethod(*path));
+    }
+  } else {
+    resolved = bindings_.Lookup(h.method_id);
+  }
+  if (!resolved.ok()) {
+    connection_->Close(absl::InvalidArgumentError(
+        absl::StrCat("client ", peer_, " broke the protocol: ", resolved.status().message())));
+    return;
+  }
+  if (resolved->method == nullptr) {
+    const std::string_view path = resolved->path;
+    const std::string_view service = path.substr(1, path.find('/', 1) - 1);
+    const bool known_service = server_->methods_.contains(absl::StrCat("service:", ToAbsl(service)));
+    return Reply(h.call_id,
+                 absl::UnimplementedError(known_service
+                                              ? absl::StrCat("unknown method ", ToAbsl(path), " (service ",
+                                                             ToAbsl(service), " has no such method)")
+                                              : absl::StrCat("unknown service ", ToAbsl(service), " (called ",
+                                                             ToAbsl(path), ")")),
+                 nullptr, Buffer());
+  }
+  const Service::Method& method = *resolved->method;
+  if (server_->draining()) {
+    return Reply(h.call_id, absl::UnavailableError("the server is shutting down"), nullptr, Buffer());
+  }
+
+  const int64_t deadline = DeadlineFromTimeout(server_->Now(), h.timeout_us);
+  auto* call = new internal::ServerCall(shared_from_this(), connection_.get(), peer_, method, h.call_id, deadline);
+  if (Status md = DecodeMetadata(metadata, &call->context.client_metadata_); !md.ok()) {
+    call->Unref();
+    connection_->Close(
+        absl::InvalidArgumentError(absl::StrCat("malformed request metadata from ", peer_, ": ", md.message())));
+    return;
+  }
+  call->request = std::move(frame);
+  call->Ref();  // the table's reference
+  StatusOr<CallId> id = server_->calls_.Insert(call, deadline);
+  if (!id.ok()) {
+    const CallId client_call_id = call->client_call_id;
+    call->Unref();
+    call->Unref();
+    return Reply(client_call_id, id.status(), nullptr, Buffer());
+  }
+  call->server_call_id = *id;
+  if (deadline != 0) server_->sweeper_->Wake();
+  {
+    std::lock_guard lock(mu_);
+    running_[call->client_call_id] = call;
+    if (closed_) call->Cancel();
+  }
+  if (server_->workers_) {
+    boost::asio::post(*server_->workers_, [this, call] { Run(call); });
+  } else {
+    Run(call);
   }
 }
 
-Server::~Server() { Shutdown(); }
+void ServerConnection::Run(internal::ServerCall* call) {
+  ServerContext& ctx = call->context;
+  ctx.request_attachments_ = std::move(call->request.attachments);
+  Buffer response;
+  Status status = call->method.handler(&ctx, call->request.message.span(), &response);
+  call->request = Frame{};  // the request's buffers go back to the pool before the reply goes out
+  ctx.request_attachments_.clear();
+  {
+    std::lock_guard lock(mu_);
+    running_.erase(call->client_call_id);
+  }
+  // Whoever takes the call out of the table ends it. If the sweep, a
+  // cancel or Shutdown did, the client already has (or gets) its status.
+  const bool mine = server_->RemoveCall(call);
+  if (mine) {
+    if (!ctx.cancelled_.load(std::memory_order_acquire)) {
+      Reply(call->client_call_id, status, &ctx, std::move(response));
+    }
+    call->Unref();  // the table's reference, handed over by the removal
+  }
+  call->Unref();
+}
+
+void ServerConnection::Reply(CallId call_id, const Status& status, ServerContext* ctx, Buffer response) {
+  Frame reply;
+  reply.header.type = FrameType::kResponse;
+  reply.header.call_id = call_id;
+  reply.header.status_code = static_cast<uint32_t>(status.code());
+  if (ctx != nullptr && !ctx->trailing_metadata().empty()) {
+    reply.metadata = connection_->Allocate(EncodedMetadataSize(ctx->trailing_metadata()));
+    EncodeMetadata(ctx->trailing_metadata(), reply.metadata.span());
+  }
+  if (status.ok()) {
+    reply.message = std::move(response);
+    if (ctx != nullptr) reply.attachments = std::move(ctx->response_attachments_);
+  } else if (!status.message().empty()) {
+    reply.message = connection_->Allocate(status.message().size());
+    std::memcpy(reply.message.data(), status.message().data(), status.message().size());
+  }
+  reply.SetLengthsFromParts();
+  const WireHeader& h = reply.header;
+  if (h.body_len() > capabilities_.max_body_bytes || reply.attachments.size() > capabilities_.max_attachments ||
+      h.metadata_len > capabilities_.max_metadata_bytes) {
+    // The client could not take it: tell it why instead.
+    return Reply(call_id,
+                 absl::ResourceExhaustedError(absl::StrCat(
+                     "the response (", h.body_len(), " bytes, ", reply.attachments.size(), " attachments, ",
+                     h.metadata_len, " bytes of metadata) exceeds what the client accepts (",
+                     capabilities_.max_body_bytes, " bytes, ", capabilities_.max_attachments, " attachments, ",
+                     capabilities_.max_metadata_bytes, " bytes of metadata)")),
+                 nullptr, Buffer());
+  }
+  const bool had_attachments = !reply.attachments.empty();
+  Status sent = connection_->Send(std::move(reply));
+  // A reply the transport refused must still end the call; a closed
+  // connection has nobody to tell.
+  if (!sent.ok() && had_attachments && sent.code() != StatusCode::kUnavailable) {
+    Reply(call_id, absl::InternalError(absl::StrCat("the response could not be sent: ", sent.message())), nullptr,
+          Buffer());
+  }
+}
+
+Server::Server(ServerOptions options)
+    : options_(options),
+      registry_(options.registry ? *options.registry : transport::Registry::Default()),
+      sweeper_(options.sweeper ? options.sweeper : &DeadlineSweeper::Default()),
+      calls_(std::max<uint32_t>(1, options.max_calls_in_flight)) {
+  int workers = options_.worker_threads;
+  if (workers == ServerOptions::kAutoWorkerThreads) {
+    workers = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+  }
+  if (workers > 0) workers_ = std::make_unique<boost::asio::thread_pool>(static_cast<size_t>(workers));
+  sweeper_->Add(this);
+}
+
+Server::~Server() {
+  Shutdown(std::chrono::steady_clock::now());
+  sweeper_->Remove(this);
+}
 
 Status Server::RegisterService(Service* service) {
   std::unique_lock lock(mu_);
   if (listening_) return absl::FailedPreconditionError("register services before the first AddListener()");
   for (const Service::Method& m : service->methods()) {
-    if (auto it = methods_.find(m.descriptor.id); it != methods_.end()) {
-      return absl::AlreadyExistsError(absl::StrCat("method ", ToAbsl(m.descriptor.path), " collides with ",
-                                                   ToAbsl(it->second->descriptor.path), " (same path or id)"));
+    if (methods_.contains(ToAbsl(m.descriptor.path))) {
+      return absl::AlreadyExistsError(absl::StrCat("method ", ToAbsl(m.descriptor.path), " is already registered"));
     }
   }
-  for (const Service::Method& m : service->methods()) methods_[m.descriptor.id] = &m;
+  for (const Service::Method& m : service->methods()) methods_[ToAbsl(m.descriptor.path)] = &m;
+  // Service names share the map under a prefix no path can have, so an
+  // UNIMPLEMENTED can say whether the service or only the method is unknown.
+  methods_[absl::StrCat("service:", service->name())] = nullptr;
   return absl::OkStatus();
 }
 
-const Service::Method* Server::FindMethod(uint32_t id) const {
-  auto it = methods_.find(id);
+const Service::Method* Server::FindMethod(std::string_view path) const {
+  if (path.empty() || path.front() != '/') return nullptr;
+  auto it = methods_.find(ToAbsl(path));
   return it == methods_.end() ? nullptr : it->second;
 }
 
 StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
   ZCRPC_ASSIGN_OR_RETURN(transport::Uri uri, transport::Uri::Parse(uri_text));
   ZCRPC_ASSIGN_OR_RETURN(transport::Transport * transport, registry_.Find(uri.scheme));
+  ZCRPC_RETURN_IF_ERROR(transport->ValidateAddress(uri));
   {
     std::unique_lock lock(mu_);
     if (shutting_down_) return absl::FailedPreconditionError("server is shut down");
     listening_ = true;
   }
+  transport::ConnectionOptions connection_options;
+  connection_options.limits = options_.limits;
+  connection_options.send_budget_bytes = options_.send_budget_bytes;
+  connection_options.send_stall_timeout = options_.send_stall_timeout;
   ZCRPC_ASSIGN_OR_RETURN(
       std::unique_ptr<transport::Listener> listener,
-      transport->Listen(uri, transport::ConnectionOptions{options_.limits},
+      transport->Listen(uri, connection_options,
                         [this](std::unique_ptr<transport::Connection> c) { OnAccept(std::move(c)); }));
   std::string bound = listener->uri();
   std::unique_lock lock(mu_);
@@ -204,9 +305,26 @@ void Server::OnConnectionClosed(ServerConnection* connection) {
   changed_.notify_all();
 }
 
-void Server::Shutdown() {
+bool Server::RemoveCall(internal::ServerCall* call) {
+  const bool removed = calls_.Remove(call->server_call_id) != nullptr;
+  if (removed && draining()) {
+    std::lock_guard lock(mu_);
+    changed_.notify_all();
+  }
+  return removed;
+}
+
+void Server::SweepExpired(int64_t now_nanos) {
+  // The client's own sweep gives its caller DEADLINE_EXCEEDED; here the
+  // handler learns that nobody waits any more, and its reply is dropped.
+  calls_.SweepExpired(now_nanos, [](CallId, internal::ServerCall* call) {
+    call->Cancel();
+    call->Unref();
+  });
+}
+
+void Server::Shutdown(std::chrono::steady_clock::time_point deadline) {
   std::vector<std::unique_ptr<transport::Listener>> listeners;
-  std::vector<std::shared_ptr<ServerConnection>> connections;
   {
     std::unique_lock lock(mu_);
     if (shutting_down_) {
@@ -215,14 +333,39 @@ void Server::Shutdown() {
     }
     shutting_down_ = true;
     listeners.swap(listeners_);
+  }
+  // 1. No new connections, and new requests are answered UNAVAILABLE.
+  draining_.store(true, std::memory_order_release);
+  listeners.clear();
+  // 2. Calls in flight may finish until the deadline.
+  {
+    // In slices: a call the sweep ends does not notify.
+    std::unique_lock lock(mu_);
+    while (calls_.size() > 0 && std::chrono::steady_clock::now() < deadline) {
+      changed_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(10)));
+    }
+  }
+  // 3. The rest are cancelled: their handlers see IsCancelled(), their
+  // clients get CANCELLED now, and the handlers' late replies are dropped.
+  calls_.RemoveIf([](internal::ServerCall*) { return true; },
+                  [](CallId, internal::ServerCall* call) {
+                    call->Cancel();
+                    call->connection->Reply(call->client_call_id,
+                                            absl::CancelledError("the server shut down before the call finished"),
+                                            nullptr, Buffer());
+                    call->Unref();
+                  });
+  // 4. Close every connection and wait for the handlers still running.
+  std::vector<std::shared_ptr<ServerConnection>> connections;
+  {
+    std::unique_lock lock(mu_);
     for (const auto& [raw, connection] : connections_) connections.push_back(connection);
   }
-  listeners.clear();
-  for (auto& c : connections) c->connection().Close(absl::UnavailableError("server shutting down"));
+  for (auto& c : connections) c->connection().Close(absl::UnavailableError("server shut down"));
   connections.clear();
   if (workers_) workers_->join();
   std::unique_lock lock(mu_);
-  // Every connection reports OnClosed on its poller thread, then leaves the set.
+  // Every connection reports OnClosed on a delivering thread, then leaves the set.
   changed_.wait(lock, [this] { return connections_.empty(); });
   shut_down_ = true;
   changed_.notify_all();

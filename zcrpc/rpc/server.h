@@ -1,12 +1,25 @@
 // Server: serves registered services on one or more listening URIs at once
-// (tcp://127.0.0.1:50051, and the other schemes as they land). Requests are
-// dispatched by method id; handlers run inline on the transport's poller
-// thread (the fast path) or on a worker pool.
+// (tcp://127.0.0.1:50051, shm://orders, ...). A request names its method by
+// full path (docs/wire.md, "Method identity"); an unknown path gets
+// UNIMPLEMENTED naming it.
+//
+// Threads: by default handlers run on a pool of worker threads, so a
+// handler that blocks (on a lock, a disk, another RPC) never stalls the
+// transport's poller or calls on other connections, and may make blocking
+// calls itself. ServerOptions::worker_threads = 0 opts in to running
+// handlers inline on the thread that read the request: no thread hand-off,
+// the fastest path for short handlers that never block
+// (docs/architecture.md has the figures); such a handler must not make a
+// blocking call (it fails with FAILED_PRECONDITION).
+//
+// Every call in flight is in the server's CallTable; the process's
+// DeadlineSweeper cancels a call's context when its deadline passes.
 //
 // Thread-safe. Register services before the first AddListener(). Do not
-// call Shutdown() from inside a handler.
+// call Shutdown() or Wait() from inside a handler.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -15,9 +28,11 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "zcrpc/rpc/service.h"
 #include "zcrpc/base/status.h"
 #include "zcrpc/base/wire.h"
+#include "zcrpc/rpc/call_table.h"
+#include "zcrpc/rpc/deadline_sweeper.h"
+#include "zcrpc/rpc/service.h"
 #include "zcrpc/transport/registry.h"
 
 namespace boost::asio {
@@ -27,55 +42,91 @@ class thread_pool;
 namespace zcrpc {
 
 class ServerConnection;
+namespace internal {
+class ServerCall;
+}
 
 struct ServerOptions {
   // What a request may carry; a larger one fails with RESOURCE_EXHAUSTED
-  // and the connection keeps serving.
+  // and the connection keeps serving. Announced to clients.
   FrameLimits limits;
-  // 0: handlers run on the poller thread that read the request. N > 0:
-  // handlers run on N worker threads, so a slow handler does not hold up the
-  // connection (and cancels are seen while it runs).
-  int worker_threads = 0;
+  // Handlers run on this many worker threads (kAutoWorkerThreads: one per
+  // core, at least 2). 0: handlers run inline on the thread that read the
+  // request (see the top of this file).
+  static constexpr int kAutoWorkerThreads = -1;
+  int worker_threads = kAutoWorkerThreads;
+  // Calls in flight on the whole server; one more is answered with
+  // RESOURCE_EXHAUSTED.
+  uint32_t max_calls_in_flight = 65536;
+  // The send queue of each connection (transport.h, ConnectionOptions).
+  uint64_t send_budget_bytes = 16u << 20;
+  std::chrono::nanoseconds send_stall_timeout = std::chrono::seconds(20);
   // Where schemes are looked up; nullptr means Registry::Default().
   transport::Registry* registry = nullptr;
+  // Who cancels calls at their deadline; nullptr means the process's
+  // DeadlineSweeper::Default(). Deadlines are on the sweeper's clock.
+  DeadlineSweeper* sweeper = nullptr;
 };
 
-class Server {
+class Server final : private DeadlineSweeper::Client {
  public:
   explicit Server(ServerOptions options = {});
-  // Shuts down if still running.
+  // Shuts down at once (Shutdown(now)) if still running.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Not owned; must outlive the server. ALREADY_EXISTS if a method path (or
-  // its 32-bit id) is taken; FAILED_PRECONDITION after AddListener().
+  // Not owned; must outlive the server. ALREADY_EXISTS if a method path is
+  // taken; FAILED_PRECONDITION after AddListener().
   Status RegisterService(Service* service);
 
   // Starts accepting on `uri` and returns the bound URI (port 0 is resolved:
-  // "tcp://127.0.0.1:0" -> "tcp://127.0.0.1:41234").
+  // "tcp://127.0.0.1:0" -> "tcp://127.0.0.1:41234"). INVALID_ARGUMENT for a
+  // malformed URI, an unknown scheme or an option the transport refuses;
+  // UNAVAILABLE if it cannot bind.
   StatusOr<std::string> AddListener(std::string_view uri);
 
-  // Stops accepting, closes every connection (calls in flight on them end
-  // with UNAVAILABLE at the client), and waits for running handlers.
-  void Shutdown();
-  // Blocks until Shutdown() has been called and has finished.
+  // Stops accepting at once and answers new requests with UNAVAILABLE; lets
+  // the calls in flight finish until `deadline`, then cancels the rest
+  // (their contexts turn IsCancelled() and their clients get CANCELLED);
+  // then closes every connection and waits for running handlers to return.
+  // Every call ends with exactly one status at its client. A second call
+  // waits for the first to finish.
+  void Shutdown(std::chrono::steady_clock::time_point deadline);
+  // Shutdown with no deadline: waits for every call in flight to finish.
+  void Shutdown() { Shutdown(std::chrono::steady_clock::time_point::max()); }
+  // Blocks until Shutdown() has been called (by another thread, a signal
+  // handler's helper thread, ...) and has finished.
   void Wait();
+
+  // Calls in flight right now.
+  uint32_t calls_in_flight() const { return calls_.size(); }
 
  private:
   friend class ServerConnection;
-  const Service::Method* FindMethod(uint32_t id) const;
+  const Service::Method* FindMethod(std::string_view path) const;
   void OnAccept(std::unique_ptr<transport::Connection> connection);
   void OnConnectionClosed(ServerConnection* connection);
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  int64_t Now() const { return sweeper_->clock().NowNanos(); }
+
+  // Takes `call` out of the table if it is still there (exactly once).
+  bool RemoveCall(internal::ServerCall* call);
+
+  void SweepExpired(int64_t now_nanos) override;
+  bool HasCallsInFlight() const override { return calls_.size() > 0; }
 
   const ServerOptions options_;
   transport::Registry& registry_;
+  DeadlineSweeper* const sweeper_;
   // Written before the first listener, read-only after: lookups take no lock.
-  absl::flat_hash_map<uint32_t, const Service::Method*> methods_;
+  absl::flat_hash_map<std::string, const Service::Method*> methods_;
   std::unique_ptr<boost::asio::thread_pool> workers_;
+  CallTable<internal::ServerCall> calls_;
+  std::atomic<bool> draining_{false};
 
   std::mutex mu_;
-  std::condition_variable changed_;  // a connection closed, or shutdown finished
+  std::condition_variable changed_;  // a connection closed, a call ended, or shutdown finished
   bool listening_ ABSL_GUARDED_BY(mu_) = false;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;

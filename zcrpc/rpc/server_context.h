@@ -1,7 +1,7 @@
 // ServerContext: what a handler knows about the call it serves: deadline,
-// cancellation, the client's metadata, and metadata to send back. Valid for
-// the duration of the handler. IsCancelled() is thread-safe; the rest is
-// for the handler's thread.
+// cancellation, the client's metadata, and metadata to send back. Owned by
+// the server's record of the call; valid for the duration of the handler.
+// IsCancelled() is thread-safe; the rest is for the handler's thread.
 #pragma once
 
 #include <atomic>
@@ -18,6 +18,9 @@ namespace zcrpc {
 namespace transport {
 class Connection;
 }
+namespace internal {
+class ServerCall;
+}
 
 class ServerContext {
  public:
@@ -27,8 +30,9 @@ class ServerContext {
   // The client's deadline, or time_point::max() if it set none.
   std::chrono::steady_clock::time_point deadline() const;
   // True once the client cancelled the call (or gave up at its deadline),
-  // the deadline passed, or the connection was lost. A long handler polls
-  // it and stops early; its reply is then discarded.
+  // the server's deadline sweep found it expired, the connection was lost,
+  // or Server::Shutdown's deadline passed. A long handler polls it and
+  // stops early; its reply is then discarded.
   bool IsCancelled() const;
 
   const Metadata& client_metadata() const { return client_metadata_; }
@@ -56,6 +60,7 @@ class ServerContext {
 
  private:
   friend class ServerConnection;
+  friend class internal::ServerCall;
 
   ServerContext(transport::Connection* connection, const std::string& peer, std::string_view method,
                 int64_t deadline_nanos)

@@ -31,7 +31,10 @@ class ClientCall {
   // OK with the server's reply in `reply`.
   virtual void Complete(Status status, Frame reply) = 0;
 
-  uint64_t link_epoch = 0;  // which connection the request went out on
+  std::atomic<uint64_t> link_epoch{0};
+  // The method binding this call's request announced (carried the path
+  // of), or 0: its response confirms the binding.
+  std::atomic<uint32_t> announced_binding{0};  // which connection the request went out on; 0 while it waits for one
 
  protected:
   // Turns a reply into the call's final status: the server's status and

@@ -1,0 +1,58 @@
+// ServerCall: the server's record of one call, from its request frame to
+// its reply, across any number of frames. It lives in the server's
+// CallTable (where the deadline sweep finds it) and is reference counted:
+// the table holds one reference and the code running the handler another,
+// so whichever lets go last frees it. Removal from the table happens
+// exactly once (reply, sweep, cancel or shutdown), and only the remover
+// may send the call's status.
+//
+// Thread-safe: the reference count and the context's cancel flag are
+// atomic; the rest is set before the call is shared.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "zcrpc/base/frame.h"
+#include "zcrpc/rpc/call_table.h"
+#include "zcrpc/rpc/server_context.h"
+#include "zcrpc/rpc/service.h"
+
+namespace zcrpc {
+class ServerConnection;
+
+namespace internal {
+
+class ServerCall {
+ public:
+  ServerCall(std::shared_ptr<ServerConnection> connection, transport::Connection* transport_connection, const std::string& peer,
+             const Service::Method& method, CallId client_call_id, int64_t deadline_nanos)
+      : connection(std::move(connection)),
+        method(method),
+        client_call_id(client_call_id),
+        context(transport_connection, peer, method.descriptor.path, deadline_nanos) {}
+  ServerCall(const ServerCall&) = delete;
+  ServerCall& operator=(const ServerCall&) = delete;
+
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  void Cancel() { context.MarkCancelled(); }
+
+  const std::shared_ptr<ServerConnection> connection;  // kept alive while the call runs
+  const Service::Method& method;
+  const CallId client_call_id;  // the id the client's frames carry
+  CallId server_call_id = 0;    // this call's slot in the server's table
+  ServerContext context;
+  Frame request;
+
+ private:
+  ~ServerCall() = default;
+  std::atomic<int> refs_{1};
+};
+
+}  // namespace internal
+}  // namespace zcrpc
