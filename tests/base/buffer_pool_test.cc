@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "zcrpc/base/copy_stats.h"
 
 namespace zcrpc {
@@ -76,6 +78,75 @@ TEST(CopyStats, CountsCopiesThroughTheHelper) {
   EXPECT_EQ(b.data()[2], 3);
   EXPECT_EQ(CopyStats::ThreadBytesCopied() - before, 100u);
   EXPECT_GE(CopyStats::TotalBytesCopied() - total_before, 100u);
+}
+
+}  // namespace
+}  // namespace zcrpc
+
+namespace zcrpc {
+namespace {
+
+// Counts releases, so a test sees exactly when the bytes go back.
+class CountingOwner final : public BufferOwner {
+ public:
+  void Release(uint8_t* data, size_t) noexcept override {
+    ++releases;
+    last = data;
+  }
+  int releases = 0;
+  uint8_t* last = nullptr;
+};
+
+TEST(BufferShare, BytesGoBackWithTheLastHandleOnly) {
+  CountingOwner owner;
+  uint8_t bytes[64] = {1, 2, 3};
+  Buffer first = Buffer::Take(bytes, 3, sizeof bytes, &owner);
+  EXPECT_FALSE(first.shared());
+  // Two more handles: all three see the same bytes, none copied.
+  Buffer second = first.Share();
+  Buffer third = second.Share();
+  EXPECT_TRUE(first.shared());
+  EXPECT_TRUE(third.shared());
+  EXPECT_EQ(second.data(), bytes);
+  EXPECT_EQ(third.size(), 3u);
+  EXPECT_EQ(third.data()[2], 3);
+  // Dropping handles in any order returns the bytes once, with the last.
+  second.reset();
+  first = Buffer();
+  EXPECT_EQ(owner.releases, 0);
+  third.reset();
+  EXPECT_EQ(owner.releases, 1);
+  EXPECT_EQ(owner.last, bytes);
+}
+
+TEST(BufferShare, SharedPoolBufferReturnsToThePool) {
+  BufferPool pool;
+  Buffer buffer = pool.Allocate(4096);
+  Buffer kept = buffer.Share();
+  EXPECT_EQ(pool.outstanding(), 1u);
+  buffer.reset();
+  EXPECT_EQ(pool.outstanding(), 1u);  // `kept` still holds it
+  kept.reset();
+  EXPECT_EQ(pool.outstanding(), 0u);
+}
+
+TEST(BufferShare, EmptyBufferSharesAsEmpty) {
+  Buffer empty;
+  Buffer shared = empty.Share();
+  EXPECT_TRUE(shared.empty());
+  EXPECT_FALSE(shared.shared());
+}
+
+TEST(BufferShare, HandlesMayDieOnDifferentThreads) {
+  BufferPool pool;
+  for (int round = 0; round < 200; ++round) {
+    Buffer a = pool.Allocate(64);
+    Buffer b = a.Share();
+    std::thread t([moved = std::move(b)]() mutable { moved.reset(); });
+    a.reset();
+    t.join();
+  }
+  EXPECT_EQ(pool.outstanding(), 0u);
 }
 
 }  // namespace

@@ -122,5 +122,50 @@ TEST(CallTable, RemoveIfTakesMatchingCalls) {
   EXPECT_EQ(table.Remove(ib), &b);
 }
 
+TEST(CallTable, InsertArmsAtOnce) {
+  FakeClock clock;
+  CallTable<FakeCall> table(2);
+  FakeCall c;
+  // Armed as it enters the table: there is no moment without its deadline.
+  CallId id = *table.Insert(&c, clock.NowNanos() + 10);
+  clock.Advance(std::chrono::nanoseconds(10));
+  std::vector<CallId> expired;
+  table.SweepExpired(clock.NowNanos(), [&](CallId e, FakeCall*) { expired.push_back(e); });
+  EXPECT_EQ(expired, std::vector<CallId>{id});
+}
+
+TEST(CallTable, ArmingARemovedCallNeverTouchesTheSlotsNextCall) {
+  FakeClock clock;
+  CallTable<FakeCall> table(1);
+  FakeCall first, second;
+  // A call leaves the table (its reply came, or its connection failed)
+  // before a late Arm() for it runs...
+  CallId old_id = *table.Insert(&first);
+  ASSERT_EQ(table.Remove(old_id), &first);
+  // ...and the next call takes the same slot, with no deadline.
+  CallId new_id = *table.Insert(&second);
+  ASSERT_EQ(CallIdSlot(new_id), CallIdSlot(old_id));
+  // The late Arm() finds its call gone and leaves the new one alone: the
+  // new call must not expire at once.
+  EXPECT_FALSE(table.Arm(old_id, clock.NowNanos()));
+  clock.Advance(std::chrono::seconds(1));
+  size_t expired = table.SweepExpired(clock.NowNanos(), [](CallId, FakeCall*) {});
+  EXPECT_EQ(expired, 0u);
+  EXPECT_EQ(table.Remove(new_id), &second);
+}
+
+TEST(CallTable, AcquirePinsUnderTheLockAndFindsOnlyLiveCalls) {
+  CallTable<FakeCall> table(2);
+  FakeCall c{5};
+  CallId id = *table.Insert(&c);
+  int pins = 0;
+  EXPECT_EQ(table.Acquire(id, [&](FakeCall* call) { pins += call->value; }), &c);
+  EXPECT_EQ(pins, 5);
+  ASSERT_EQ(table.Remove(id), &c);
+  // Gone: nothing is pinned.
+  EXPECT_EQ(table.Acquire(id, [&](FakeCall*) { ++pins; }), nullptr);
+  EXPECT_EQ(pins, 5);
+}
+
 }  // namespace
 }  // namespace zcrpc

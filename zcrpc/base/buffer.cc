@@ -94,4 +94,36 @@ Buffer CopyToBuffer(std::span<const uint8_t> bytes) {
   return b;
 }
 
+namespace {
+
+// The reference count behind Buffer::Share(): it stands in as the owner of
+// every handle and returns the bytes to their real owner with the last one.
+class ShareCount final : public BufferOwner {
+ public:
+  ShareCount(uint8_t* data, size_t capacity, BufferOwner* owner) : data_(data), capacity_(capacity), owner_(owner) {}
+  void AddRef() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Release(uint8_t*, size_t) noexcept override {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      owner_->Release(data_, capacity_);
+      delete this;
+    }
+  }
+  bool IsShareCount() const override { return true; }
+
+ private:
+  std::atomic<uint32_t> refs_{1};
+  uint8_t* const data_;
+  const size_t capacity_;
+  BufferOwner* const owner_;
+};
+
+}  // namespace
+
+Buffer Buffer::Share() {
+  if (owner_ == nullptr) return Buffer(data_, size_, capacity_, nullptr);
+  if (!owner_->IsShareCount()) owner_ = new ShareCount(data_, capacity_, owner_);
+  static_cast<ShareCount*>(owner_)->AddRef();
+  return Buffer(data_, size_, capacity_, owner_);
+}
+
 }  // namespace zcrpc

@@ -1,7 +1,8 @@
-// Buffer: a move-only handle to bytes owned by a BufferOwner (a pool, a
-// shared-memory slab, a registered RDMA region). Handing a Buffer over moves
-// ownership; the bytes are never copied. When the last handle is destroyed
-// the bytes go back to their owner through BufferOwner::Release().
+// Buffer: a handle to bytes owned by a BufferOwner (a pool, a shared-memory
+// slab, a registered RDMA region). Handing a Buffer over moves ownership;
+// the bytes are never copied. Share() makes a second handle to the same
+// bytes (reference counted). When the last handle is destroyed the bytes
+// go back to their owner through BufferOwner::Release().
 //
 // BufferPool: page-aligned (4096) buffers in power-of-two size classes,
 // recycled through per-class free lists. Thread-safe.
@@ -28,6 +29,8 @@ class BufferOwner {
  public:
   // Called exactly once per handed-out buffer, from any thread.
   virtual void Release(uint8_t* data, size_t capacity) noexcept = 0;
+  // True only for the reference count behind Buffer::Share().
+  virtual bool IsShareCount() const { return false; }
 
  protected:
   ~BufferOwner() = default;
@@ -68,8 +71,24 @@ class Buffer {
   // Shrinks or grows the valid region within the capacity.
   void set_size(size_t size);
 
-  // Who gets the bytes back; nullptr for an empty buffer.
+  // Who gets the bytes back; nullptr for an empty buffer. For a shared
+  // buffer, the share count (not the memory's owner).
   BufferOwner* owner() const { return owner_; }
+
+  // Another handle to the same bytes, for keeping a buffer while also
+  // sending it: a received attachment forwarded and kept, one block sent to
+  // many peers. The bytes go back to their owner when the last handle dies.
+  // Cost: the first Share() of a buffer allocates one small count block
+  // (48 bytes); after that each handle costs one atomic increment and one
+  // decrement. Every handle sees the same bytes, so treat shared bytes as
+  // read-only. tcp sends a shared buffer as it is; a transport that must
+  // own a buffer's memory to send it without a copy (shm hands its slab
+  // blocks to the peer) copies a shared one instead, counted
+  // (copy_stats.h). Either handle may be used on any thread; the two are
+  // not thread-safe individually. An empty buffer shares as empty.
+  Buffer Share();
+  // Whether other handles to these bytes may exist (Share() was called).
+  bool shared() const { return owner_ != nullptr && owner_->IsShareCount(); }
 
   // Gives up the bytes without returning them to their owner, for a
   // transport that lends them to its peer and gets them back another way
