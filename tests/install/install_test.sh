@@ -13,8 +13,15 @@ trap 'rm -rf "$work"' EXIT
 cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
 test -x "$work/prefix/bin/protoc-gen-zcrpc"
 test -f "$work/prefix/lib/cmake/zcrpc/zcrpcConfig.cmake"
+# A user's own headers named like zcrpc's internals must not shadow them:
+# every zcrpc header is reached as <zcrpc/...>. These poison files sit
+# first on the include path; including any of them fails the build.
+for h in rpc/status.h rpc/channel.h transport/transport.h base/status.h status.h; do
+  mkdir -p "$work/shadow/$(dirname "$h")"
+  echo "#error a user's own $h shadowed zcrpc's" >"$work/shadow/$h"
+done
 cmake -S "$source_dir/examples/consumer" -B "$work/build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" \
-  -DCMAKE_CXX_FLAGS="$cxx_flags" -DCMAKE_EXE_LINKER_FLAGS="$linker_flags" >/dev/null
+  -DCMAKE_CXX_FLAGS="-I$work/shadow $cxx_flags" -DCMAKE_EXE_LINKER_FLAGS="$linker_flags" >/dev/null
 cmake --build "$work/build" >/dev/null
 out=$("$work/build/greeter")
 echo "$out"
