@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   int signal = 0;
   sigwait(&signals, &signal);
   std::printf("echo_server: %s received, shutting down\n", strsignal(signal));
-  server.Shutdown();
+  server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5));
   std::printf("echo_server: stopped\n");
   return 0;
 }

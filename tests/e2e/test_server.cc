@@ -81,6 +81,6 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   int signal = 0;
   sigwait(&signals, &signal);
-  server.Shutdown();
+  server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(2));
   return 0;
 }
