@@ -41,7 +41,7 @@ class Service final : public TestService::Service {
     for (const auto& [key, value] : ctx->client_metadata()) {
       ZCRPC_RETURN_IF_ERROR(ctx->AddTrailingMetadata("echo-" + key, value));
     }
-    if (nested_) {
+    if (nested_ && !nested_once_.exchange(true)) {  // the nested call itself does not nest
       // A blocking call from inside a handler: fine on a worker thread,
       // FAILED_PRECONDITION when the handler runs inline.
       EchoMessage inner;
@@ -74,6 +74,7 @@ class Service final : public TestService::Service {
   std::atomic<int> started_{0};
   std::atomic<uint64_t> cancels_seen_{0};
   std::shared_ptr<Channel> nested_;
+  std::atomic<bool> nested_once_{false};
   std::promise<Status> nested_status_;
 };
 
