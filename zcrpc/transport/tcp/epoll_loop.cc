@@ -141,6 +141,9 @@ std::shared_ptr<EpollLoop::Watcher> EpollLoop::Find(uint64_t id) {
 void EpollLoop::Tick() {
   Drain(timer_fd_.get());
   std::vector<std::shared_ptr<Watcher>> due;
+  // Watchers dropped from the tick set, released after the lock: the last
+  // reference may be this one, and a watcher's destructor calls Remove().
+  std::vector<std::shared_ptr<Watcher>> dropped;
   {
     std::lock_guard lock(mu_);
     for (auto it = ticking_.begin(); it != ticking_.end();) {
@@ -150,6 +153,7 @@ void EpollLoop::Tick() {
       // WatchTicks(), which waits for this lock, after making it visible.
       if (watcher == nullptr || !watcher->WantsTicks()) {
         ticking_.erase(it++);
+        dropped.push_back(std::move(watcher));
         continue;
       }
       due.push_back(std::move(watcher));
