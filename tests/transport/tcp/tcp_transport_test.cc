@@ -2,7 +2,9 @@
 // arrives intact with the framework copying nothing, frames split at any
 // byte boundary (a proxy that dribbles bytes), MSG_ZEROCOPY buffers held
 // until the kernel lets go and its copied-anyway fallback, malformed
-// padding, and busy-poll.
+// padding, and busy-poll. Contract v2 cases (send path that never waits,
+// stall, preface, async connect, capabilities) are in
+// tcp_contract_v2_test.cc.
 #include "zcrpc/transport/tcp/tcp_transport.h"
 
 #include <arpa/inet.h>
@@ -38,6 +40,8 @@ using namespace std::chrono_literals;
 // Collects what a connection delivers.
 class Collector final : public ConnectionHandler {
  public:
+  void OnWritable() override { writable_calls_.fetch_add(1); }
+  int writable_calls() const { return writable_calls_.load(); }
   void OnFrame(Frame frame) override {
     std::lock_guard lock(mu_);
     frames_.push_back(std::move(frame));
@@ -72,6 +76,7 @@ class Collector final : public ConnectionHandler {
   std::condition_variable cv_;
   std::vector<Frame> frames_;
   std::optional<Status> closed_;
+  std::atomic<int> writable_calls_{0};
 };
 
 struct Shape {
@@ -152,7 +157,7 @@ class TcpDataPath : public ::testing::Test {
     ASSERT_TRUE(listener.ok()) << listener.status();
     listener_ = *std::move(listener);
     std::string address = listener_->uri().substr(6);
-    auto client = transport_.Connect(Uri{"tcp", address + client_options}, {});
+    auto client = ConnectAndWait(transport_, Uri{"tcp", address + client_options}, {});
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
     server_ = accepted.get_future().get();
@@ -209,8 +214,9 @@ TEST_F(TcpDataPath, BackToBackFramesOfEveryShapeArriveInOrder) {
   EXPECT_LE(CopyStats::TotalBytesCopied() - before, sent * kInlineWindow);
 }
 
-// Forwards between two sockets in pieces of `max_piece` bytes or fewer
-// (1: one byte per write), so the reader sees frames split everywhere.
+// Forwards from the client to the server in pieces of `max_piece` bytes or
+// fewer (1: one byte per write), so the reader sees frames split
+// everywhere; the server's bytes (its preface) go back as they come.
 class DribblingProxy {
  public:
   DribblingProxy(uint16_t upstream_port, size_t max_piece) : max_piece_(max_piece) {
@@ -243,6 +249,14 @@ class DribblingProxy {
     ::connect(up, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     int one = 1;
     ::setsockopt(up, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    std::thread back([down, up] {
+      char bytes[4096];
+      for (;;) {
+        ssize_t n = ::read(up, bytes, sizeof bytes);
+        if (n <= 0 || ::write(down, bytes, static_cast<size_t>(n)) != n) break;
+      }
+      ::shutdown(down, SHUT_WR);
+    });
     std::mt19937 random(7);
     std::vector<char> buffer(64 << 10);
     for (;;) {
@@ -254,6 +268,8 @@ class DribblingProxy {
         at += static_cast<ssize_t>(piece);
       }
     }
+    ::shutdown(up, SHUT_RDWR);
+    back.join();
     ::close(down);
     ::close(up);
   }
@@ -278,7 +294,7 @@ void SendThroughProxy(size_t max_piece, const std::vector<Shape>& shapes, int ro
   ASSERT_TRUE(listener.ok());
   const uint16_t port = static_cast<uint16_t>(std::stoi((*listener)->uri().substr((*listener)->uri().rfind(':') + 1)));
   DribblingProxy proxy(port, max_piece);
-  auto client = transport.Connect(Uri{"tcp", "127.0.0.1:" + std::to_string(proxy.port())}, {});
+  auto client = ConnectAndWait(transport, Uri{"tcp", "127.0.0.1:" + std::to_string(proxy.port())}, {});
   ASSERT_TRUE(client.ok());
   (*client)->Start(std::make_shared<Collector>());
   uint64_t sent = 0;
@@ -439,6 +455,10 @@ TEST_F(TcpDataPath, PaddingThatDoesNotMatchTheLayoutClosesTheConnection) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<uint16_t>(std::stoi(uri.substr(uri.rfind(':') + 1))));
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  // A well-behaved client's preface first, then the bad frame.
+  uint8_t preface[kPrefaceSize];
+  EncodePreface(Preface{}, std::span<uint8_t, kPrefaceSize>(preface));
+  ASSERT_EQ(::write(fd, preface, sizeof preface), static_cast<ssize_t>(sizeof preface));
   WireHeader header;
   header.call_id = 1;
   header.message_len = 100;

@@ -1,24 +1,40 @@
-// EpollLoop: the threads that wait for tcp sockets to become readable.
+// EpollLoop: the tcp transport's only threads (TcpTransport::Options::
+// poller_threads, default one). They wait for sockets (connections,
+// listeners, connects in progress), run tasks posted to them, and tick the
+// registrations that asked for it (deadlines and stalled send queues).
 //
-// Each socket is registered level-triggered and one-shot: one wake-up per
-// Arm(), delivered to its Watcher on a loop thread, after which it stays
-// quiet until armed again. That lets a socket's reading move between the
-// loop and a caller that reads its own reply (TcpConnection::PollUntil)
-// without losing a wake-up: arming a socket that already has bytes wakes at
-// once. (Asio's reactor is edge-triggered with no speculative wait, so a
-// wait started after the edge would sleep on data that is already there.)
+// Registrations are level-triggered and one-shot: one wake-up per Modify()
+// that arms them, delivered to the Watcher on a loop thread, after which the
+// socket stays quiet until armed again. That lets a socket's reading move
+// between the loop and a caller that reads its own reply (PollUntil) without
+// losing a wake-up: arming a socket that already has bytes wakes at once.
+// The watcher owns its interest mask (read and write together: epoll has one
+// mask per descriptor) and re-arms what it still wants after each wake-up.
 //
-// Thread-safe. The loop must outlive its registrations.
+// Lifetimes: the loop knows a watcher only by id and holds it weakly; a
+// wake-up locks it for the length of the call, so a watcher removed (or
+// destroyed) on another thread is never called after its memory is gone.
+// Whatever must stay alive while armed is the watcher's to hold.
+//
+// Thread-safe. Held by shared_ptr: a connection that outlives its transport
+// keeps the (stopped) loop's descriptor valid until it goes.
 #pragma once
 
+#include <sys/epoll.h>
+
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "zcrpc/base/status.h"
+#include "zcrpc/transport/internal/unique_fd.h"
 
 namespace zcrpc::transport::tcp {
 
@@ -26,39 +42,81 @@ class EpollLoop {
  public:
   class Watcher {
    public:
-    // The socket is readable, hung up or has an error. On a loop thread;
-    // the registration is disarmed until the next Arm().
+    // The descriptor is ready (`events` as epoll reports them). On a loop
+    // thread; the registration is disarmed until the watcher arms it again.
     virtual void OnReady(uint32_t events) = 0;
-    // The loop is shutting down: let go of whatever keeps the watcher alive.
+    // For watchers that asked for ticks (WatchTicks): every tick interval
+    // while WantsTicks() is true, on a loop thread, with Clock::Real() now.
+    virtual void OnTick(int64_t /*now_nanos*/) {}
+    // Whether to keep ticking. Called with the loop's lock held: an atomic
+    // look, nothing more.
+    virtual bool WantsTicks() const { return false; }
+    // The loop stopped (the transport is going away): let go of whatever
+    // keeps the watcher alive. On the thread that stops the loop.
     virtual void OnLoopStopped() = 0;
 
    protected:
     ~Watcher() = default;
   };
 
+  // Deadlines and stalls are noticed within this much of their time: a
+  // tick costs one wake-up of one loop thread, and only while some
+  // registration wants ticks.
+  static constexpr std::chrono::milliseconds kTickInterval{20};
+
   explicit EpollLoop(int threads);
+  // Stops the loop if Stop() was not called.
   ~EpollLoop();
   EpollLoop(const EpollLoop&) = delete;
   EpollLoop& operator=(const EpollLoop&) = delete;
 
-  // Registers `fd` (disarmed). The watcher is called only after Arm().
-  Status Add(int fd, Watcher* watcher);
-  // One OnReady() when the socket is next readable (at once if it is now).
-  void Arm(int fd, Watcher* watcher);
-  // Withdraws an Arm(): no wake-up from now on until the next Arm(). One
-  // already under way may still arrive.
-  void Disarm(int fd, Watcher* watcher);
-  // Unregisters; no OnReady() starts after this returns.
-  void Remove(int fd, Watcher* watcher);
+  // Joins the loop threads, then calls OnLoopStopped() on every watcher
+  // still registered and runs no posted task after this. Not from a loop
+  // thread. Idempotent.
+  void Stop();
+
+  // Registers `fd`, disarmed. Returns the registration's id.
+  StatusOr<uint64_t> Add(int fd, std::weak_ptr<Watcher> watcher);
+  // Sets the registration's interest: `events` (EPOLLIN, EPOLLOUT, ...)
+  // one-shot, or nothing when 0. The caller serializes its own Modify()
+  // calls for one fd (the mask is the last one set).
+  void Modify(int fd, uint64_t id, uint32_t events);
+  // Unregisters; no OnReady()/OnTick() starts after this returns, except
+  // one a loop thread has already locked the watcher for.
+  void Remove(int fd, uint64_t id);
+
+  // Ticks the watcher until its WantsTicks() turns false. The watcher makes
+  // WantsTicks() true before calling this, so a tick that sees it false
+  // while the loop's lock is held cannot miss a later call.
+  void WatchTicks(uint64_t id);
+
+  // Runs `task` on a loop thread, soon. Dropped (not run) once stopped.
+  void Post(std::function<void()> task);
+
+  // True on one of this loop's threads (any loop's, in fact: the tcp
+  // transport uses it to decide whether a handler may be called here).
+  static bool OnLoopThread();
 
  private:
   void Run();
+  void Tick();
+  void RunPosted();
+  std::shared_ptr<Watcher> Find(uint64_t id);
 
-  int epoll_fd_ = -1;
-  int wake_fd_ = -1;  // eventfd: tells the threads to stop
+  internal::UniqueFd epoll_fd_;
+  internal::UniqueFd stop_fd_;   // eventfd: tells every thread to stop
+  internal::UniqueFd post_fd_;   // eventfd: tasks are waiting
+  internal::UniqueFd timer_fd_;  // timerfd: ticks, armed while someone wants them
   std::vector<std::thread> threads_;
+  bool stopped_ = false;         // touched by the stopping thread only
+
   std::mutex mu_;
-  absl::flat_hash_set<Watcher*> watchers_;  // guarded by mu_
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<uint64_t, std::weak_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<uint64_t> ticking_ ABSL_GUARDED_BY(mu_);
+  bool timer_armed_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(mu_);
+  bool accepting_posts_ ABSL_GUARDED_BY(mu_) = true;
 };
 
 }  // namespace zcrpc::transport::tcp

@@ -2,7 +2,6 @@
 
 #include <linux/errqueue.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -31,8 +30,8 @@ alignas(4096) const uint8_t kZeros[kInlineWindow + kSpillAlign] = {};
 // can start on the first replies while the rest are being handled.
 constexpr size_t kMaxCorkedFrames = 8;
 
-// More than this queued behind a write, and senders wait: backpressure.
-constexpr uint64_t kMaxQueuedBytes = 16 << 20;
+// A corked delivery holds back at most this many bytes of replies.
+constexpr uint64_t kMaxCorkedBytes = 16 << 20;
 
 // Process-wide sums behind TcpStats::Process().
 struct ProcessCounters {
@@ -78,8 +77,8 @@ StreamLayout Lay(const Frame& frame, const std::vector<uint64_t>& table, Emit em
 
 }  // namespace
 
-FrameWriter::FrameWriter(int fd, const TcpOptions& options, std::string peer)
-    : fd_(fd), options_(options), peer_(std::move(peer)) {
+FrameWriter::FrameWriter(int fd, const TcpOptions& options, std::string peer, internal::SendBudget* budget)
+    : fd_(fd), options_(options), peer_(std::move(peer)), budget_(budget) {
   if (options_.zerocopy_send != ZeroCopySend::kOff) {
     int one = 1;
     // Without SO_ZEROCOPY the kernel ignores MSG_ZEROCOPY and would send no
@@ -93,16 +92,25 @@ FrameWriter::FrameWriter(int fd, const TcpOptions& options, std::string peer)
 
 FrameWriter::~FrameWriter() = default;
 
+Status FrameWriter::Closed() const {
+  return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
+}
+
 void FrameWriter::Shutdown() {
   stopping_.store(true, std::memory_order_relaxed);
   std::lock_guard lock(mu_);
   shut_down_ = true;
   queue_.clear();
   queued_bytes_ = 0;
-  room_.notify_all();
+  // A batch waiting for room has no writer to drop it: do it here. (A
+  // writer in progress sees stopping_ and retires its own.)
+  if (!writing_) {
+    RetireBatch();
+    blocked_ = false;
+  }
 }
 
-Status FrameWriter::Send(Frame frame) {
+FrameWriter::Result FrameWriter::Send(Frame frame) {
   frame.SetLengthsFromParts();
   Outgoing out;
   for (const Buffer& a : frame.attachments) out.table.push_back(a.size());
@@ -113,27 +121,36 @@ Status FrameWriter::Send(Frame frame) {
   out.frame = std::move(frame);
 
   std::unique_lock lock(mu_);
-  if (shut_down_) return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
-  if (corked_writer == this && queued_bytes_ < kMaxQueuedBytes && queue_.size() + 1 < kMaxCorkedFrames) {
+  if (shut_down_) return {Closed()};
+  budget_->Queued(out.bytes);
+  if (corked_writer == this && queued_bytes_ < kMaxCorkedBytes && queue_.size() + 1 < kMaxCorkedFrames) {
     queued_bytes_ += out.bytes;
     queue_.push_back(std::move(out));
     corked_queued_ = true;
-    return absl::OkStatus();
+    return {};
   }
-  if (writing_) {
-    // Another thread is writing: it takes this frame with its next batch.
-    room_.wait(lock, [&] { return queued_bytes_ < kMaxQueuedBytes || shut_down_; });
-    if (shut_down_) return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
+  if (writing_ || blocked_) {
+    // Another thread is writing, or the socket is full: the frame goes out
+    // with the next batch, after everything before it.
     queued_bytes_ += out.bytes;
     queue_.push_back(std::move(out));
-    return absl::OkStatus();
+    return {};
   }
   // This thread writes: first whatever a corked delivery left queued, so
   // frames keep their order, then its own.
   writing_ = true;
-  std::swap(batch_, queue_);
-  queued_bytes_ = 0;
-  batch_.push_back(std::move(out));
+  queued_bytes_ += out.bytes;
+  queue_.push_back(std::move(out));
+  TakeQueue();
+  return WriteAll(lock);
+}
+
+FrameWriter::Result FrameWriter::Resume() {
+  if (awaits_completions()) ReapCompletions();
+  std::unique_lock lock(mu_);
+  if (!blocked_ || writing_ || shut_down_) return {};
+  blocked_ = false;
+  writing_ = true;
   return WriteAll(lock);
 }
 
@@ -142,35 +159,59 @@ void FrameWriter::Cork() {
   corked_queued_ = false;
 }
 
-Status FrameWriter::Uncork() {
+FrameWriter::Result FrameWriter::Uncork() {
   corked_writer = nullptr;
-  if (!corked_queued_) return absl::OkStatus();  // nothing held back: no lock to take
+  if (!corked_queued_) return {};  // nothing held back: no lock to take
   std::unique_lock lock(mu_);
-  if (writing_ || queue_.empty() || shut_down_) return absl::OkStatus();  // a writer in progress takes them
+  // A writer in progress, or the loop once the socket has room, takes them.
+  if (writing_ || blocked_ || queue_.empty() || shut_down_) return {};
   writing_ = true;
-  std::swap(batch_, queue_);
-  queued_bytes_ = 0;
-  room_.notify_all();
+  TakeQueue();
   return WriteAll(lock);
 }
 
-Status FrameWriter::WriteAll(std::unique_lock<std::mutex>& lock) {
+void FrameWriter::TakeQueue() {
+  std::swap(batch_, queue_);
+  queued_bytes_ = 0;
+  iov_.clear();
+  iov_first_ = 0;
+  uint64_t total = 0;
+  for (const Outgoing& out : batch_) {
+    AppendIov(out);
+    total += out.bytes;
+  }
+  batch_zerocopy_ = zerocopy_enabled_.load(std::memory_order_relaxed) && total >= options_.zerocopy_min_bytes;
+  batch_used_zerocopy_ = false;
+}
+
+FrameWriter::Result FrameWriter::WriteAll(std::unique_lock<std::mutex>& lock) {
+  Result result;
   for (;;) {
     lock.unlock();
-    Status written = WriteBatch(batch_);
-    batch_.clear();
+    const Outcome outcome = WriteBatch(&result);
     lock.lock();
-    if (!written.ok()) {
+    if (outcome == Outcome::kFailed) {
+      RetireBatch();
       writing_ = false;
-      return written;  // the caller closes the connection; queued frames die with it
+      return result;  // the caller closes the connection; queued frames die with it
+    }
+    if (outcome == Outcome::kWouldBlock) {
+      if (shut_down_) {
+        RetireBatch();
+        writing_ = false;
+        return result;
+      }
+      // The rest waits for room; the loop resumes when EPOLLOUT says so.
+      writing_ = false;
+      blocked_ = true;
+      result.wait_writable = true;
+      return result;
     }
     if (queue_.empty()) break;
-    std::swap(batch_, queue_);
-    queued_bytes_ = 0;
-    room_.notify_all();
+    TakeQueue();
   }
   writing_ = false;
-  return absl::OkStatus();
+  return result;
 }
 
 void FrameWriter::AppendIov(const Outgoing& out) {
@@ -180,70 +221,69 @@ void FrameWriter::AppendIov(const Outgoing& out) {
   });
 }
 
-Status FrameWriter::WriteBatch(std::vector<Outgoing>& batch) {
-  iov_.clear();
-  uint64_t total = 0;
-  for (const Outgoing& out : batch) {
-    AppendIov(out);
-    total += out.bytes;
-  }
-  bool zerocopy = zerocopy_enabled_.load(std::memory_order_relaxed) && total >= options_.zerocopy_min_bytes;
-  bool used_zerocopy = false;
-  uint32_t last_id = 0;
-  size_t first = 0;
-  while (first < iov_.size()) {
+FrameWriter::Outcome FrameWriter::WriteBatch(Result* result) {
+  while (iov_first_ < iov_.size()) {
     if (stopping_.load(std::memory_order_relaxed)) {
-      return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
+      if (result->status.ok()) result->status = Closed();
+      return Outcome::kFailed;
     }
     msghdr msg{};
-    msg.msg_iov = &iov_[first];
-    msg.msg_iovlen = std::min<size_t>(iov_.size() - first, IOV_MAX);
-    const int flags = MSG_NOSIGNAL | (zerocopy ? MSG_ZEROCOPY : 0);
+    msg.msg_iov = &iov_[iov_first_];
+    msg.msg_iovlen = std::min<size_t>(iov_.size() - iov_first_, IOV_MAX);
+    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT | (batch_zerocopy_ ? MSG_ZEROCOPY : 0);
     ssize_t n = ::sendmsg(fd_, &msg, flags);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        // The peer is not reading: wait for room (backpressure), waking now
-        // and then to notice a shutdown. Held frames are freed meanwhile.
-        if (holds_frames()) ReapCompletions();
-        pollfd p{fd_, POLLOUT, 0};
-        ::poll(&p, 1, 100);
-        continue;
+        // The peer is not reading fast enough. Never wait here: the
+        // connection arms EPOLLOUT and the loop thread goes on later.
+        if (awaits_completions()) ReapCompletions();
+        return Outcome::kWouldBlock;
       }
-      if (errno == ENOBUFS && zerocopy) {
+      if (errno == ENOBUFS && batch_zerocopy_) {
         // No room for another completion notification: send this one plainly.
-        zerocopy = false;
+        batch_zerocopy_ = false;
         continue;
       }
-      return absl::UnavailableError(absl::StrCat("send to ", peer_, " failed: ", std::strerror(errno)));
+      result->status = absl::UnavailableError(absl::StrCat("send to ", peer_, " failed: ", std::strerror(errno)));
+      return Outcome::kFailed;
     }
     write_calls_.fetch_add(1, std::memory_order_relaxed);
     Add(Counters().write_calls, 1);
-    if (zerocopy) {
+    if (batch_zerocopy_) {
       std::lock_guard lock(zc_mu_);
-      last_id = next_id_++;
+      batch_last_id_ = next_id_++;
       ++stats_.sends;
+      zc_outstanding_.fetch_add(1, std::memory_order_release);
       Add(Counters().zerocopy_sends, 1);
-      used_zerocopy = true;
+      batch_used_zerocopy_ = true;
     }
+    if (budget_->Drained(static_cast<uint64_t>(n))) result->owe_writable = true;
     size_t left = static_cast<size_t>(n);
-    while (first < iov_.size() && left >= iov_[first].iov_len) left -= iov_[first++].iov_len;
+    while (iov_first_ < iov_.size() && left >= iov_[iov_first_].iov_len) left -= iov_[iov_first_++].iov_len;
     if (left > 0) {
-      iov_[first].iov_base = static_cast<uint8_t*>(iov_[first].iov_base) + left;
-      iov_[first].iov_len -= left;
+      iov_[iov_first_].iov_base = static_cast<uint8_t*>(iov_[iov_first_].iov_base) + left;
+      iov_[iov_first_].iov_len -= left;
     }
   }
-  frames_sent_.fetch_add(batch.size(), std::memory_order_relaxed);
-  Add(Counters().frames_sent, batch.size());
-  if (used_zerocopy) {
+  frames_sent_.fetch_add(batch_.size(), std::memory_order_relaxed);
+  Add(Counters().frames_sent, batch_.size());
+  RetireBatch();
+  if (awaits_completions()) ReapCompletions();
+  return Outcome::kDone;
+}
+
+void FrameWriter::RetireBatch() {
+  if (batch_used_zerocopy_ && !batch_.empty()) {
     // The kernel may still read these pages: keep the buffers until it says.
     std::lock_guard lock(zc_mu_);
-    frames_held_.fetch_add(batch.size(), std::memory_order_release);
-    held_.push_back({last_id, std::move(batch)});
-    batch = std::vector<Outgoing>();
+    frames_held_.fetch_add(batch_.size(), std::memory_order_release);
+    held_.push_back({batch_last_id_, std::move(batch_)});
   }
-  if (holds_frames()) ReapCompletions();
-  return absl::OkStatus();
+  batch_ = std::vector<Outgoing>();
+  iov_.clear();
+  iov_first_ = 0;
+  batch_used_zerocopy_ = false;
 }
 
 void FrameWriter::MarkCompleted(uint32_t lo, uint32_t hi) {
@@ -269,7 +309,9 @@ void FrameWriter::ReapCompletions() {
   std::deque<Held> released;
   {
     std::lock_guard lock(zc_mu_);
-    if (held_.empty()) return;
+    // Completions still owed sit on the error queue and keep the socket
+    // reporting EPOLLERR: read them even when nothing is held any more.
+    if (!awaits_completions()) return;
     for (;;) {
       alignas(cmsghdr) char control[128];
       msghdr msg{};
@@ -287,6 +329,7 @@ void FrameWriter::ReapCompletions() {
         const uint32_t hi = err.ee_data;
         const uint64_t count = uint64_t{hi - lo} + 1;
         stats_.completions += count;
+        zc_outstanding_.fetch_sub(std::min<uint64_t>(count, zc_outstanding_.load()), std::memory_order_release);
         Add(Counters().zerocopy_completions, count);
         if (err.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) {
           stats_.copied_completions += count;

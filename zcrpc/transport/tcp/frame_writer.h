@@ -6,18 +6,24 @@
 // meanwhile are queued and the writer sends them all in its next sendmsg()
 // (up to IOV_MAX entries), so with many calls in flight one system call
 // carries many frames.
+// Never waits: when the socket is full (EAGAIN) the rest of the batch stays
+// here, Send() returns, and the result asks the connection to arm EPOLLOUT;
+// the loop thread calls Resume() when the socket is writable again. Every
+// byte queued and written is accounted in the connection's SendBudget
+// (Queued() in Send(), Drained() as sendmsg() hands bytes to the kernel).
 // MSG_ZEROCOPY: a write of at least zerocopy_min_bytes goes out with it,
 // and its frames' buffers are held until the kernel's completion says the
 // pages are free. When a completion says the kernel copied anyway
 // (SO_EE_CODE_ZEROCOPY_COPIED: loopback, or a NIC without scatter-gather),
 // auto mode stops using it on this connection.
 //
-// Thread-safe.
+// Thread-safe: one thread at a time holds the writer role (writing_); the
+// others queue. The role moves between the threads that call Send() and
+// the loop thread that calls Resume(), never waiting for each other.
 #pragma once
 
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -29,6 +35,7 @@
 
 #include "zcrpc/base/frame.h"
 #include "zcrpc/base/status.h"
+#include "zcrpc/transport/internal/send_budget.h"
 #include "zcrpc/transport/tcp/tcp_address.h"
 
 namespace zcrpc::transport::tcp {
@@ -43,31 +50,55 @@ struct ZeroCopyStats {
 
 class FrameWriter {
  public:
-  FrameWriter(int fd, const TcpOptions& options, std::string peer);
+  // What the connection must do after a call that may have written.
+  struct Result {
+    Status status;               // not OK: the socket failed; close the connection
+    bool wait_writable = false;  // the socket is full: arm EPOLLOUT, then Resume()
+    bool owe_writable = false;   // the budget says OnWritable() is due
+    void Merge(const Result& other) {
+      if (status.ok()) status = other.status;
+      wait_writable = wait_writable || other.wait_writable;
+      owe_writable = owe_writable || other.owe_writable;
+    }
+  };
+
+  // `budget` outlives the writer.
+  FrameWriter(int fd, const TcpOptions& options, std::string peer, internal::SendBudget* budget);
   // Releases frames still held for completions: destroy only after the
   // socket is closed (abortively, if any were held: connection.cc).
   ~FrameWriter();
   FrameWriter(const FrameWriter&) = delete;
   FrameWriter& operator=(const FrameWriter&) = delete;
 
-  // Sends the frame, or queues it behind the write in progress (then it is
-  // on its way when this returns; a later failure closes the connection).
-  // Blocks while the peer does not read and the queue is full.
-  Status Send(Frame frame);
+  // Writes the frame, or queues it behind the write in progress or the
+  // bytes waiting for room in the socket. Never waits. The frame's limits
+  // are the caller's to check. An error status is UNAVAILABLE (closed, or
+  // the write failed: the caller closes the connection).
+  Result Send(Frame frame);
+
+  // The socket is writable again (EPOLLOUT): writes what waited. On a loop
+  // thread.
+  Result Resume();
 
   // Releases the frames whose MSG_ZEROCOPY completions have arrived on the
   // socket's error queue. Any thread; returns at once when none are held.
   void ReapCompletions();
   bool holds_frames() const { return frames_held_.load(std::memory_order_acquire) > 0; }
+  // Frames held, or completions the kernel still owes (which keep the
+  // socket reporting EPOLLERR until read). One atomic look each.
+  bool awaits_completions() const {
+    return holds_frames() || zc_outstanding_.load(std::memory_order_acquire) > 0;
+  }
 
   // Corking: while the reading thread delivers a batch of frames, the
   // frames its handlers send in reply are queued (Send() returns at once)
   // and Uncork() writes them all in one sendmsg(). Only sends from the
-  // corking thread are held back. Uncork() returns the write's status.
+  // corking thread are held back.
   void Cork();
-  Status Uncork();
+  Result Uncork();
 
-  // From now on Send() fails with `reason`; queued senders wake.
+  // From now on Send() fails; queued frames are dropped (or held, if the
+  // kernel may still read their pages).
   void Shutdown();
 
   ZeroCopyStats zerocopy_stats() const;
@@ -86,20 +117,32 @@ class FrameWriter {
     std::vector<Outgoing> frames;
   };
 
+  enum class Outcome { kDone, kWouldBlock, kFailed };
+
   // Writes batch_ and then whatever was queued meanwhile, until the queue
-  // is empty; the caller holds the writer role (writing_) and `lock`.
-  Status WriteAll(std::unique_lock<std::mutex>& lock);
-  Status WriteBatch(std::vector<Outgoing>& batch);
+  // is empty or the socket is full; the caller holds the writer role
+  // (writing_) and `lock`.
+  Result WriteAll(std::unique_lock<std::mutex>& lock);
+  // Takes queue_ as the next batch and lays out its gather list.
+  void TakeQueue();  // REQUIRES: mu_ held, writer role
+  // Writes the rest of batch_ until done or EAGAIN.
+  Outcome WriteBatch(Result* result);
+  // The batch is written or abandoned: hold it for MSG_ZEROCOPY
+  // completions if the kernel may still read it, else let it go.
+  void RetireBatch();
   void AppendIov(const Outgoing& out);
+  Status Closed() const;
   void MarkCompleted(uint32_t lo, uint32_t hi);  // zc_mu_ held
 
   const int fd_;
   const TcpOptions options_;
   const std::string peer_;
 
+  internal::SendBudget* const budget_;
+
   std::mutex mu_;
-  std::condition_variable room_;
-  bool writing_ = false;           // a thread is in WriteBatch; guarded by mu_
+  bool writing_ = false;           // a thread holds the writer role; guarded by mu_
+  bool blocked_ = false;           // batch_ waits for room in the socket; guarded by mu_
   bool shut_down_ = false;         // guarded by mu_
   std::atomic<bool> stopping_{false};
   std::vector<Outgoing> queue_;    // guarded by mu_
@@ -108,8 +151,13 @@ class FrameWriter {
   // thread that corks, which owns the connection's reading meanwhile.
   bool corked_queued_ = false;
   // The writer's own, touched only by the thread that holds writing_.
+  // While blocked_, no thread holds the role and they wait for Resume().
   std::vector<Outgoing> batch_;
   std::vector<iovec> iov_;
+  size_t iov_first_ = 0;           // the first entry not fully written
+  bool batch_zerocopy_ = false;    // the batch's writes use MSG_ZEROCOPY
+  bool batch_used_zerocopy_ = false;
+  uint32_t batch_last_id_ = 0;
 
   std::atomic<uint64_t> frames_sent_{0};
   std::atomic<uint64_t> write_calls_{0};
@@ -121,6 +169,7 @@ class FrameWriter {
   std::vector<std::pair<uint32_t, uint32_t>> early_ranges_;  // completed out of order
   std::deque<Held> held_;                          // guarded by zc_mu_
   std::atomic<uint64_t> frames_held_{0};
+  std::atomic<uint64_t> zc_outstanding_{0};         // zerocopy sends not yet completed
   ZeroCopyStats stats_;                            // guarded by zc_mu_
 };
 

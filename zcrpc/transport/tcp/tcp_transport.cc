@@ -1,71 +1,209 @@
 #include "zcrpc/transport/tcp/tcp_transport.h"
 
-#include <mutex>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "zcrpc/base/clock.h"
+#include "zcrpc/transport/internal/errno_status.h"
+#include "zcrpc/transport/internal/unique_fd.h"
 #include "zcrpc/transport/tcp/tcp_address.h"
 #include "zcrpc/transport/tcp/tcp_connection.h"
 
 namespace zcrpc::transport::tcp {
-namespace asio = boost::asio;
-using asio::ip::tcp;
-
 namespace {
 
-// Shared between the Listener handle and the accept loop, so the loop can
-// outlive the handle by one completion.
-struct AcceptState : std::enable_shared_from_this<AcceptState> {
-  AcceptState(asio::io_context& io, EpollLoop* loop, TcpOptions tcp_options, ConnectionOptions options,
-              AcceptCallback on_accept)
-      : acceptor(io),
-        loop(loop),
-        tcp_options(tcp_options),
-        options(std::move(options)),
-        on_accept(std::move(on_accept)) {}
+// accept() out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+// leaves the pending connection in the backlog, so the listening socket
+// stays readable: re-arming at once would spin. Wait this long instead.
+constexpr std::chrono::milliseconds kAcceptBackoff{100};
 
-  void AcceptNext() {
-    acceptor.async_accept([self = shared_from_this()](const boost::system::error_code& ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted) return;
-      {
-        std::lock_guard lock(self->mu);
-        if (self->stopped) return;
-        if (!ec) {
-          auto connection = TcpConnection::Make(socket.release(), self->loop, self->tcp_options, self->options);
-          if (connection.ok()) self->on_accept(*std::move(connection));
-        }
-      }
-      // Errors such as EMFILE are transient: keep accepting.
-      self->AcceptNext();
-    });
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+};
+
+StatusOr<SocketAddress> Resolve(const Uri& uri, const TcpAddress& address) {
+  SocketAddress out;
+  auto* in4 = reinterpret_cast<sockaddr_in*>(&out.storage);
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
+  if (::inet_pton(AF_INET, address.host.c_str(), &in4->sin_addr) == 1) {
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons(address.port);
+    out.len = sizeof *in4;
+    return out;
+  }
+  if (::inet_pton(AF_INET6, address.host.c_str(), &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(address.port);
+    out.len = sizeof *in6;
+    return out;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* result = nullptr;
+  const std::string port = std::to_string(address.port);
+  if (int rc = ::getaddrinfo(address.host.c_str(), port.c_str(), &hints, &result); rc != 0 || result == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": ", ::gai_strerror(rc)));
+  }
+  std::memcpy(&out.storage, result->ai_addr, result->ai_addrlen);
+  out.len = result->ai_addrlen;
+  ::freeaddrinfo(result);
+  return out;
+}
+
+std::string BoundUri(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  char text[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+    return FormatTcpUri(text, ntohs(in6->sin6_port));
+  }
+  auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+  ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+  return FormatTcpUri(text, ntohs(in->sin_port));
+}
+
+void SetNoDelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// The listening socket on the epoll loop. Shared between the Listener
+// handle and the loop: a wake-up under way keeps it alive, and the socket
+// closes when the last reference goes.
+class AcceptState final : public EpollLoop::Watcher, public std::enable_shared_from_this<AcceptState> {
+ public:
+  AcceptState(internal::UniqueFd fd, std::shared_ptr<EpollLoop> loop, TcpOptions tcp_options,
+              ConnectionOptions options, AcceptCallback on_accept, std::function<void(const Status&)> on_error)
+      : fd_(std::move(fd)),
+        loop_(std::move(loop)),
+        tcp_options_(tcp_options),
+        options_(options),
+        on_accept_(std::move(on_accept)),
+        on_error_(std::move(on_error)) {}
+  ~AcceptState() {
+    if (id_ != 0) loop_->Remove(fd_.get(), id_);
   }
 
-  tcp::acceptor acceptor;
-  EpollLoop* const loop;
-  const TcpOptions tcp_options;
-  const ConnectionOptions options;
-  std::mutex mu;
-  bool stopped = false;  // guarded by mu
-  AcceptCallback on_accept;
+  Status Begin() {
+    ZCRPC_ASSIGN_OR_RETURN(id_, loop_->Add(fd_.get(), weak_from_this()));
+    Arm();
+    return absl::OkStatus();
+  }
+
+  // The handle is going: no AcceptCallback starts after this returns, and
+  // none is running (unless on this very thread, inside the callback).
+  void Stop() {
+    stopped_.store(true, std::memory_order_release);
+    if (delivering_thread_.load(std::memory_order_acquire) != std::this_thread::get_id()) {
+      std::lock_guard lock(deliver_mu_);  // waits for a callback under way
+    }
+    loop_->Modify(fd_.get(), id_, 0);
+    std::lock_guard lock(arm_mu_);
+    armed_self_.reset();
+  }
+
+  // A connection whose preface arrived (or why it failed).
+  void Deliver(StatusOr<std::unique_ptr<Connection>> connection) {
+    if (!connection.ok()) {
+      if (on_error_) on_error_(connection.status());
+      return;
+    }
+    std::lock_guard lock(deliver_mu_);
+    if (stopped_.load(std::memory_order_acquire)) return;  // the connection closes as it goes
+    delivering_thread_.store(std::this_thread::get_id(), std::memory_order_release);
+    on_accept_(*std::move(connection));
+    delivering_thread_.store(std::thread::id(), std::memory_order_release);
+  }
+
+  void OnReady(uint32_t) override {
+    std::shared_ptr<AcceptState> self;
+    {
+      std::lock_guard lock(arm_mu_);
+      self = std::move(armed_self_);
+    }
+    if (!self || stopped_.load(std::memory_order_acquire)) return;
+    std::weak_ptr<AcceptState> weak = self;
+    for (;;) {
+      const int fd = ::accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        SetNoDelay(fd);
+        TcpConnection::StartAccepted(internal::UniqueFd(fd), loop_, tcp_options_, options_,
+                                     [weak](StatusOr<std::unique_ptr<Connection>> connection) {
+                                       // A listener gone meanwhile: the connection just closes.
+                                       if (auto state = weak.lock()) state->Deliver(std::move(connection));
+                                     });
+        continue;
+      }
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        if (on_error_) on_error_(internal::ErrnoError(absl::StrCat("accept on ", BoundUri(fd_.get()))));
+        backoff_until_.store(Clock::Real().NowNanos() + std::chrono::nanoseconds(kAcceptBackoff).count(),
+                             std::memory_order_release);
+        loop_->WatchTicks(id_);
+        return;  // re-armed by OnTick
+      }
+      break;  // anything else: try again on the next wake-up
+    }
+    Arm();
+  }
+
+  void OnTick(int64_t now_nanos) override {
+    const int64_t until = backoff_until_.load(std::memory_order_acquire);
+    if (until == 0 || now_nanos < until) return;
+    backoff_until_.store(0, std::memory_order_release);
+    if (!stopped_.load(std::memory_order_acquire)) Arm();
+  }
+  bool WantsTicks() const override { return backoff_until_.load(std::memory_order_acquire) != 0; }
+
+  void OnLoopStopped() override {
+    std::lock_guard lock(arm_mu_);
+    armed_self_.reset();
+  }
+
+ private:
+  void Arm() {
+    std::lock_guard lock(arm_mu_);
+    armed_self_ = shared_from_this();
+    loop_->Modify(fd_.get(), id_, EPOLLIN);
+  }
+
+  internal::UniqueFd fd_;
+  const std::shared_ptr<EpollLoop> loop_;
+  const TcpOptions tcp_options_;
+  const ConnectionOptions options_;
+  const AcceptCallback on_accept_;
+  const std::function<void(const Status&)> on_error_;
+  uint64_t id_ = 0;
+  std::atomic<bool> stopped_{false};
+  std::atomic<int64_t> backoff_until_{0};  // 0: not backing off
+  std::mutex deliver_mu_;                  // held while on_accept_ runs
+  std::atomic<std::thread::id> delivering_thread_{};
+  std::mutex arm_mu_;
+  std::shared_ptr<AcceptState> armed_self_;  // guarded by arm_mu_: alive while armed
 };
 
 class TcpListener final : public Listener {
  public:
   TcpListener(std::shared_ptr<AcceptState> state, std::string uri) : state_(std::move(state)), uri_(std::move(uri)) {}
-  ~TcpListener() override {
-    {
-      std::lock_guard lock(state_->mu);
-      state_->stopped = true;
-    }
-    // The acceptor belongs to the poller threads: close it there.
-    asio::post(state_->acceptor.get_executor(), [s = state_] {
-      boost::system::error_code ignored;
-      s->acceptor.close(ignored);
-    });
-  }
+  ~TcpListener() override { state_->Stop(); }
   std::string uri() const override { return uri_; }
 
  private:
@@ -73,52 +211,61 @@ class TcpListener final : public Listener {
   std::string uri_;
 };
 
-StatusOr<tcp::resolver::results_type> Resolve(asio::io_context& io, const Uri& uri, const TcpAddress& address) {
-  tcp::resolver resolver(io);
-  boost::system::error_code ec;
-  auto results = resolver.resolve(address.host, std::to_string(address.port), tcp::resolver::numeric_service, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": ", ec.message()));
-  return results;
-}
-
 }  // namespace
 
 TcpTransport::TcpTransport(Options options)
-    : work_(asio::make_work_guard(io_)), setup_thread_([this] { io_.run(); }), loop_(options.poller_threads) {}
+    : options_(std::move(options)), loop_(std::make_shared<EpollLoop>(options_.poller_threads)) {}
 
-TcpTransport::~TcpTransport() {
-  work_.reset();
-  io_.stop();
-  setup_thread_.join();
+TcpTransport::~TcpTransport() { loop_->Stop(); }
+
+Status TcpTransport::ValidateAddress(const Uri& uri) const {
+  StatusOr<TcpAddress> address = TcpAddress::Parse(uri.address);
+  if (!address.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(uri.ToString(), ": ", address.status().message()));
+  }
+  return absl::OkStatus();
 }
 
 StatusOr<std::unique_ptr<Listener>> TcpTransport::Listen(const Uri& uri, const ConnectionOptions& options,
                                                          AcceptCallback on_accept) {
   ZCRPC_ASSIGN_OR_RETURN(TcpAddress address, TcpAddress::Parse(uri.address));
-  ZCRPC_ASSIGN_OR_RETURN(auto results, Resolve(io_, uri, address));
-  auto state = std::make_shared<AcceptState>(io_, &loop_, address.options, options, std::move(on_accept));
-  boost::system::error_code ec;
-  tcp::endpoint ep = results.begin()->endpoint();
-  state->acceptor.open(ep.protocol(), ec);
-  if (!ec) state->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) state->acceptor.bind(ep, ec);
-  if (!ec) state->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot listen on ", uri.ToString(), ": ", ec.message()));
-  const tcp::endpoint local = state->acceptor.local_endpoint();
-  std::string bound = FormatTcpUri(local.address().to_string(), local.port());
-  state->AcceptNext();
+  ZCRPC_ASSIGN_OR_RETURN(SocketAddress where, Resolve(uri, address));
+  internal::UniqueFd fd(::socket(where.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  auto fail = [&](std::string_view what) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", uri.ToString(), ": ", ToAbsl(what), ": ",
+                                               std::strerror(errno)));
+  };
+  if (!fd.valid()) return fail("socket");
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd.get(), where.get(), where.len) != 0) return fail("bind");
+  if (::listen(fd.get(), SOMAXCONN) != 0) return fail("listen");
+  std::string bound = BoundUri(fd.get());
+  auto state = std::make_shared<AcceptState>(std::move(fd), loop_, address.options, options, std::move(on_accept),
+                                             options_.on_handshake_error);
+  ZCRPC_RETURN_IF_ERROR(state->Begin());
   return std::make_unique<TcpListener>(std::move(state), std::move(bound));
 }
 
-StatusOr<std::unique_ptr<Connection>> TcpTransport::Connect(const Uri& uri, const ConnectionOptions& options) {
-  ZCRPC_ASSIGN_OR_RETURN(TcpAddress address, TcpAddress::Parse(uri.address));
-  ZCRPC_ASSIGN_OR_RETURN(auto results, Resolve(io_, uri, address));
-  tcp::socket socket(io_);
-  boost::system::error_code ec;
-  asio::connect(socket, results, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot connect to ", uri.ToString(), ": ", ec.message()));
-  ZCRPC_ASSIGN_OR_RETURN(auto connection, TcpConnection::Make(socket.release(), &loop_, address.options, options));
-  return std::unique_ptr<Connection>(std::move(connection));
+void TcpTransport::Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback done) {
+  // Every outcome reaches `done` on a loop thread, never inside Connect().
+  auto fail = [&](Status status) { loop_->Post([done = std::move(done), status] { done(status); }); };
+  StatusOr<TcpAddress> address = TcpAddress::Parse(uri.address);
+  if (!address.ok()) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(uri.ToString(), ": ", address.status().message())));
+  }
+  StatusOr<SocketAddress> where = Resolve(uri, *address);
+  if (!where.ok()) return fail(where.status());
+  internal::UniqueFd fd(::socket(where->storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return fail(internal::ErrnoError(absl::StrCat("cannot connect to ", uri.ToString(), ": socket")));
+  SetNoDelay(fd.get());
+  if (::connect(fd.get(), where->get(), where->len) != 0 && errno != EINPROGRESS) {
+    return fail(absl::UnavailableError(absl::StrCat("cannot connect to ", uri.ToString(), ": ", std::strerror(errno))));
+  }
+  // Connected or under way: EPOLLOUT on the loop says which, bounded by
+  // connect_timeout together with the preface exchange.
+  TcpConnection::StartConnect(std::move(fd), loop_, address->options, options,
+                              FormatTcpUri(address->host, address->port), std::move(done));
 }
 
 }  // namespace zcrpc::transport::tcp

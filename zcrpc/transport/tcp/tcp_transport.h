@@ -1,17 +1,21 @@
 // TcpTransport: scheme tcp://host:port[?options] (tcp_address.h).
-// Connection setup (listen, accept, connect) runs on one Boost.Asio thread;
-// the epoll loop threads drive every connection's receive path. The
-// per-frame path is in tcp_connection.h.
 //
-// Thread-safe. The transport must outlive its listeners and connections
-// (the default registry's transport lives until exit).
+// Threads: the transport's only threads are its epoll loop's
+// (Options::poller_threads, default one). Listening sockets, connects in
+// progress, the preface exchange and every connection's receive path and
+// deferred writes all run there; callbacks (AcceptCallback,
+// ConnectCallback, handler calls) come from those threads, or from a caller
+// inside PollUntil. Connect() only resolves a host name (see Connect) and
+// starts a non-blocking connect(); it never waits for the network.
+// The per-frame path is in tcp_connection.h.
+//
+// Thread-safe. The transport must outlive its listeners; destroying it
+// closes every connection (UNAVAILABLE) and fails connects in progress.
 #pragma once
 
+#include <functional>
 #include <memory>
-#include <thread>
-
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
+#include <string>
 
 #include "zcrpc/transport/tcp/epoll_loop.h"
 #include "zcrpc/transport/transport.h"
@@ -21,25 +25,32 @@ namespace zcrpc::transport::tcp {
 class TcpTransport final : public Transport {
  public:
   struct Options {
-    // Threads of the epoll loop that reads the sockets. One is the fast
-    // path for a client or a server with few connections; handlers that
-    // block want a server worker pool (ServerOptions) rather than more.
+    // Threads of the epoll loop. One is the fast path for a client or a
+    // server with few connections; handlers that block want a server worker
+    // pool (ServerOptions) rather than more.
     int poller_threads = 1;
+    // Told why an accepted socket was closed before it became a connection
+    // (no preface within connect_timeout, not a zcrpc peer, another wire
+    // version), with the peer's address in the message. For logs; on a
+    // loop thread; must not block.
+    std::function<void(const Status&)> on_handshake_error;
   };
 
   TcpTransport() : TcpTransport(Options{}) {}
   explicit TcpTransport(Options options);
   ~TcpTransport() override;
 
+  Status ValidateAddress(const Uri& uri) const override;
   StatusOr<std::unique_ptr<Listener>> Listen(const Uri& uri, const ConnectionOptions& options,
                                              AcceptCallback on_accept) override;
-  StatusOr<std::unique_ptr<Connection>> Connect(const Uri& uri, const ConnectionOptions& options) override;
+  // A numeric host starts connecting at once. A host name is resolved
+  // (getaddrinfo) on the calling thread first: /etc/hosts for "localhost",
+  // DNS otherwise. TODO(perf): resolve names off the caller's thread.
+  void Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback done) override;
 
  private:
-  boost::asio::io_context io_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  std::thread setup_thread_;
-  EpollLoop loop_;
+  const Options options_;
+  std::shared_ptr<EpollLoop> loop_;
 };
 
 }  // namespace zcrpc::transport::tcp
