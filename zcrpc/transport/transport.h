@@ -165,13 +165,15 @@ class Listener {
 };
 
 // Receives each accepted connection whose preface arrived, on a poller
-// thread.
+// thread, as a delivering thread (InDeliveryThread() is true): it must not
+// wait, exactly like OnFrame.
 using AcceptCallback = std::function<void(std::unique_ptr<Connection>)>;
 // Receives the connection, or why there is none: UNAVAILABLE (refused,
 // unreachable, reset during the preface), DEADLINE_EXCEEDED (connect_timeout
 // passed), INVALID_ARGUMENT or FAILED_PRECONDITION (the peer is not a zcrpc
 // peer, or speaks a wire version this side does not). Runs exactly once, on
-// a transport thread, never inside Connect().
+// a transport thread, never inside Connect(), as a delivering thread: it
+// must not wait (a ConnectAndWait there fails with FAILED_PRECONDITION).
 using ConnectCallback = std::function<void(StatusOr<std::unique_ptr<Connection>>)>;
 
 class Transport {

@@ -1,4 +1,4 @@
-// The shm transport's one way of turning a failed system call into a
+// Every transport's one way of turning a failed system call into a
 // Status: UNAVAILABLE (the connection cannot be made or kept), naming the
 // call and errno's text.
 #pragma once

@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/clock.h"
+#include "zcrpc/transport/internal/delivery_scope.h"
 #include "zcrpc/transport/loopback/pipe.h"
 #include "zcrpc/transport/loopback/poller.h"
 
@@ -204,7 +205,10 @@ void FinishConnect(const std::shared_ptr<Core>& core, const std::string& name, c
     done(absl::UnavailableError(absl::StrCat("loopback://", name, " stopped listening")));
     return;  // both handles go: the pipe closes, nobody started it
   }
-  listener->on_accept(std::move(server_connection));
+  {
+    internal::DeliveryScope scope;  // an accept callback must not wait (transport.h)
+    listener->on_accept(std::move(server_connection));
+  }
   {
     std::lock_guard lock(listener->mu);
     --listener->running;
@@ -238,7 +242,12 @@ StatusOr<std::unique_ptr<Listener>> LoopbackTransport::Listen(const Uri& uri, co
   return std::unique_ptr<Listener>(new LoopbackListener(core_, *std::move(state)));
 }
 
-void LoopbackTransport::Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback done) {
+void LoopbackTransport::Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback user_done) {
+  // The callback runs as a delivering thread: it must not wait (transport.h).
+  ConnectCallback done = [user_done = std::move(user_done)](StatusOr<std::unique_ptr<Connection>> c) {
+    internal::DeliveryScope scope;
+    user_done(std::move(c));
+  };
   std::shared_ptr<Poller> poller = core_->NextPoller();
   Status valid = ValidateAddress(uri);
   StatusOr<LoopbackAddress> address = valid.ok() ? LoopbackAddress::Parse(uri.address) : valid;

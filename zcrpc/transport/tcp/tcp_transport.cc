@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/clock.h"
+#include "zcrpc/transport/internal/delivery_scope.h"
 #include "zcrpc/transport/internal/errno_status.h"
 #include "zcrpc/transport/internal/unique_fd.h"
 #include "zcrpc/transport/tcp/tcp_address.h"
@@ -128,7 +129,10 @@ class AcceptState final : public EpollLoop::Watcher, public std::enable_shared_f
     std::lock_guard lock(deliver_mu_);
     if (stopped_.load(std::memory_order_acquire)) return;  // the connection closes as it goes
     delivering_thread_.store(std::this_thread::get_id(), std::memory_order_release);
-    on_accept_(*std::move(connection));
+    {
+      internal::DeliveryScope scope;  // an accept callback must not wait (transport.h)
+      on_accept_(*std::move(connection));
+    }
     delivering_thread_.store(std::thread::id(), std::memory_order_release);
   }
 
@@ -247,8 +251,13 @@ StatusOr<std::unique_ptr<Listener>> TcpTransport::Listen(const Uri& uri, const C
   return std::make_unique<TcpListener>(std::move(state), std::move(bound));
 }
 
-void TcpTransport::Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback done) {
-  // Every outcome reaches `done` on a loop thread, never inside Connect().
+void TcpTransport::Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback user_done) {
+  // Every outcome reaches `done` on a loop thread, never inside Connect(),
+  // as a delivering thread: it must not wait (transport.h).
+  ConnectCallback done = [user_done = std::move(user_done)](StatusOr<std::unique_ptr<Connection>> c) {
+    internal::DeliveryScope scope;
+    user_done(std::move(c));
+  };
   auto fail = [&](Status status) { loop_->Post([done = std::move(done), status] { done(status); }); };
   StatusOr<TcpAddress> address = TcpAddress::Parse(uri.address);
   if (!address.ok()) {
