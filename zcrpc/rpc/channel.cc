@@ -25,12 +25,10 @@ class Channel::Link final : public transport::ConnectionHandler {
   Link(std::weak_ptr<Channel> channel, std::unique_ptr<transport::Connection> connection, uint64_t epoch)
       : channel_(std::move(channel)),
         connection_(std::move(connection)),
-        epoch_(epoch),
-        capabilities_(connection_->capabilities()) {}
+        epoch_(epoch) {}
 
   transport::Connection& connection() { return *connection_; }
   uint64_t epoch() const { return epoch_; }
-  const transport::Capabilities& capabilities() const { return capabilities_; }
   internal::ClientMethodBindings& bindings() { return bindings_; }
 
   void OnFrame(Frame frame) override {
@@ -50,7 +48,6 @@ class Channel::Link final : public transport::ConnectionHandler {
   std::weak_ptr<Channel> channel_;
   std::unique_ptr<transport::Connection> connection_;
   const uint64_t epoch_;
-  const transport::Capabilities capabilities_;
   internal::ClientMethodBindings bindings_;
 };
 
@@ -159,7 +156,7 @@ void Channel::OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::
   }
   connect_done_.notify_all();
   for (PendingStart& p : pending) {
-    Status sent = link ? SendRequest(*link, *p.method, p.context, std::move(p.message), p.id, p.deadline, false)
+    Status sent = link ? SendRequest(*link, *p.method, p.context, std::move(p.message), p.id, p.deadline, false, nullptr)
                        : failure;
     if (!sent.ok()) {
       if (internal::ClientCall* call = table_.Remove(p.id)) call->Complete(sent, Frame{});
@@ -236,7 +233,8 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
       if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(last_connect_error_, Frame{});
       return absl::OkStatus();
     }
-    Status sent = SendRequest(*link, method, context, std::move(message), id, deadline, may_wait);
+    Status sent = SendRequest(*link, method, context, std::move(message), id, deadline, may_wait,
+                              may_wait ? call : nullptr);
     if (!sent.ok()) {
       if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(sent, Frame{});
     }
@@ -245,7 +243,8 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
 
   Buffer message = link->connection().Allocate(size);
   request.SerializeWithCachedSizesToArray(message.data());
-  Status sent = SendRequest(*link, method, context, std::move(message), id, deadline, may_wait);
+  Status sent =
+      SendRequest(*link, method, context, std::move(message), id, deadline, may_wait, may_wait ? call : nullptr);
   if (!sent.ok()) {
     // If the call is still ours, fail it here; otherwise whoever removed it
     // (a failing connection, the sweeper) completes it.
@@ -256,9 +255,10 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
 }
 
 Status Channel::SendRequest(Link& link, const MethodDescriptor& method, ClientContext* context, Buffer message,
-                            CallId id, int64_t deadline, bool may_wait) {
+                            CallId id, int64_t deadline, bool may_wait, internal::ClientCall* live_call) {
+  // A frame over the connection's capabilities (the server's announced
+  // limits) is refused by Send with RESOURCE_EXHAUSTED naming the limit.
   transport::Connection& connection = link.connection();
-  const transport::Capabilities& caps = link.capabilities();
   const internal::ClientMethodBindings::Binding binding = link.bindings().Find(method);
 
   Frame frame;
@@ -279,23 +279,22 @@ Status Channel::SendRequest(Link& link, const MethodDescriptor& method, ClientCo
   if (deadline != 0) {
     frame.header.timeout_us = static_cast<uint64_t>(std::max<int64_t>(1, (deadline - Now()) / 1000));
   }
-  frame.SetLengthsFromParts();
-  if (frame.header.body_len() > caps.max_body_bytes || frame.attachments.size() > caps.max_attachments ||
-      frame.header.metadata_len > caps.max_metadata_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request of ", frame.header.body_len(), " bytes, ", frame.attachments.size(), " attachments and ",
-        frame.header.metadata_len, " bytes of metadata exceeds what ", target_, " accepts (", caps.max_body_bytes,
-        " bytes, ", caps.max_attachments, " attachments, ", caps.max_metadata_bytes, " bytes of metadata)"));
-  }
   // Back-pressure: a caller that may wait does, for room in the send queue,
   // no longer than its deadline. Delivering threads never wait (transport.h).
   if (may_wait && !connection.writable()) ZCRPC_RETURN_IF_ERROR(connection.WaitWritable(deadline));
   // Read by the sweeper, OnLinkClosed and OnResponse once the call may be
-  // on the wire.
-  table_.Acquire(id, [&](internal::ClientCall* c) {
-    c->link_epoch.store(link.epoch());
-    c->announced_binding.store(binding.send_path ? binding.id : 0);
-  });
+  // on the wire. A blocking call's record outlives the call (it is on its
+  // caller's stack): no need to pin it. A callback call may be completed
+  // and freed meanwhile (sweep, cancel): pin it under the table's lock.
+  auto publish = [&](internal::ClientCall* c) {
+    c->link_epoch.store(link.epoch(), std::memory_order_release);
+    c->announced_binding.store(binding.send_path ? binding.id : 0, std::memory_order_release);
+  };
+  if (live_call != nullptr) {
+    publish(live_call);
+  } else {
+    table_.Acquire(id, publish);
+  }
   return connection.Send(std::move(frame));
 }
 

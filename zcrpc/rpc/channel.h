@@ -120,9 +120,11 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   Status StartCall(const MethodDescriptor& method, ClientContext* context,
                    const google::protobuf::MessageLite& request, internal::ClientCall* call, bool may_wait,
                    std::shared_ptr<Link>* used_link);
-  // Builds and sends the request frame of call `id` on `link`.
+  // Builds and sends the request frame of call `id` on `link`. `live_call`:
+  // the call's record if it is known to outlive the call (blocking calls),
+  // else nullptr (it is then pinned through the table).
   Status SendRequest(Link& link, const MethodDescriptor& method, ClientContext* context, Buffer message, CallId id,
-                     int64_t deadline, bool may_wait);
+                     int64_t deadline, bool may_wait, internal::ClientCall* live_call);
   // The connected link, connecting if needed. With `may_wait`, waits for a
   // connect in progress until `deadline` (0: connect_timeout); without,
   // returns nullptr while connecting.

@@ -37,8 +37,7 @@ class ServerConnection final : public transport::ConnectionHandler,
   ServerConnection(Server* server, std::unique_ptr<transport::Connection> connection)
       : server_(server),
         connection_(std::move(connection)),
-        peer_(connection_->peer()),
-        capabilities_(connection_->capabilities()) {}
+        peer_(connection_->peer()) {}
 
   transport::Connection& connection() { return *connection_; }
 
@@ -78,7 +77,6 @@ class ServerConnection final : public transport::ConnectionHandler,
   Server* const server_;
   std::unique_ptr<transport::Connection> connection_;
   const std::string peer_;
-  const transport::Capabilities capabilities_;
   // Touched only by the thread delivering this connection's frames.
   internal::ServerMethodBindings<Service::Method> bindings_;
   std::mutex mu_;
@@ -204,26 +202,15 @@ void ServerConnection::Reply(CallId call_id, const Status& status, ServerContext
     reply.message = connection_->Allocate(status.message().size());
     std::memcpy(reply.message.data(), status.message().data(), status.message().size());
   }
-  reply.SetLengthsFromParts();
-  const WireHeader& h = reply.header;
-  if (h.body_len() > capabilities_.max_body_bytes || reply.attachments.size() > capabilities_.max_attachments ||
-      h.metadata_len > capabilities_.max_metadata_bytes) {
-    // The client could not take it: tell it why instead.
-    return Reply(call_id,
-                 absl::ResourceExhaustedError(absl::StrCat(
-                     "the response (", h.body_len(), " bytes, ", reply.attachments.size(), " attachments, ",
-                     h.metadata_len, " bytes of metadata) exceeds what the client accepts (",
-                     capabilities_.max_body_bytes, " bytes, ", capabilities_.max_attachments, " attachments, ",
-                     capabilities_.max_metadata_bytes, " bytes of metadata)")),
-                 nullptr, Buffer());
-  }
-  const bool had_attachments = !reply.attachments.empty();
+  const bool had_body = !reply.message.empty() || !reply.metadata.empty() || !reply.attachments.empty();
   Status sent = connection_->Send(std::move(reply));
-  // A reply the transport refused must still end the call; a closed
-  // connection has nobody to tell.
-  if (!sent.ok() && had_attachments && sent.code() != StatusCode::kUnavailable) {
-    Reply(call_id, absl::InternalError(absl::StrCat("the response could not be sent: ", sent.message())), nullptr,
-          Buffer());
+  // A reply the transport refused (over what the client announced it
+  // accepts, say) must still end the call, with why; a closed connection
+  // has nobody to tell.
+  if (!sent.ok() && had_body && sent.code() != StatusCode::kUnavailable) {
+    const StatusCode code =
+        sent.code() == StatusCode::kResourceExhausted ? StatusCode::kResourceExhausted : StatusCode::kInternal;
+    Reply(call_id, Status(code, absl::StrCat("the response could not be sent: ", sent.message())), nullptr, Buffer());
   }
 }
 
