@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/clock.h"
+#include "zcrpc/transport/internal/delivery_scope.h"
 #include "zcrpc/transport/internal/errno_status.h"
 #include "zcrpc/transport/shm/handshake.h"
 #include "zcrpc/transport/shm/shm_address.h"
@@ -64,7 +65,12 @@ class ListenerCore final : public Pollable, public std::enable_shared_from_this<
   bool stopped() const { return stopped_; }
   std::shared_ptr<Poller> PickPoller() const { return pick_(); }
   // Poller thread only, and only while !stopped().
-  void Accepted(std::unique_ptr<Connection> connection) { on_accept_(std::move(connection)); }
+  // As a delivering thread: the callback must not wait (runtime-v2's
+  // transport.h says so for accept and connect callbacks).
+  void Accepted(std::unique_ptr<Connection> connection) {
+    internal::DeliveryScope delivering;
+    on_accept_(std::move(connection));
+  }
 
   void Attach(Poller& poller) override { poller.Watch(socket_.get(), EPOLLIN, this, 0); }
   void OnEvent(int, uint32_t) override;
@@ -249,6 +255,7 @@ class ClientConnect final : public Pollable {
     Unwatch();
     socket_.reset();
     finished_ = true;
+    internal::DeliveryScope delivering;
     done_(why);
   }
   void Unwatch() {
@@ -308,6 +315,7 @@ void ClientConnect::OnEvent(int, uint32_t) {
   StatusOr<std::unique_ptr<Connection>> connection =
       MakeShmConnection(*std::move(endpoint), address_.options, options_, poller_);
   finished_ = true;
+  internal::DeliveryScope delivering;
   done_(std::move(connection));
 }
 
