@@ -4,6 +4,10 @@
 //   shm_hostile_peer NAME ATTACK
 // Prints "CLOSED" and exits 0 if the victim closed the connection within
 // 5 s; exits 1 otherwise, 2 on a setup failure.
+//
+// Handshake attacks (ATTACK starts with "preface-") send a preface the
+// victim must refuse instead of the real one, then print the victim's
+// answer: "REFUSED <status>" and exit 0, or "ACCEPTED" and exit 1.
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -16,6 +20,7 @@
 #include <algorithm>
 #include <string>
 
+#include "zcrpc/base/wire.h"
 #include "zcrpc/transport/shm/handshake.h"
 #include "zcrpc/transport/shm/region_layout.h"
 
@@ -126,6 +131,11 @@ bool Attack(Peer& p, const std::string& attack) {
     d = Peer::Request(2, 64);
     d.parts[1] = {0, 64};
     p.Publish(d);
+  } else if (attack == "hang-up") {
+    // Dies right after the handshake: the victim must see the hang-up.
+    std::printf("CLOSED\n");
+    std::fflush(stdout);
+    _exit(0);
   } else if (attack == "bogus-return") {
     p.Return(0);  // the victim never lent us anything
   } else if (attack == "double-return") {
@@ -152,6 +162,46 @@ bool Attack(Peer& p, const std::string& attack) {
   return true;
 }
 
+// Sends something other than a good preface; prints what the victim says.
+int AttackHandshake(int socket, const shm::ShmAddress& address, const std::string& attack) {
+  uint8_t bytes[zcrpc::kPrefaceSize] = {};
+  if (attack == "preface-version") {
+    // A well-formed preface of a wire version from the future.
+    zcrpc::Preface future = shm::MakePreface(zcrpc::PrefaceRole::kClient, {});
+    future.version = zcrpc::kWireVersion + 1;
+    zcrpc::EncodePreface(future, std::span<uint8_t, zcrpc::kPrefaceSize>(bytes));
+  } else if (attack == "preface-garbage") {
+    const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::memcpy(bytes, http, sizeof http - 1);
+  } else if (attack == "preface-v1-frame") {
+    // A version-1 client starts with a frame header, not a preface.
+    zcrpc::WireHeader h;
+    h.call_id = 1;
+    h.method_id = 1;
+    zcrpc::EncodeWireHeader(h, std::span<uint8_t, zcrpc::kWireHeaderSize>(bytes));
+  } else {
+    std::fprintf(stderr, "unknown attack %s\n", attack.c_str());
+    return 2;
+  }
+  if (send(socket, bytes, sizeof bytes, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof bytes)) return 2;
+  shm::HelloReader reader;
+  for (int waited = 0; !reader.done(); waited += 10) {
+    pollfd ready{socket, POLLIN, 0};
+    if (waited > 5000) {
+      std::printf("NO ANSWER\n");
+      return 1;
+    }
+    if (poll(&ready, 1, 10) == 0) continue;
+    zcrpc::Status answer = reader.ReadSome(socket, address);
+    if (!answer.ok()) {
+      std::printf("REFUSED %s\n", answer.ToString().c_str());
+      return 0;
+    }
+  }
+  std::printf("ACCEPTED\n");
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -171,7 +221,11 @@ int main(int argc, char** argv) {
     std::perror("connect");
     return 2;
   }
-  auto endpoint = shm::ConnectHandshake(std::move(socket), *address, std::chrono::milliseconds(5000));
+  const std::string attack = argv[2];
+  if (attack.rfind("preface-", 0) == 0) return AttackHandshake(socket.get(), *address, attack);
+  auto endpoint = shm::ConnectHandshakeBlocking(std::move(socket), *address,
+                                                shm::MakePreface(zcrpc::PrefaceRole::kClient, {}),
+                                                std::chrono::milliseconds(5000));
   if (!endpoint.ok()) {
     std::fprintf(stderr, "handshake: %s\n", endpoint.status().ToString().c_str());
     return 2;

@@ -33,7 +33,8 @@ StatusOr<int> Region::CreateMemfd(const RegionParams& params) {
   return fd;
 }
 
-StatusOr<Region*> Region::Map(int memfd, const RegionParams& params, bool is_server) {
+StatusOr<Region*> Region::Map(int memfd, const RegionParams& params, bool is_server,
+                              internal::UniqueFd doorbells[2]) {
   auto fail = [memfd](Status status) {
     close(memfd);
     return status;
@@ -54,15 +55,16 @@ StatusOr<Region*> Region::Map(int memfd, const RegionParams& params, bool is_ser
   }
   void* base = mmap(nullptr, layout.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (base == MAP_FAILED) return fail(internal::ErrnoError("mmap of the shm region"));
-  return new Region(static_cast<uint8_t*>(base), memfd, layout, is_server);
+  return new Region(static_cast<uint8_t*>(base), memfd, layout, is_server, doorbells);
 }
 
-Region::Region(uint8_t* base, int memfd, const RegionLayout& layout, bool is_server)
+Region::Region(uint8_t* base, int memfd, const RegionLayout& layout, bool is_server, internal::UniqueFd doorbells[2])
     : base_(base),
       memfd_(memfd),
       layout_(layout),
       send_dir_(is_server ? kServerToClient : kClientToServer),
       receive_dir_(is_server ? kClientToServer : kServerToClient),
+      doorbell_{std::move(doorbells[0]), std::move(doorbells[1])},
       allocator_(layout.params.slab_bytes),
       held_pages_(layout.params.slab_bytes / kPage, 0) {}
 
@@ -203,6 +205,7 @@ void Region::ForgetPeerBlock(uint64_t offset, size_t capacity) {
 }
 
 void Region::ReturnPeerBlock(uint64_t offset, size_t capacity) {
+  bool returned = false;
   {
     std::lock_guard lock(held_mu_);
     ForgetPeerBlock(offset, capacity);
@@ -217,10 +220,14 @@ void Region::ReturnPeerBlock(uint64_t offset, size_t capacity) {
         returns_error_ = absl::DataLossError("shm peer does not take back its buffers (its return ring is full)");
       } else {
         At<uint64_t>(layout_.returns[receive_dir_])[returns_given_ % layout_.return_capacity] = offset;
-        ring.returns_produced.store(++returns_given_, std::memory_order_release);
+        // Sequentially consistent: ordered before WakeWaitingSender's look
+        // at the peer's flag.
+        ring.returns_produced.store(++returns_given_, std::memory_order_seq_cst);
+        returned = true;
       }
     }
   }
+  if (returned) WakeWaitingSender();
   Unref();
 }
 

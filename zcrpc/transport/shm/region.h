@@ -1,5 +1,6 @@
 // Region: one shm connection's shared memory as this side sees it. It owns
-// the mapping and the memfd, this side's slab allocator, and the record of
+// the mapping and the memfd, the two doorbell eventfds, this side's slab
+// allocator, and the record of
 // which blocks of the peer's slab this side holds. It outlives the
 // connection while any Buffer into it is alive (reference counted), so a
 // handler may keep a received buffer after the peer is gone.
@@ -8,6 +9,8 @@
 // fact: offsets, lengths and indices are checked before use, and a
 // violation is reported, never acted on.
 #pragma once
+
+#include <unistd.h>
 
 #include <atomic>
 #include <mutex>
@@ -20,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "zcrpc/base/buffer.h"
 #include "zcrpc/base/status.h"
+#include "zcrpc/transport/internal/unique_fd.h"
 #include "zcrpc/transport/shm/region_layout.h"
 #include "zcrpc/transport/shm/slab_allocator.h"
 
@@ -32,8 +36,11 @@ class Region {
   static StatusOr<int> CreateMemfd(const RegionParams& params);
 
   // Maps `memfd` (taken: closed with the region) after checking its size
-  // and seals. Starts with one reference, the connection's.
-  static StatusOr<Region*> Map(int memfd, const RegionParams& params, bool is_server);
+  // and seals. Takes the doorbells too (indexed by direction), so that a
+  // buffer released after its connection is gone can still ring the peer.
+  // Starts with one reference, the connection's.
+  static StatusOr<Region*> Map(int memfd, const RegionParams& params, bool is_server,
+                               internal::UniqueFd doorbells[2]);
 
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void Unref();
@@ -43,6 +50,22 @@ class Region {
   RingControl& receive_control() { return control(receive_dir_); }
   Descriptor* send_ring() { return At<Descriptor>(layout_.descriptors[send_dir_]); }
   Descriptor* receive_ring() { return At<Descriptor>(layout_.descriptors[receive_dir_]); }
+  // The peer sleeps on this one (we write it); we sleep on the other.
+  int send_doorbell() const { return doorbell_[send_dir_].get(); }
+  int receive_doorbell() const { return doorbell_[receive_dir_].get(); }
+
+  // After this side consumed descriptors or returned blocks of the peer's
+  // slab: if the peer waits for that (sender_waiting), ring it. The caller
+  // made its progress visible with a sequentially consistent store or fence
+  // first; the peer sets the flag and then looks at our indices the same
+  // way, so one of the two sees the other.
+  void WakeWaitingSender() {
+    std::atomic<uint32_t>& waiting = receive_control().sender_waiting;
+    if (waiting.load(std::memory_order_seq_cst) != 0 && waiting.exchange(0) != 0) {
+      const uint64_t one = 1;
+      (void)!::write(send_doorbell(), &one, sizeof one);
+    }
+  }
 
   // --- this side's slab (sending) ---
 
@@ -98,7 +121,7 @@ class Region {
     Region* const region_;
   };
 
-  Region(uint8_t* base, int memfd, const RegionLayout& layout, bool is_server);
+  Region(uint8_t* base, int memfd, const RegionLayout& layout, bool is_server, internal::UniqueFd doorbells[2]);
   ~Region();
 
   template <class T>
@@ -118,6 +141,7 @@ class Region {
   const RegionLayout layout_;
   const int send_dir_;
   const int receive_dir_;
+  internal::UniqueFd doorbell_[2];  // eventfd per direction, written by that direction's sender
   LocalOwner local_owner_{this};
   PeerOwner peer_owner_{this};
   std::atomic<int64_t> refs_{1};

@@ -25,7 +25,10 @@ namespace zcrpc::transport::shm {
 
 inline constexpr int kClientToServer = 0;
 inline constexpr int kServerToClient = 1;
-inline constexpr uint64_t kRegionMagic = 0x314d48535043525aull;  // "ZCRPSHM1"
+// Version 2 added RingControl::sender_waiting; the handshake carries the
+// version, so a version-1 peer is refused before either side maps anything.
+inline constexpr uint32_t kRegionVersion = 2;
+inline constexpr uint64_t kRegionMagic = 0x324d48535043525aull;  // "ZCRPSHM2"
 inline constexpr size_t kPage = 4096;
 
 struct RegionParams {
@@ -44,7 +47,8 @@ struct RegionHeader {
 };
 
 // One direction's shared indices, each on its own cache line so the two
-// sides never write the same line. A descriptor's readiness is not here but
+// sides never write the same line (the two flags are written by both: set
+// by the side that waits, cleared by the side that rings). A descriptor's readiness is not here but
 // in the descriptor itself (Descriptor::sequence), so a receiver learns of a
 // frame and reads its first line in one cache-line transfer.
 struct RingControl {
@@ -52,6 +56,10 @@ struct RingControl {
   alignas(64) std::atomic<uint32_t> receiver_sleeping;  // 1: the sender must ring the doorbell
   alignas(64) std::atomic<uint64_t> returns_produced;  // offsets given back by the receiver
   alignas(64) std::atomic<uint64_t> returns_consumed;  // offsets taken back by the sender
+  // 1: the sender has frames queued for want of a descriptor slot or a slab
+  // block; the receiver rings the sender's doorbell after it consumes
+  // descriptors or returns blocks (the mirror image of receiver_sleeping).
+  alignas(64) std::atomic<uint32_t> sender_waiting;
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
               "shared-memory indices must be lock-free to work across processes");

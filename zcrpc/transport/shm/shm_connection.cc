@@ -1,28 +1,37 @@
 #include "zcrpc/transport/shm/shm_connection.h"
 
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
-#include <cerrno>
+#include <bit>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "zcrpc/base/clock.h"
 #include "zcrpc/base/copy_stats.h"
 #include "zcrpc/base/cpu_relax.h"
+#include "zcrpc/transport/internal/capabilities.h"
+#include "zcrpc/transport/internal/close_once.h"
+#include "zcrpc/transport/internal/delivery_scope.h"
+#include "zcrpc/transport/internal/read_ownership.h"
+#include "zcrpc/transport/internal/send_budget.h"
 #include "zcrpc/transport/shm/region.h"
+#include "zcrpc/transport/shm/shm_poller.h"
 
 namespace zcrpc::transport::shm {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+int64_t Now() { return Clock::Real().NowNanos(); }
 
-
-// How often a spinning poller checks that the peer is still there.
-constexpr auto kLivenessInterval = std::chrono::milliseconds(1);
+// While frames are pending the poller looks at the stall clock at least
+// this often, even asleep.
+constexpr int64_t kPendingTendNanos = 20'000'000;
 
 // A descriptor as copied out of the ring, out of the peer's reach.
 struct ReceivedDescriptor {
@@ -31,19 +40,31 @@ struct ReceivedDescriptor {
   DescriptorPart parts[kMaxParts];
 };
 
-class State : public std::enable_shared_from_this<State> {
+// The slab block a part of `size` bytes takes (SlabAllocator: 4 KiB << k).
+uint64_t BlockFor(uint64_t size) { return std::max<uint64_t>(kPage, std::bit_ceil(size)); }
+
+class State final : public Pollable, public std::enable_shared_from_this<State> {
  public:
-  State(ShmEndpoint endpoint, Region* region, const ShmOptions& options, const ConnectionOptions& connection_options)
+  State(ShmEndpoint endpoint, Region* region, const ShmOptions& options, const ConnectionOptions& connection_options,
+        std::shared_ptr<Poller> poller)
       : region_(region),
+        poller_(std::move(poller)),
         options_(options),
         limits_(connection_options.limits),
+        // Half the slab: a frame's blocks (powers of two) then fit an empty
+        // slab, with room left for the next frame while the peer holds it.
+        caps_(internal::NegotiateCapabilities(
+            endpoint.mine, endpoint.theirs,
+            FrameLimits{region->layout().params.slab_bytes / 2,
+                        static_cast<uint32_t>(std::min<uint64_t>(region->layout().params.slab_bytes / 2, UINT32_MAX)),
+                        kMaxParts - 2},
+            /*caller_can_poll=*/true)),
         socket_(std::move(endpoint.socket)),
-        send_doorbell_(std::move(endpoint.doorbell[endpoint.is_server ? kServerToClient : kClientToServer])),
-        receive_doorbell_(std::move(endpoint.doorbell[endpoint.is_server ? kClientToServer : kServerToClient])),
         peer_(std::move(endpoint.peer)),
-        depth_(region->layout().params.ring_depth) {}
+        depth_(region->layout().params.ring_depth),
+        budget_(connection_options.send_budget_bytes, connection_options.send_stall_timeout) {}
 
-  ~State() { region_->Unref(); }
+  ~State() override { region_->Unref(); }
 
   Buffer Allocate(size_t size) {
     Buffer buffer = region_->Allocate(size);
@@ -54,26 +75,52 @@ class State : public std::enable_shared_from_this<State> {
   }
 
   Status Send(Frame frame);
+  bool writable() { return budget_.writable(); }
+  Status WaitWritable(int64_t deadline_nanos) { return budget_.WaitWritable(deadline_nanos, close_, peer_); }
+  const Capabilities& capabilities() const { return caps_; }
   void Start(std::shared_ptr<ConnectionHandler> handler);
   void Close(const Status& reason);
   bool PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget);
   const std::string& peer() const { return peer_; }
 
- private:
-  bool TryLockPolling() { return !polling_.exchange(true, std::memory_order_acquire); }
-  // Sequentially consistent: a caller that unlocks and then looks at
-  // poller_asleep_ must not have its unlock reordered after that look, or
-  // it and a poller going to sleep could each miss the other (Sleep()).
-  void UnlockPolling() { polling_.store(false, std::memory_order_seq_cst); }
+  // Pollable, on the poller thread.
+  void Attach(Poller& poller) override;
+  bool Poll() override;
+  void OnEvent(int which, uint32_t events) override;
+  bool Tend(int64_t now) override;
+  bool PrepareSleep() override;
+  void AfterSleep() override;
+  int64_t deadline_nanos() const override {
+    return pending_flag_.load(std::memory_order_acquire) ? Now() + std::min(budget_.stall_nanos(), kPendingTendNanos)
+                                                         : 0;
+  }
+  int64_t spin_nanos() const override { return options_.spin.count(); }
+  bool busy_poll() const override { return options_.busy_poll; }
+  void Shutdown() override;
 
-  void PollerLoop();
-  // Delivers every frame in the receive ring; the caller holds the polling
-  // lock. Returns whether there was any.
+ private:
+  enum class Publish { kDone, kBlocked, kClosed };
+  struct Pending {
+    Frame frame;
+    uint64_t bytes;
+  };
+
+  Status ClosedError() const { return absl::UnavailableError(absl::StrCat("shm connection to ", peer_, " is closed")); }
+  // RESOURCE_EXHAUSTED if the frame's blocks could never fit the slab at
+  // once (the caps' body limit leaves room, but tiny parts take 4 KiB each).
+  Status CheckFitsSlab(const Frame& frame) const;
+  // Places the frame's parts in the slab and writes its descriptor, or
+  // leaves it (with whatever parts it placed) for a later try.
+  Publish TryPublishLocked(Frame& frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
+  // Publishes pending frames while there is room; calls OnWritable when
+  // the budget says one is owed. REQUIRES: holding the receive side.
+  bool Flush();
+  // Delivers every frame in the receive ring. REQUIRES: holding the
+  // receive side. Returns whether there was any.
   bool DrainLocked();
   Status DecodeDescriptor(const ReceivedDescriptor& descriptor, Frame* frame);
   // Whether the next descriptor is there (or the slot holds garbage, which
-  // the next drain reports). Safe without the polling lock: `consumed` is
-  // only ever written by this side.
+  // the next drain reports). Only this side writes `consumed`.
   bool HasIncoming() {
     const uint64_t next = region_->receive_control().consumed.load(std::memory_order_relaxed);
     const uint64_t sequence = region_->receive_ring()[next & (depth_ - 1)].sequence.load(std::memory_order_seq_cst);
@@ -82,9 +129,6 @@ class State : public std::enable_shared_from_this<State> {
   // What slot `n % depth` holds before descriptor n arrives: the previous
   // lap's descriptor, or 0 on the first lap.
   uint64_t EmptySlotSequence(uint64_t n) const { return n >= depth_ ? n + 1 - depth_ : 0; }
-  // Sleeps until the doorbell rings, the peer hangs up or Close() is called.
-  void Sleep();
-  bool PeerHungUp();
   // Takes back returned buffers; a bad return closes the connection.
   void CheckReturns() {
     Status returns = region_->returns_error();
@@ -94,58 +138,101 @@ class State : public std::enable_shared_from_this<State> {
     }
   }
   void RingPeer();
+  // Wakes this connection's poller (our own doorbell).
   void Wake() {
     const uint64_t one = 1;
-    (void)!write(receive_doorbell_.get(), &one, sizeof one);
+    (void)!write(region_->receive_doorbell(), &one, sizeof one);
   }
-  // Waits for a block of the slab for a part that is not in it yet.
-  StatusOr<Buffer> PlaceInSlab(Buffer part, Clock::time_point deadline);
-  // Backs off while waiting for the peer: spins, yields, then naps.
-  static void Backoff(int& round) {
-    if (round < 64) CpuRelax();
-    else if (round < 128) std::this_thread::yield();
-    else std::this_thread::sleep_for(std::chrono::microseconds(50));
-    ++round;
+  // A caller that read while the poller slept hands the receive side back:
+  // re-arm the doorbell flag, and wake the poller for anything it must do.
+  void Rearm() {
+    region_->receive_control().receiver_sleeping.store(1, std::memory_order_seq_cst);
+    if (HasIncoming() || close_.closed() || pending_flag_.load(std::memory_order_acquire)) Wake();
   }
-  bool closed() const { return closed_.load(std::memory_order_acquire); }
+  // Delivers OnClosed. REQUIRES: holding the receive side, closed.
+  void Finish();
 
   Region* const region_;
+  const std::shared_ptr<Poller> poller_;
   const ShmOptions options_;
   const FrameLimits limits_;
+  const Capabilities caps_;
   internal::UniqueFd socket_;
-  internal::UniqueFd send_doorbell_;     // the peer's receive doorbell
-  internal::UniqueFd receive_doorbell_;  // ours
   const std::string peer_;
   const uint32_t depth_;
 
-  // Senders, one at a time.
+  internal::CloseOnce close_;
+  internal::SendBudget budget_;
+
+  // Senders, one at a time, and the frames waiting for room.
   std::mutex send_mu_;
   uint64_t sent_ ABSL_GUARDED_BY(send_mu_) = 0;
   uint64_t consumed_seen_ ABSL_GUARDED_BY(send_mu_) = 0;
+  std::deque<Pending> pending_ ABSL_GUARDED_BY(send_mu_);
+  std::atomic<bool> pending_flag_{false};  // !pending_.empty(), for lock-free looks
 
-  // The receive side's single consumer: the poller or a leading caller.
-  std::atomic<bool> polling_{false};
-  uint64_t received_ = 0;  // under polling_
-  std::atomic<bool> poller_asleep_{false};
+  // The receive side: one reader at a time (the poller or a PollUntil
+  // caller); what follows is touched only by that reader.
+  internal::ReadOwnership own_;
+  std::atomic<bool> started_{false};
+  uint64_t received_ = 0;
   std::shared_ptr<ConnectionHandler> handler_;
-
-  std::atomic<bool> closed_{false};
-  std::mutex close_mu_;
-  Status close_reason_ ABSL_GUARDED_BY(close_mu_);
+  bool finished_ = false;       // OnClosed delivered; the reader keeps the ownership for good
+  bool socket_watched_ = false;  // poller thread only
 };
 
-Status State::Send(Frame frame) {
-  if (closed()) return absl::UnavailableError(absl::StrCat("shm connection to ", peer_, " is closed"));
-  if (frame.attachments.size() > kMaxParts - 2) {
-    return absl::InvalidArgumentError(absl::StrCat("shm carries at most ", kMaxParts - 2, " attachments per message, not ",
-                                                   frame.attachments.size()));
+Status State::CheckFitsSlab(const Frame& frame) const {
+  uint64_t blocks = 0;
+  auto add = [&](const Buffer& part) {
+    if (part.empty() || region_->PeerOffset(part)) return;
+    blocks += region_->LocalOffset(part) ? part.capacity() : BlockFor(part.size());
+  };
+  add(frame.metadata);
+  add(frame.message);
+  for (const Buffer& a : frame.attachments) add(a);
+  const uint64_t slab = region_->layout().params.slab_bytes;
+  if (blocks > slab) {
+    return absl::ResourceExhaustedError(absl::StrCat("a frame whose parts take ", blocks, " bytes of slab blocks does not fit the ",
+                                                     slab, "-byte shm slab to ", peer_, " (raise slab_mb in the server's URI)"));
   }
+  return absl::OkStatus();
+}
+
+Status State::Send(Frame frame) {
+  if (close_.closed()) return ClosedError();
+  ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
+  ZCRPC_RETURN_IF_ERROR(CheckFitsSlab(frame));
   frame.SetLengthsFromParts();
-  const Clock::time_point deadline = frame.header.timeout_us == 0
-                                         ? Clock::time_point::max()
-                                         : Clock::now() + std::chrono::microseconds(frame.header.timeout_us);
-  uint8_t header[kWireHeaderSize];
-  EncodeWireHeader(frame.header, std::span<uint8_t, kWireHeaderSize>(header));
+  bool first_pending = false;
+  {
+    std::unique_lock lock(send_mu_);
+    if (close_.closed()) return ClosedError();
+    // Frames keep their order: once one waits, later ones queue behind it.
+    if (pending_.empty()) {
+      switch (TryPublishLocked(frame)) {
+        case Publish::kDone:
+          lock.unlock();
+          RingPeer();
+          return absl::OkStatus();
+        case Publish::kClosed:
+          return ClosedError();
+        case Publish::kBlocked:
+          break;
+      }
+    }
+    const uint64_t bytes = kWireHeaderSize + frame.header.body_len();
+    first_pending = pending_.empty();
+    pending_.push_back(Pending{std::move(frame), bytes});
+    pending_flag_.store(true, std::memory_order_release);
+    budget_.Queued(bytes);
+  }
+  // The poller takes over: it flushes as the peer makes room, and asks the
+  // peer to ring when it does (sender_waiting) before it sleeps.
+  if (first_pending) Wake();
+  return absl::OkStatus();
+}
+
+State::Publish State::TryPublishLocked(Frame& frame) {
   const auto part_count = static_cast<uint32_t>(2 + frame.attachments.size());
   Buffer* parts[kMaxParts] = {&frame.metadata, &frame.message};
   for (size_t i = 0; i < frame.attachments.size(); ++i) parts[2 + i] = &frame.attachments[i];
@@ -159,169 +246,213 @@ Status State::Send(Frame frame) {
       continue;
     }
     if (!region_->LocalOffset(part)) {
-      ZCRPC_ASSIGN_OR_RETURN(part, PlaceInSlab(std::move(part), deadline));
+      // Copied in only once there is room; a part placed now stays placed
+      // (the frame keeps it) while a later part waits.
+      Buffer placed = region_->Allocate(part.size());
+      if (placed.empty()) return Publish::kBlocked;
+      CountedCopy(placed.data(), part.data(), part.size());
+      part = std::move(placed);
     }
     where[i].offset = *region_->LocalOffset(part);
   }
-  {
-    std::lock_guard lock(send_mu_);
-    // The receiver's index is read only when the ring looks full, so in the
-    // steady state its cache line stays on the receiver's core.
-    for (int round = 0; sent_ - consumed_seen_ >= depth_; Backoff(round)) {
-      const uint64_t consumed = region_->send_control().consumed.load(std::memory_order_acquire);
-      if (consumed > sent_ || consumed < consumed_seen_) {
-        Close(absl::DataLossError(absl::StrCat("shm peer's consumer index ", consumed, " is outside [",
-                                               consumed_seen_, ", ", sent_, "]")));
-      }
-      consumed_seen_ = consumed;
-      if (closed()) return absl::UnavailableError(absl::StrCat("shm connection to ", peer_, " is closed"));
-      if (sent_ - consumed_seen_ < depth_) break;
-      if (Clock::now() >= deadline) {
-        return absl::ResourceExhaustedError(absl::StrCat("shm ring to ", peer_, " stayed full until the deadline"));
-      }
+  // The receiver's index is read only when the ring looks full, so in the
+  // steady state its cache line stays on the receiver's core.
+  if (sent_ - consumed_seen_ >= depth_) {
+    const uint64_t consumed = region_->send_control().consumed.load(std::memory_order_acquire);
+    if (consumed > sent_ || consumed < consumed_seen_) {
+      Close(absl::DataLossError(absl::StrCat("shm peer ", peer_, " broke the protocol: its consumer index ", consumed,
+                                             " is outside [", consumed_seen_, ", ", sent_, "]")));
+      return Publish::kClosed;
     }
-    Descriptor& slot = region_->send_ring()[sent_ & (depth_ - 1)];
-    slot.part_count = part_count;
-    slot.reserved = 0;
-    for (uint32_t i = 0; i < part_count; ++i) slot.part(i) = where[i];
-    std::memcpy(slot.header, header, sizeof header);
-    for (uint32_t i = 0; i < part_count; ++i) {
-      if (parts[i]->empty()) continue;
-      if (where[i].offset & kInReceiverSlab) region_->GiveBack(std::move(*parts[i]));
-      else region_->Lend(std::move(*parts[i]));
-    }
-    // Sequentially consistent, so that it is ordered before RingPeer's look
-    // at the receiver's flag (the receiver does the mirror image in Sleep).
-    slot.sequence.store(++sent_, std::memory_order_seq_cst);
+    consumed_seen_ = consumed;
+    if (sent_ - consumed_seen_ >= depth_) return Publish::kBlocked;
   }
-  RingPeer();
-  return absl::OkStatus();
+  uint8_t header[kWireHeaderSize];
+  EncodeWireHeader(frame.header, std::span<uint8_t, kWireHeaderSize>(header));
+  Descriptor& slot = region_->send_ring()[sent_ & (depth_ - 1)];
+  slot.part_count = part_count;
+  slot.reserved = 0;
+  for (uint32_t i = 0; i < part_count; ++i) slot.part(i) = where[i];
+  std::memcpy(slot.header, header, sizeof header);
+  for (uint32_t i = 0; i < part_count; ++i) {
+    if (parts[i]->empty()) continue;
+    if (where[i].offset & kInReceiverSlab) region_->GiveBack(std::move(*parts[i]));
+    else region_->Lend(std::move(*parts[i]));
+  }
+  // Sequentially consistent, so that it is ordered before RingPeer's look
+  // at the receiver's flag (the receiver does the mirror image before it
+  // sleeps).
+  slot.sequence.store(++sent_, std::memory_order_seq_cst);
+  return Publish::kDone;
 }
 
-StatusOr<Buffer> State::PlaceInSlab(Buffer part, Clock::time_point deadline) {
-  const uint64_t slab = region_->layout().params.slab_bytes;
-  if (part.size() > slab) {
-    return absl::ResourceExhaustedError(absl::StrCat("a ", part.size(), "-byte part does not fit the ", slab,
-                                                     "-byte shm slab (raise slab_mb in the server's URI)"));
-  }
-  for (int round = 0;; Backoff(round)) {
-    Buffer placed = region_->Allocate(part.size());
-    if (!placed.empty()) {
-      CountedCopy(placed.data(), part.data(), part.size());
-      return placed;
-    }
-    if (closed()) return absl::UnavailableError(absl::StrCat("shm connection to ", peer_, " is closed"));
-    if (Clock::now() >= deadline) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("shm slab to ", peer_, " stayed full until the deadline (the peer holds its buffers)"));
-    }
-  }
-}
-
-// The other half of Sleep(): after publishing (a seq_cst store), the sender
-// looks at the receiver's flag (a seq_cst load); the receiver sets its flag
-// and then looks at the ring the same way, so one of them sees the other.
+// The other half of PrepareSleep(): after publishing (a seq_cst store), the
+// sender looks at the receiver's flag (a seq_cst load); the receiver sets
+// its flag and then looks at the ring the same way, so one of them sees the
+// other.
 void State::RingPeer() {
   std::atomic<uint32_t>& sleeping = region_->send_control().receiver_sleeping;
   if (sleeping.load(std::memory_order_seq_cst) != 0 && sleeping.exchange(0) != 0) {
     const uint64_t one = 1;
-    (void)!write(send_doorbell_.get(), &one, sizeof one);
+    (void)!write(region_->send_doorbell(), &one, sizeof one);
   }
+}
+
+bool State::Flush() {
+  uint64_t drained = 0;
+  {
+    std::lock_guard lock(send_mu_);
+    while (!pending_.empty() && TryPublishLocked(pending_.front().frame) == Publish::kDone) {
+      drained += pending_.front().bytes;
+      pending_.pop_front();
+    }
+    pending_flag_.store(!pending_.empty(), std::memory_order_release);
+  }
+  if (drained == 0) return false;
+  RingPeer();
+  if (budget_.Drained(drained) && !close_.closed()) {
+    internal::DeliveryScope delivering;
+    handler_->OnWritable();
+  }
+  return true;
 }
 
 void State::Start(std::shared_ptr<ConnectionHandler> handler) {
   handler_ = std::move(handler);
-  std::thread([self = shared_from_this()] { self->PollerLoop(); }).detach();
+  started_.store(true, std::memory_order_release);
+  if (poller_->Add(shared_from_this())) return;
+  // The transport is gone: nothing will ever read this connection.
+  Close(absl::UnavailableError(absl::StrCat("the shm transport of the connection to ", peer_, " is gone")));
+  if (own_.TryAcquire()) Finish();
+}
+
+void State::Attach(Poller& poller) {
+  poller.Watch(region_->receive_doorbell(), EPOLLIN, this, 0);
+  poller.Watch(socket_.get(), EPOLLIN | EPOLLRDHUP, this, 1);
+  socket_watched_ = true;
 }
 
 void State::Close(const Status& reason) {
-  {
-    std::lock_guard lock(close_mu_);
-    if (closed_.load()) return;
-    close_reason_ = reason;
-    closed_.store(true, std::memory_order_release);
-  }
+  if (!close_.Close(reason)) return;
   shutdown(socket_.get(), SHUT_RDWR);  // the peer sees the hang-up
   Wake();
+  budget_.WakeAll();
 }
 
-bool State::PeerHungUp() {
-  pollfd fd{socket_.get(), POLLIN | POLLRDHUP, 0};
-  // Nothing is sent on the socket after the handshake: any event is the end.
-  return poll(&fd, 1, 0) > 0;
-}
-
-void State::Sleep() {
-  RingControl& ring = region_->receive_control();
-  poller_asleep_.store(true, std::memory_order_seq_cst);
-  const bool caller_polls = polling_.load(std::memory_order_seq_cst);
-  // While a caller polls, it keeps the flag clear and re-arms it when done.
-  if (!caller_polls) ring.receiver_sleeping.store(1, std::memory_order_seq_cst);
-  if ((!caller_polls && HasIncoming()) || closed()) {
-    ring.receiver_sleeping.store(0, std::memory_order_relaxed);
-    poller_asleep_.store(false, std::memory_order_relaxed);
+void State::OnEvent(int which, uint32_t events) {
+  if (finished_) return;
+  if (which == 0) {
+    uint64_t count;
+    (void)!read(region_->receive_doorbell(), &count, sizeof count);
     return;
   }
-  pollfd fds[2] = {{receive_doorbell_.get(), POLLIN, 0}, {socket_.get(), POLLIN | POLLRDHUP, 0}};
-  int ready = poll(fds, 2, -1);
-  poller_asleep_.store(false, std::memory_order_relaxed);
-  ring.receiver_sleeping.store(0, std::memory_order_relaxed);
-  if (ready < 0) return;  // EINTR: look again
-  if (fds[0].revents & POLLIN) {
-    uint64_t count;
-    (void)!read(receive_doorbell_.get(), &count, sizeof count);
+  // Nothing is sent on the socket after the handshake: any event is the
+  // end. Stop watching it, or the level-triggered epoll reports it forever.
+  (void)events;
+  if (socket_watched_) {
+    poller_->Unwatch(socket_.get());
+    socket_watched_ = false;
   }
-  if (fds[1].revents != 0) Close(absl::UnavailableError(absl::StrCat("shm peer ", peer_, " hung up")));
+  Close(absl::UnavailableError(absl::StrCat("shm peer ", peer_, " hung up")));
 }
 
-void State::PollerLoop() {
-  Clock::time_point idle_since = Clock::now();
-  Clock::time_point next_liveness_check = idle_since + kLivenessInterval;
-  while (!closed()) {
-    if (TryLockPolling()) {
-      const bool worked = DrainLocked();
-      UnlockPolling();
-      if (worked) {
-        idle_since = Clock::now();
-        continue;
-      }
+bool State::Poll() {
+  if (finished_ || !own_.TryAcquire()) return false;  // a caller reads meanwhile
+  bool worked = false;
+  if (!close_.closed()) {
+    worked = DrainLocked();
+    if (pending_flag_.load(std::memory_order_acquire)) worked |= Flush();
+  }
+  own_.Release();  // the poller is awake: nobody parked it
+  return worked;
+}
+
+bool State::Tend(int64_t now) {
+  if (finished_) return false;
+  if (!close_.closed()) {
+    if (budget_.Stalled(now)) {
+      Close(absl::UnavailableError(absl::StrCat(
+          "shm peer ", peer_, " stopped taking frames: the send queue (", budget_.queued(),
+          " bytes) made no progress for ", budget_.stall_nanos() / 1'000'000, " ms (send_stall_timeout)")));
     } else {
-      Sleep();  // a caller leads; it wakes us if it leaves frames behind
-      continue;
-    }
-    const Clock::time_point now = Clock::now();
-    const bool keep_spinning = options_.busy_poll || now - idle_since < options_.spin;
-    // Housekeeping every millisecond and before sleeping, not on every spin:
-    // reading the return ring's index pulls a cache line from the peer.
-    if (now >= next_liveness_check || !keep_spinning) {
-      if (PeerHungUp()) Close(absl::UnavailableError(absl::StrCat("shm peer ", peer_, " hung up")));
       CheckReturns();
-      next_liveness_check = now + kLivenessInterval;
     }
-    if (keep_spinning) {
-      CpuRelax();
-      continue;
-    }
-    Sleep();
-    idle_since = Clock::now();
   }
-  // Wait out a leading caller (it sees closed_ and leaves), then report.
-  while (!TryLockPolling()) std::this_thread::yield();
+  if (!close_.closed()) return true;
+  // A caller inside PollUntil sees the close and hands the receive side
+  // back (it wakes us); then OnClosed follows its last OnFrame.
+  if (!own_.AcquireOrPark()) return true;
+  Finish();
+  return false;
+}
+
+void State::Finish() {
   region_->MarkClosed();
-  Status reason;
+  std::deque<Pending> dropped;
   {
-    std::lock_guard lock(close_mu_);
-    reason = close_reason_;
+    std::lock_guard lock(send_mu_);
+    dropped.swap(pending_);
+    pending_flag_.store(false, std::memory_order_release);
   }
-  handler_->OnClosed(reason);
+  dropped.clear();
+  budget_.WakeAll();
+  if (poller_->OnThread()) {
+    poller_->Unwatch(region_->receive_doorbell());
+    if (socket_watched_) poller_->Unwatch(socket_.get());
+    socket_watched_ = false;
+  }
+  finished_ = true;
+  if (handler_ != nullptr) {
+    internal::DeliveryScope delivering;
+    handler_->OnClosed(close_.reason());
+  }
   handler_.reset();
-  UnlockPolling();
+  // The receive side stays held: PollUntil now always answers false.
+}
+
+bool State::PrepareSleep() {
+  if (finished_) return true;
+  // A caller reads: it re-arms the doorbell when it lets go.
+  if (!own_.AcquireOrPark()) return true;
+  bool idle = !close_.closed();
+  if (idle) {
+    RingControl& ring = region_->receive_control();
+    ring.receiver_sleeping.store(1, std::memory_order_seq_cst);
+    if (HasIncoming()) idle = false;
+    if (pending_flag_.load(std::memory_order_acquire)) {
+      // Ask the peer to ring when it consumes or returns something, then
+      // look once more (it stores its index, then looks at the flag).
+      region_->send_control().sender_waiting.store(1, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (Flush()) idle = false;
+    }
+    if (!idle) ring.receiver_sleeping.store(0, std::memory_order_relaxed);
+  }
+  if (idle) own_.LetGoToSleep();
+  else own_.Release();
+  return idle;
+}
+
+void State::AfterSleep() {
+  if (finished_) return;
+  own_.Resume();
+  // Awake again: the peer need not ring. (A caller that re-arms meanwhile
+  // costs one spurious ring, which clears the flag.)
+  region_->receive_control().receiver_sleeping.store(0, std::memory_order_relaxed);
+}
+
+void State::Shutdown() {
+  Close(absl::CancelledError(absl::StrCat("the shm transport of the connection to ", peer_, " is shutting down")));
+  if (finished_) return;
+  // A PollUntil caller sees the close and leaves within its next look.
+  while (!own_.AcquireOrPark()) std::this_thread::yield();
+  Finish();
 }
 
 bool State::DrainLocked() {
   Descriptor* ring = region_->receive_ring();
   bool worked = false;
-  while (!closed()) {
+  while (!close_.closed()) {
     const Descriptor& slot = ring[received_ & (depth_ - 1)];
     const uint64_t sequence = slot.sequence.load(std::memory_order_acquire);
     if (sequence != received_ + 1) {
@@ -331,7 +462,7 @@ bool State::DrainLocked() {
                                                received_ + 1, " or ", EmptySlotSequence(received_))));
         return true;
       }
-      return worked;
+      break;
     }
     worked = true;
     // Copy the descriptor out first: the peer may rewrite the slot.
@@ -345,7 +476,14 @@ bool State::DrainLocked() {
       Close(absl::DataLossError(absl::StrCat("shm peer ", peer_, " broke the protocol: ", decoded.message())));
       return true;
     }
+    internal::DeliveryScope delivering;
     handler_->OnFrame(std::move(frame));
+  }
+  if (worked) {
+    // The peer may wait for the slots we just freed (sender_waiting): make
+    // `consumed` visible before looking at its flag.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    region_->WakeWaitingSender();
   }
   return worked;
 }
@@ -386,23 +524,22 @@ Status State::DecodeDescriptor(const ReceivedDescriptor& descriptor, Frame* fram
 }
 
 bool State::PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget) {
-  if (closed() || !TryLockPolling()) return false;
-  RingControl& ring = region_->receive_control();
-  ring.receiver_sleeping.store(0, std::memory_order_relaxed);  // we are looking: no doorbell needed
-  const Clock::time_point end = Clock::now() + std::max<std::chrono::nanoseconds>(budget, options_.spin);
-  while (!closed()) {
+  if (!started_.load(std::memory_order_acquire) || close_.closed() || !own_.TryAcquire()) return false;
+  if (finished_ || close_.closed()) {
+    if (!finished_ && own_.Release()) Rearm();
+    return false;
+  }
+  region_->receive_control().receiver_sleeping.store(0, std::memory_order_relaxed);  // we look: no doorbell
+  const int64_t end = Now() + std::max<std::chrono::nanoseconds>(budget, options_.spin).count();
+  while (!close_.closed()) {
     DrainLocked();
+    if (pending_flag_.load(std::memory_order_acquire)) Flush();
     if (done()) break;
-    if (Clock::now() >= end) break;
+    if (Now() >= end) break;
     CpuRelax();
   }
-  UnlockPolling();
-  // If the poller sleeps, hand the ring back to it: re-arm the doorbell,
-  // and wake it for anything that came in meanwhile.
-  if (poller_asleep_.load(std::memory_order_seq_cst)) {
-    ring.receiver_sleeping.store(1, std::memory_order_seq_cst);
-    if (HasIncoming() || closed()) Wake();
-  }
+  // If the poller slept meanwhile (or parked us), hand the ring back to it.
+  if (own_.Release()) Rearm();
   return true;
 }
 
@@ -413,6 +550,9 @@ class ShmConnection final : public Connection {
 
   Buffer Allocate(size_t size) override { return state_->Allocate(size); }
   Status Send(Frame frame) override { return state_->Send(std::move(frame)); }
+  bool writable() override { return state_->writable(); }
+  Status WaitWritable(int64_t deadline_nanos) override { return state_->WaitWritable(deadline_nanos); }
+  Capabilities capabilities() const override { return state_->capabilities(); }
   void Start(std::shared_ptr<ConnectionHandler> handler) override { state_->Start(std::move(handler)); }
   void Close(const Status& reason) override { state_->Close(reason); }
   std::string peer() const override { return state_->peer(); }
@@ -427,9 +567,11 @@ class ShmConnection final : public Connection {
 }  // namespace
 
 StatusOr<std::unique_ptr<Connection>> MakeShmConnection(ShmEndpoint endpoint, const ShmOptions& options,
-                                                        const ConnectionOptions& connection_options) {
-  ZCRPC_ASSIGN_OR_RETURN(Region * region, Region::Map(endpoint.memfd.release(), endpoint.params, endpoint.is_server));
-  auto state = std::make_shared<State>(std::move(endpoint), region, options, connection_options);
+                                                        const ConnectionOptions& connection_options,
+                                                        std::shared_ptr<Poller> poller) {
+  ZCRPC_ASSIGN_OR_RETURN(Region * region, Region::Map(endpoint.memfd.release(), endpoint.params, endpoint.is_server,
+                                                      endpoint.doorbell));
+  auto state = std::make_shared<State>(std::move(endpoint), region, options, connection_options, std::move(poller));
   return std::unique_ptr<Connection>(std::make_unique<ShmConnection>(std::move(state)));
 }
 

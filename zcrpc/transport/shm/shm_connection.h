@@ -1,31 +1,41 @@
 // ShmConnection: one connection of the shm transport once the handshake
-// (shm_transport.cc) is done: frames go out as descriptors on the send
-// ring, their parts as blocks of this side's slab; frames come in from the
+// (handshake.h) is done: frames go out as descriptors on the send ring,
+// their parts as blocks of this side's slab; frames come in from the
 // receive ring, their parts handed to the runtime as Buffers into the
 // peer's slab. No byte of a message is copied unless the runtime hands
 // Send a buffer that is not in the region (then once, counted).
 //
-// A poller thread per connection drains the receive ring. It spins for
-// `spin` after the last frame, then sleeps in poll() on the doorbell eventfd
-// and the Unix socket, so a dead peer is noticed at once. A blocking caller
-// polls the ring itself while it waits (PollUntil), and the poller stays
-// asleep. With busy_poll the poller never sleeps.
+// Send never waits: a frame that finds no descriptor slot or no slab block
+// joins a per-connection pending queue (internal::SendBudget accounts it),
+// which whoever reads the connection flushes as the peer makes room: the
+// transport's poller thread (shm_poller.h), or a caller inside PollUntil.
+// The peer rings this side's doorbell when it made room and this side
+// asked for it (RingControl::sender_waiting).
+//
+// Threads: Allocate, Send, writable, WaitWritable, Close and capabilities
+// from any thread; frames, OnWritable and OnClosed are delivered by the
+// one thread that holds the receive side (internal::ReadOwnership).
 #pragma once
 
 #include <chrono>
 #include <memory>
 #include <string>
 
+#include "zcrpc/base/wire.h"
 #include "zcrpc/transport/shm/region_layout.h"
 #include "zcrpc/transport/internal/unique_fd.h"
 #include "zcrpc/transport/transport.h"
 
 namespace zcrpc::transport::shm {
 
+class Poller;
+
 struct ShmOptions {
-  // How long a poller spins after its last frame before it sleeps.
+  // How long a poller spins after this connection's last frame before it
+  // sleeps (the poller spins while any of its connections wants to).
   std::chrono::nanoseconds spin = std::chrono::microseconds(50);
-  // The poller never sleeps: lowest latency, one core per connection.
+  // The poller never sleeps while this connection is open: lowest latency,
+  // one core per poller thread.
   bool busy_poll = false;
 };
 
@@ -36,10 +46,14 @@ struct ShmEndpoint {
   internal::UniqueFd doorbell[2];  // eventfd per direction, written by that direction's sender
   RegionParams params;
   bool is_server = false;
-  std::string peer;      // for logs: "shm://name (pid 123, uid 1000)"
+  Preface mine;    // what this side announced
+  Preface theirs;  // what the peer announced, checked
+  std::string peer;  // for logs: "shm://name (pid 123, uid 1000)"
 };
 
+// Maps the region; the connection is served by `poller` once started.
 StatusOr<std::unique_ptr<Connection>> MakeShmConnection(ShmEndpoint endpoint, const ShmOptions& options,
-                                                        const ConnectionOptions& connection_options);
+                                                        const ConnectionOptions& connection_options,
+                                                        std::shared_ptr<Poller> poller);
 
 }  // namespace zcrpc::transport::shm
