@@ -93,9 +93,7 @@ int main(int argc, char** argv) {
     const uint64_t payload_checksum = bench::Checksum(payload);
     zcrpc::Buffer attachment;
     if (plan.payload_bytes > 0) {
-      auto allocated = (*channel)->AllocateBuffer(plan.payload_bytes);
-      if (!allocated.ok()) bench::FailRow(allocated.status().ToString());
-      attachment = *std::move(allocated);
+      attachment = (*channel)->AllocateBuffer(plan.payload_bytes);
       std::memcpy(attachment.data(), payload.data(), payload.size());
     }
     row = bench::MeasureOneInFlight(
@@ -128,11 +126,10 @@ int main(int argc, char** argv) {
     row = bench::MeasureOneInFlight(
         plan,
         [&]() -> std::string {
-          auto attachment = (*channel)->AllocateBuffer(plan.payload_bytes);
-          if (!attachment.ok()) return attachment.status().ToString();
-          std::memcpy(attachment->data(), payload.data(), payload.size());
+          zcrpc::Buffer attachment = (*channel)->AllocateBuffer(plan.payload_bytes);
+          std::memcpy(attachment.data(), payload.data(), payload.size());
           zcrpc::ClientContext context;
-          context.AddAttachment(*std::move(attachment));
+          context.AddAttachment(std::move(attachment));
           zcrpc::Status status = stub.UnaryCall(&context, ask_checksum, &response);
           return CheckReply(status, response, plan, payload_checksum);
         },
