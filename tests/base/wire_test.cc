@@ -3,6 +3,9 @@
 
 #include <cstring>
 
+#include <array>
+#include <string>
+#include <vector>
 #include <gtest/gtest.h>
 
 namespace zcrpc {
@@ -91,9 +94,11 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, WireHeaderMalformed,
     ::testing::Values(
         Malformed{"BadMagic", [](Bytes& b) { b[0] = 'H'; }, StatusCode::kInvalidArgument},
-        Malformed{"UnknownVersion", [](Bytes& b) { b[4] = 2; }, StatusCode::kInvalidArgument},
+        Malformed{"OlderVersion", [](Bytes& b) { b[4] = 1; }, StatusCode::kInvalidArgument},
+        Malformed{"NewerVersion", [](Bytes& b) { b[4] = 3; }, StatusCode::kInvalidArgument},
         Malformed{"TypeZero", [](Bytes& b) { b[5] = 0; }, StatusCode::kInvalidArgument},
-        Malformed{"ReservedStreamingType", [](Bytes& b) { b[5] = 4; }, StatusCode::kInvalidArgument},
+        Malformed{"ReservedStreamingType", [](Bytes& b) { b[5] = 5; }, StatusCode::kInvalidArgument},
+        Malformed{"GoAwayWithACallId", [](Bytes& b) { b[5] = 4; }, StatusCode::kInvalidArgument},
         Malformed{"UnknownFlags", [](Bytes& b) { Poke<uint16_t>(b, 6, 0x8000); }, StatusCode::kInvalidArgument},
         Malformed{"ZeroCallId", [](Bytes& b) { Poke<uint64_t>(b, 8, 0); }, StatusCode::kInvalidArgument},
         Malformed{"ReservedWordSet", [](Bytes& b) { Poke<uint32_t>(b, 44, 1); }, StatusCode::kInvalidArgument},
@@ -175,6 +180,118 @@ TEST(MethodId, IsStableFnv1a) {
   EXPECT_EQ(MethodId(""), 2166136261u);
   EXPECT_NE(MethodId("/a.B/C"), MethodId("/a.B/D"));
   static_assert(MethodId("/a.B/C") == MethodId("/a.B/C"));
+}
+
+TEST(WireHeader, GoAwayHasNoCallAndNoBody) {
+  WireHeader h;
+  h.type = FrameType::kGoAway;
+  h.call_id = 0;
+  ASSERT_TRUE(DecodeWireHeader(Encode(h)).ok());
+  h.metadata_len = 8;
+  EXPECT_EQ(DecodeWireHeader(Encode(h)).status().code(), StatusCode::kInvalidArgument);
+}
+
+// --- method identity ---
+
+std::vector<uint8_t> PathEntry(std::string_view key, std::string_view path) {
+  std::vector<uint8_t> block(8 + key.size() + path.size());
+  const uint32_t klen = static_cast<uint32_t>(key.size()), vlen = static_cast<uint32_t>(path.size());
+  std::memcpy(block.data(), &klen, 4);
+  std::memcpy(block.data() + 4, &vlen, 4);
+  std::memcpy(block.data() + 8, key.data(), key.size());
+  std::memcpy(block.data() + 8 + key.size(), path.data(), path.size());
+  return block;
+}
+
+TEST(MethodPath, RoundTripsAndLeavesTheUserMetadataAfterIt) {
+  const std::string_view path = "/zcrpc.test.TestService/Echo";
+  Metadata user = {{"k", "v"}};
+  std::vector<uint8_t> block(EncodedMethodPathSize(path) + EncodedMetadataSize(user));
+  ASSERT_EQ(EncodeMethodPath(path, block), EncodedMethodPathSize(path));
+  EncodeMetadata(user, std::span<uint8_t>(block).subspan(EncodedMethodPathSize(path)));
+  std::span<const uint8_t> rest = block;
+  StatusOr<std::string_view> taken = TakeMethodPath(rest);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(*taken, path);
+  Metadata decoded;
+  ASSERT_TRUE(DecodeMetadata(rest, &decoded).ok());
+  EXPECT_EQ(decoded, user);
+}
+
+TEST(MethodPath, MalformedPathsAreRefused) {
+  for (std::string_view bad : {"", "/", "Echo", "/svc", "/svc/", "//Echo", "/a/b/c", "/svc/Ec ho", "/svc/\x7f"}) {
+    SCOPED_TRACE(std::string(bad));
+    std::vector<uint8_t> block = PathEntry(":path", bad);
+    std::span<const uint8_t> span = block;
+    EXPECT_EQ(TakeMethodPath(span).status().code(), StatusCode::kInvalidArgument);
+  }
+  std::vector<uint8_t> other_key = PathEntry(":pat", "/svc/Echo");
+  std::span<const uint8_t> span = other_key;
+  EXPECT_EQ(TakeMethodPath(span).status().code(), StatusCode::kInvalidArgument);
+  std::vector<uint8_t> too_long = PathEntry(":path", "/svc/" + std::string(kMaxMethodPathBytes, 'x'));
+  span = too_long;
+  EXPECT_EQ(TakeMethodPath(span).status().code(), StatusCode::kInvalidArgument);
+  std::vector<uint8_t> truncated = PathEntry(":path", "/svc/Echo");
+  truncated.pop_back();
+  span = truncated;
+  EXPECT_EQ(TakeMethodPath(span).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(MethodPath, UserMetadataCannotUseTheReservedKey) {
+  EXPECT_FALSE(ValidateMetadataEntry(":path", "/svc/Echo").ok());
+}
+
+// --- preface ---
+
+std::array<uint8_t, kPrefaceSize> EncodeP(const Preface& p) {
+  std::array<uint8_t, kPrefaceSize> out{};
+  EncodePreface(p, out);
+  return out;
+}
+
+TEST(Preface, RoundTripsLimitsAndFeatures) {
+  Preface p;
+  p.role = PrefaceRole::kServer;
+  p.features = 0;
+  p.limits.max_body_bytes = 12345;
+  p.limits.max_metadata_bytes = 678;
+  p.limits.max_attachments = 9;
+  auto decoded = DecodePreface(EncodeP(p), PrefaceRole::kServer);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->limits.max_body_bytes, 12345u);
+  EXPECT_EQ(decoded->limits.max_metadata_bytes, 678u);
+  EXPECT_EQ(decoded->limits.max_attachments, 9u);
+}
+
+TEST(Preface, AnHttpClientIsNotAZcrpcPeer) {
+  std::array<uint8_t, kPrefaceSize> bytes{};
+  std::memcpy(bytes.data(), "GET / HTTP/1.1\r\n", 16);
+  auto decoded = DecodePreface(bytes, PrefaceRole::kClient);
+  EXPECT_EQ(decoded.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(decoded.status().message().find("not a zcrpc peer"), std::string_view::npos);
+}
+
+TEST(Preface, AVersionOneFrameAndAnotherVersionNameBothVersions) {
+  WireHeader h = SampleRequest();
+  std::array<uint8_t, kPrefaceSize> v1{};
+  EncodeWireHeader(h, std::span<uint8_t, kWireHeaderSize>(v1.data(), kWireHeaderSize));
+  auto decoded = DecodePreface(v1, PrefaceRole::kClient);
+  EXPECT_EQ(decoded.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(decoded.status().message().find("version 1"), std::string_view::npos) << decoded.status();
+  Preface p;
+  p.version = 7;
+  decoded = DecodePreface(EncodeP(p), PrefaceRole::kClient);
+  EXPECT_EQ(decoded.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(decoded.status().message().find("version 7"), std::string_view::npos) << decoded.status();
+}
+
+TEST(Preface, WrongRoleAndReservedBytesAreRefused) {
+  Preface p;
+  p.role = PrefaceRole::kClient;
+  EXPECT_EQ(DecodePreface(EncodeP(p), PrefaceRole::kServer).status().code(), StatusCode::kInvalidArgument);
+  auto bytes = EncodeP(p);
+  bytes[40] = 1;
+  EXPECT_EQ(DecodePreface(bytes, PrefaceRole::kClient).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

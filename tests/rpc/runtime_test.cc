@@ -305,7 +305,8 @@ TEST(Runtime, ShutdownWaitsForAQuickCallToFinish) {
   f.stub->Sleep(&sleep_ctx, sleep, &sleep_reply, [&](Status s) { slept.set_value(s); });
   ASSERT_TRUE(Eventually([&] { return f.service.started_.load() == 1; }));
   f.server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(30));
-  EXPECT_TRUE(slept.get_future().get().ok());
+  Status quick = slept.get_future().get();
+  EXPECT_TRUE(quick.ok()) << quick;
 }
 
 TEST(Runtime, BadUrisFailAtCreateAndAddListener) {

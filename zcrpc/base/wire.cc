@@ -41,7 +41,7 @@ enum Offset : size_t {
   kPaddingLen = 56,
 };
 
-bool IsKnownType(uint8_t t) { return t >= 1 && t <= 3; }
+bool IsKnownType(uint8_t t) { return t >= 1 && t <= 4; }
 
 }  // namespace
 
@@ -86,7 +86,11 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
     return absl::InvalidArgumentError("reserved header bytes are not zero");
   }
   h.call_id = Get<uint64_t>(p + kCallId);
-  if (h.call_id == 0) return absl::InvalidArgumentError("call id 0 is not a valid call");
+  // A go-away belongs to the connection, not a call: its id is 0, and only its.
+  if ((h.call_id == 0) != (h.type == FrameType::kGoAway)) {
+    return absl::InvalidArgumentError(h.call_id == 0 ? "call id 0 is not a valid call"
+                                                     : "go-away frame with a call id");
+  }
   h.method_id = Get<uint32_t>(p + kMethodId);
   h.status_code = Get<uint32_t>(p + kStatusCode);
   h.timeout_us = Get<uint64_t>(p + kTimeout);
@@ -109,8 +113,9 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
   if (h.attachments_len > (uint64_t{1} << 62)) {
     return absl::InvalidArgumentError("attachment section length overflows");
   }
-  if (h.type == FrameType::kCancel && h.wire_body_len() != 0) {
-    return absl::InvalidArgumentError("cancel frame with a body");
+  if ((h.type == FrameType::kCancel || h.type == FrameType::kGoAway) && h.wire_body_len() != 0) {
+    return absl::InvalidArgumentError(h.type == FrameType::kCancel ? "cancel frame with a body"
+                                                                   : "go-away frame with a body");
   }
   if (h.type == FrameType::kResponse && h.status_code > 16) {
     return absl::InvalidArgumentError(absl::StrCat("status code ", h.status_code, " out of range"));

@@ -27,8 +27,9 @@ enum class FrameType : uint8_t {
   kRequest = 1,   // client -> server: opens a unary call
   kResponse = 2,  // server -> client: status, trailing metadata, message
   kCancel = 3,    // client -> server: the caller gave up on call_id
-  // 4..15 are reserved for the streaming frames (stream message, half-close,
-  // stream end, flow-control credit); a version-1 receiver treats them as
+  kGoAway = 4,    // server -> client: no new calls here; call_id 0, no body
+  // 5..15 are reserved for the streaming frames (stream message, half-close,
+  // stream end, flow-control credit); a version-2 receiver treats them as
   // unknown types and closes the connection.
 };
 

@@ -123,6 +123,16 @@ class CallTable {
     return expired.size();
   }
 
+  // Whether pred(call) holds for any call in the table (under its lock).
+  template <typename Pred>
+  bool AnyOf(Pred&& pred) {
+    std::lock_guard lock(mu_);
+    for (uint32_t i = 0; i < high_water_; ++i) {
+      if (slots_[i].call != nullptr && pred(slots_[i].call)) return true;
+    }
+    return false;
+  }
+
   // Removes every call for which pred(call) holds and hands each to
   // on_removed(id, call), outside the lock. For a connection that failed.
   template <typename Pred, typename F>

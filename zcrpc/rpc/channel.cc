@@ -30,8 +30,15 @@ class Channel::Link final : public transport::ConnectionHandler {
   transport::Connection& connection() { return *connection_; }
   uint64_t epoch() const { return epoch_; }
   internal::ClientMethodBindings& bindings() { return bindings_; }
+  // The server said go away: no new calls here; closed once the last ends.
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
 
   void OnFrame(Frame frame) override {
+    if (frame.header.type == FrameType::kGoAway) {
+      draining_.store(true, std::memory_order_release);
+      if (auto channel = channel_.lock()) channel->OnGoAway(*this);
+      return;
+    }
     if (frame.header.type != FrameType::kResponse) {
       connection_->Close(absl::InvalidArgumentError(
           absl::StrCat("server ", connection_->peer(), " sent a frame of type ",
@@ -49,6 +56,7 @@ class Channel::Link final : public transport::ConnectionHandler {
   std::unique_ptr<transport::Connection> connection_;
   const uint64_t epoch_;
   internal::ClientMethodBindings bindings_;
+  std::atomic<bool> draining_{false};
 };
 
 // A callback call that started while the connection was being made: it is
@@ -336,6 +344,13 @@ void Channel::OnResponse(Link& link, Frame frame) {
       binding != 0 && frame.header.status_code != static_cast<uint32_t>(StatusCode::kResourceExhausted)) {
     link.bindings().MarkAnnounced(binding);
   }
+  struct CloseWhenDrained {
+    Channel* channel;
+    Link& link;
+    ~CloseWhenDrained() {
+      if (link.draining()) channel->CloseIfDrained(link);
+    }
+  } close_when_drained{this, link};
   if (frame.body_discarded) {
     call->Complete(absl::ResourceExhaustedError(absl::StrCat("response of ", frame.header.body_len(),
                                                              " bytes exceeds the channel's limit of ",
@@ -344,6 +359,20 @@ void Channel::OnResponse(Link& link, Frame frame) {
     return;
   }
   call->Complete(absl::OkStatus(), std::move(frame));
+}
+
+void Channel::OnGoAway(Link& link) {
+  {
+    std::lock_guard lock(mu_);
+    if (link_.get() == &link) link_.reset();  // new calls go to a new connection
+  }
+  CloseIfDrained(link);
+}
+
+void Channel::CloseIfDrained(Link& link) {
+  const uint64_t epoch = link.epoch();
+  if (table_.AnyOf([epoch](internal::ClientCall* call) { return call->link_epoch.load() == epoch; })) return;
+  link.connection().Close(absl::UnavailableError(absl::StrCat("server ", target_, " went away (it is shutting down)")));
 }
 
 void Channel::OnLinkClosed(Link* link, const Status& reason) {

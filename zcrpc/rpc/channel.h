@@ -133,6 +133,10 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   void OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::Connection>> connection);
   void OnResponse(Link& link, Frame frame);
   void OnLinkClosed(Link* link, const Status& reason);
+  // The server is shutting down: no new calls on `link`, and it closes once
+  // the calls on it have ended.
+  void OnGoAway(Link& link);
+  void CloseIfDrained(Link& link);
   void SendCancel(CallId id, uint64_t link_epoch);
   int64_t Now() const { return sweeper_->clock().NowNanos(); }
 

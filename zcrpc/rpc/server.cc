@@ -321,9 +321,22 @@ void Server::Shutdown(std::chrono::steady_clock::time_point deadline) {
     shutting_down_ = true;
     listeners.swap(listeners_);
   }
-  // 1. No new connections, and new requests are answered UNAVAILABLE.
+  // 1. No new connections, and new requests are answered UNAVAILABLE;
+  // clients are told to go away: they send no new calls on their
+  // connection and close it once their calls on it have ended.
   draining_.store(true, std::memory_order_release);
   listeners.clear();
+  std::vector<std::shared_ptr<ServerConnection>> connections;
+  {
+    std::unique_lock lock(mu_);
+    for (const auto& [raw, connection] : connections_) connections.push_back(connection);
+  }
+  for (auto& c : connections) {
+    Frame go_away;
+    go_away.header.type = FrameType::kGoAway;
+    (void)c->connection().Send(std::move(go_away));
+  }
+  connections.clear();
   // 2. Calls in flight may finish until the deadline.
   {
     // In slices: a call the sweep ends does not notify.
@@ -342,10 +355,15 @@ void Server::Shutdown(std::chrono::steady_clock::time_point deadline) {
                                             nullptr, Buffer());
                     call->Unref();
                   });
-  // 4. Close every connection and wait for the handlers still running.
-  std::vector<std::shared_ptr<ServerConnection>> connections;
+  // 4. Clients close their connections as their last replies arrive; give
+  // them until the deadline (at least 100 ms, so the last replies and
+  // cancels get there; at most 2 s more, for a client that never closes),
+  // then close what is left and wait for the handlers still running.
   {
+    const auto now = std::chrono::steady_clock::now();
+    const auto grace = std::clamp(deadline, now + std::chrono::milliseconds(100), now + std::chrono::seconds(2));
     std::unique_lock lock(mu_);
+    changed_.wait_until(lock, grace, [this] { return connections_.empty(); });
     for (const auto& [raw, connection] : connections_) connections.push_back(connection);
   }
   for (auto& c : connections) c->connection().Close(absl::UnavailableError("server shut down"));
