@@ -99,6 +99,8 @@ class Endpoint {
   // checked after each handler call (PollUntil); `max_frames` bounds one
   // poller turn so one busy connection does not starve others.
   Stop Deliver(absl::FunctionRef<bool()> done, int max_frames);
+  // Something for Deliver to do (frames due or not, OnWritable, OnClosed).
+  bool HasWork() const;
 
   Pipe* const pipe_;
   const int side_;

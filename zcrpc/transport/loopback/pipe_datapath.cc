@@ -65,6 +65,7 @@ void Endpoint::SetFaults(const Faults& faults) {
 
 Status Endpoint::Send(Frame frame) {
   frame.SetLengthsFromParts();
+  frame.header.padding_len = 0;  // the transport's field (wire.h); parts travel separately here
   frame.body_discarded = false;
   uint64_t number = 0;
   Faults faults;
@@ -153,12 +154,18 @@ void Endpoint::CheckStall() {
 
 void Endpoint::Close(const Status& reason) {
   Status recorded;
+  std::deque<Queued> dropped;
   {
     std::lock_guard lock(mu_);
     if (!closed_.Close(reason)) return;
     discard_inbox_ = true;  // this side closed: nothing more is delivered here
     recorded = closed_.reason();
+    // Never started: nobody will deliver, so let the frames' buffers go
+    // now rather than when the last handle does.
+    if (handler_ == nullptr) dropped = std::move(inbox_);
   }
+  for (const Queued& q : dropped) peer().SentBytesTaken(q.bytes);
+  dropped.clear();
   arrived_.notify_all();
   budget_.WakeAll();
   peer().CloseFromPeer(recorded);
@@ -319,9 +326,18 @@ bool Endpoint::PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanosecond
     --callers_waiting_;
   }
   // Frames that arrived while this thread held the receive side made the
-  // poller park; hand the endpoint back so they are delivered.
-  if (read_.Release()) Schedule();
+  // poller park; hand the endpoint back if there is still something to
+  // deliver. When there is not, the poller stays asleep: anything that
+  // arrives after Release() schedules it itself, and what arrived before
+  // is seen by HasWork().
+  if (read_.Release() && HasWork()) Schedule();
   return true;
+}
+
+bool Endpoint::HasWork() const {
+  std::lock_guard lock(mu_);
+  if (handler_ == nullptr) return false;
+  return (!inbox_.empty() && !faults_.stall) || writable_owed_ || closed_.closed();
 }
 
 }  // namespace zcrpc::transport::loopback
