@@ -23,14 +23,18 @@ import report
 KIB, MIB = 1024, 1024 * 1024
 UNARY_SIZES = [0, 64, 4 * KIB, 64 * KIB, MIB]
 
-# Measurement effort per mode: warm-up seconds, repetitions, seconds each.
+# Measurement effort per mode. Warm-up (the same rule for every system,
+# bench/common/harness.h): at least warmup_s and at most warmup_max_s, in
+# batches of warmup_batch_s, until the last 3 batch figures agree within
+# warmup_tolerance. Then `reps` repetitions of rep_s seconds each.
 MODES = {
-    "full": dict(warmup_s=0.5, reps=7, rep_s=1.0),
-    "quick": dict(warmup_s=0.05, reps=3, rep_s=0.12),
+    "full": dict(warmup_s=0.5, warmup_max_s=3.0, warmup_batch_s=0.05, warmup_tolerance=0.10, reps=7, rep_s=1.0),
+    "quick": dict(warmup_s=0.1, warmup_max_s=1.0, warmup_batch_s=0.03, warmup_tolerance=0.10, reps=5, rep_s=0.08),
     # For the test suite: proves every program runs and the outputs are
     # well-formed; its figures mean nothing.
-    "smoke": dict(warmup_s=0.01, reps=1, rep_s=0.02),
+    "smoke": dict(warmup_s=0.01, warmup_max_s=0.05, warmup_batch_s=0.01, warmup_tolerance=0.10, reps=2, rep_s=0.02),
 }
+WARMUP_FLAGS = ("warmup_s", "warmup_max_s", "warmup_batch_s", "warmup_tolerance")
 
 # How each system runs. "rpc" systems are a server and a client process;
 # floors are one program that forks its own server.
@@ -147,12 +151,14 @@ class Runner:
 
     def plan_flags(self, workload, payload):
         e = self.effort
-        return ["--workload", workload, "--payload_bytes", str(payload), "--warmup_s", str(e["warmup_s"]),
-                "--reps", str(e["reps"]), "--rep_s", str(e["rep_s"])]
+        flags = ["--workload", workload, "--payload_bytes", str(payload)]
+        for name in WARMUP_FLAGS + ("reps", "rep_s"):
+            flags += [f"--{name}", str(e[name])]
+        return flags
 
     def timeout_s(self):
         e = self.effort
-        return 60 + 3 * (e["warmup_s"] + e["reps"] * e["rep_s"])
+        return 60 + 3 * (e["warmup_max_s"] + e["reps"] * e["rep_s"])
 
     def run_rpc(self, spec, workload, payload, server_args=(), client_args=()):
         server_cmd = pinned([self.binary(spec["server"][0])] + spec["server"][1:] + list(server_args), self.pin_server)
@@ -185,7 +191,8 @@ class Runner:
                                                error=str(failure)))
                 continue
             self.grpc_variants.append(dict(variant=name, workload=workload, payload_bytes=payload,
-                                           p50_us=result["p50_us"], calls_per_s=result["calls_per_s"]))
+                                           p50_us=result["p50_us"], calls_per_s=result["calls_per_s"],
+                                           gbytes_per_s=result["gbytes_per_s"]))
             if best is None or faster(workload, result, best):
                 best, best_name = result, name
         if best is None:
@@ -271,6 +278,9 @@ def machine_info(mode, effort, args):
         "repetitions": effort["reps"],
         "seconds_per_repetition": effort["rep_s"],
         "warmup_seconds": effort["warmup_s"],
+        "warmup": {"min_s": effort["warmup_s"], "max_s": effort["warmup_max_s"], "batch_s": effort["warmup_batch_s"],
+                   "tolerance": effort["warmup_tolerance"], "steady_batches": 3},
+        "unstable_spread": report.UNSTABLE_SPREAD,
         "pinning": ({"server_cpus": args.pin_server, "client_cpus": args.pin_client}
                     if args.pin_server or args.pin_client else None),
     }
@@ -282,7 +292,8 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="one tiny repetition per row, for the test suite")
     parser.add_argument("--json", help="where to write the JSON (default: bench/results/results.json); "
                                        "the table and plot go next to it")
-    parser.add_argument("--only", help="comma-separated systems to run (default: all)")
+    parser.add_argument("--only", help="comma-separated systems to run (default: all); SYSTEM:WORKLOAD or "
+                                       "SYSTEM:WORKLOAD:BYTES picks single rows, e.g. zcrpc-shm:bulk-attach")
     parser.add_argument("--pin-server", metavar="CPUS", help="run servers on these CPUs (taskset -c syntax)")
     parser.add_argument("--pin-client", metavar="CPUS", help="run clients on these CPUs")
     parser.add_argument("--bin-dir", required=True, help="where the bench_* programs are")
@@ -292,18 +303,25 @@ def main():
     effort = MODES[mode]
     rows = matrix()
     if args.only:
-        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
-        unknown = [name for name in wanted if name not in SYSTEMS]
+        wanted = [name.strip().split(":") for name in args.only.split(",") if name.strip()]
+        unknown = [parts[0] for parts in wanted if parts[0] not in SYSTEMS]
         if unknown:
             known = ", ".join(list(SYSTEMS) + NOT_YET_BUILT)
             parser.error(f"unknown or not yet built system(s) {', '.join(unknown)}; known: {known}")
-        rows = [row for row in rows if row[0] in wanted]
+        bad = [":".join(parts) for parts in wanted if len(parts) > 3 or (len(parts) == 3 and not parts[2].isdigit())]
+        if bad:
+            parser.error(f"bad --only entry {', '.join(bad)}: SYSTEM[:WORKLOAD[:BYTES]]")
+
+        def picked(row):
+            return any(row[0] == parts[0] and (len(parts) < 2 or row[1] == parts[1])
+                       and (len(parts) < 3 or row[2] == int(parts[2])) for parts in wanted)
+        rows = [row for row in rows if picked(row)]
 
     json_path = Path(args.json) if args.json else Path(__file__).resolve().parent / "results" / "results.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
 
-    print(f"bench: {mode} run, {len(rows)} rows, {effort['reps']} repetitions of {effort['rep_s']} s "
-          f"after {effort['warmup_s']} s warm-up")
+    print(f"bench: {mode} run, {len(rows)} rows, {effort['reps']} repetitions of {effort['rep_s']} s after a "
+          f"warm-up of {effort['warmup_s']}–{effort['warmup_max_s']} s (until steady)")
     print(f"bench: not measured yet (their issues have not landed): {', '.join(NOT_YET_BUILT)}")
     runner = Runner(args, mode)
     results = []
@@ -319,6 +337,11 @@ def main():
             row["error"] = None
             row["variant"] = result.get("variant") or SYSTEMS[system].get("variant")
             row["transport"] = result.get("transport")
+            row["repetitions"] = result.get("repetitions") or []
+            row["warmup"] = result.get("warmup")
+            row["others_cpu_share"] = result.get("others_cpu_share")
+            row["dispersion"] = report.dispersion(row)
+            row["unstable"] = report.unstable_note(row)
         except Failure as failure:
             row.update({key: None for key in report.FIGURES})
             row["error"] = str(failure)
@@ -327,6 +350,9 @@ def main():
         row["busy_poll"] = SYSTEMS[system]["busy_poll"]
         results.append(row)
         print(f"  {report.row_summary(row)}  ({time.monotonic() - row_started:.1f} s)", flush=True)
+        if not row["error"] and report.stability(row):
+            print(f"bench: WARNING {system} {workload} {report.size_label(payload)}: {report.stability(row)}",
+                  flush=True)
 
     print("bench: probing the kernel's zero-copy mechanisms (docs/zero-copy.md)", flush=True)
     document = {"machine": machine_info(mode, effort, args), "results": results,
@@ -338,7 +364,12 @@ def main():
     plot_path = json_path.with_suffix(".png")
     report.plot(document, plot_path)
     failed = [row for row in results if row["error"]]
-    print(f"bench: {len(results)} rows in {time.monotonic() - started:.0f} s, {len(failed)} failed")
+    unstable = [row for row in results if not row["error"] and row.get("unstable")]
+    print(f"bench: {len(results)} rows in {time.monotonic() - started:.0f} s, {len(failed)} failed, "
+          f"{len(unstable)} unstable (repetitions disagree by more than {report.UNSTABLE_SPREAD}×)")
+    for row in unstable:
+        print(f"bench: WARNING unstable: {row['system']} {row['workload']} {report.size_label(row['payload_bytes'])}: "
+              f"{row['unstable']}")
     print(f"bench: wrote {json_path}, {table_path}, {plot_path}")
     return 1 if failed else 0
 
