@@ -215,6 +215,39 @@ def faster(workload, a, b):
     return a["p50_us"] < b["p50_us"]
 
 
+# --quiet-wait: a row starts only once other processes use at most this
+# share of all CPUs (sampled over QUIET_SAMPLE_S, between rows, when none of
+# the benchmark's processes run).
+QUIET_SHARE = 0.15
+QUIET_SAMPLE_S = 0.3
+
+
+def cpu_times():
+    """(busy, total) jiffies over all CPUs from /proc/stat; busy excludes
+    idle and iowait and includes steal."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(sample_s):
+    busy0, total0 = cpu_times()
+    time.sleep(sample_s)
+    busy1, total1 = cpu_times()
+    return (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
+
+
+def wait_until_quiet(max_wait_s):
+    """Waits up to max_wait_s for the machine to be quiet; returns (seconds
+    waited, others' CPU share in the last sample)."""
+    started = time.monotonic()
+    share = busy_share(QUIET_SAMPLE_S)
+    while share > QUIET_SHARE and time.monotonic() - started < max_wait_s:
+        share = busy_share(QUIET_SAMPLE_S)
+    return time.monotonic() - started, share
+
+
 def command_output(command):
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -281,6 +314,7 @@ def machine_info(mode, effort, args):
         "warmup": {"min_s": effort["warmup_s"], "max_s": effort["warmup_max_s"], "batch_s": effort["warmup_batch_s"],
                    "tolerance": effort["warmup_tolerance"], "steady_batches": 3},
         "unstable_spread": report.UNSTABLE_SPREAD,
+        "quiet_wait_s": args.quiet_wait or None,
         "pinning": ({"server_cpus": args.pin_server, "client_cpus": args.pin_client}
                     if args.pin_server or args.pin_client else None),
     }
@@ -294,6 +328,9 @@ def main():
                                        "the table and plot go next to it")
     parser.add_argument("--only", help="comma-separated systems to run (default: all); SYSTEM:WORKLOAD or "
                                        "SYSTEM:WORKLOAD:BYTES picks single rows, e.g. zcrpc-shm:bulk-attach")
+    parser.add_argument("--quiet-wait", metavar="SECONDS", type=float, default=0.0,
+                        help="before each row, wait up to SECONDS until other processes use at most "
+                             f"{100 * QUIET_SHARE:.0f} %% of the CPUs (for a machine shared with builds)")
     parser.add_argument("--pin-server", metavar="CPUS", help="run servers on these CPUs (taskset -c syntax)")
     parser.add_argument("--pin-client", metavar="CPUS", help="run clients on these CPUs")
     parser.add_argument("--bin-dir", required=True, help="where the bench_* programs are")
@@ -330,6 +367,11 @@ def main():
         label = f"[{index:2}/{len(rows)}] {system:<17} {workload:<6} {report.size_label(payload):>7}"
         print(label, end="", flush=True)
         row = dict(system=system, workload=workload, payload_bytes=payload)
+        if args.quiet_wait > 0:
+            waited, share = wait_until_quiet(args.quiet_wait)
+            row["quiet_wait"] = dict(seconds=round(waited, 2), others_cpu_share=round(share, 3))
+            if share > QUIET_SHARE:
+                print(f" (not quiet after {waited:.0f} s: others use {100 * share:.0f} %)", end="", flush=True)
         row_started = time.monotonic()
         try:
             result = runner.run(system, workload, payload)

@@ -193,7 +193,9 @@ def markdown(document):
         "",
         f"{machine['cpu_model']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
         f"{machine['os']} · pinning: "
-        + (f"servers on CPUs {pinning['server_cpus']}, clients on {pinning['client_cpus']}" if pinning else "none"),
+        + (f"servers on CPUs {pinning['server_cpus']}, clients on {pinning['client_cpus']}" if pinning else "none")
+        + (f" · each row waited up to {machine['quiet_wait_s']} s for a quiet machine"
+           if machine.get("quiet_wait_s") else ""),
         "",
         "Medians over repetitions. *vs grpc*: how many times better than stock gRPC on the same workload and size "
         "(latency for unary, calls/s for rate, GB/s for bulk; >1 is better). *vs floor*: the system's cost "
