@@ -76,6 +76,9 @@ def stability(row):
     notes = []
     if row.get("unstable"):
         notes.append(f"⚠ unstable: {row['unstable']}")
+    shared = [rep.get("same_cpu") for rep in row.get("repetitions") or [] if rep.get("same_cpu") is not None]
+    if any(shared):
+        notes.append(f"client and server on one CPU in {sum(shared)} of {len(shared)} repetitions")
     warmup = row.get("warmup")
     if warmup and not warmup.get("steady"):
         notes.append(f"warm-up unsettled after {warmup['seconds']:.1f} s")
@@ -204,7 +207,8 @@ def markdown(document):
         "per call (zcrpc's counters; gRPC does not count). RSS is client + server peak. *stability*: "
         f"⚠ unstable when the repetitions' headline figures (p50, GB/s for bulk, calls/s for rate) differ by "
         f"more than {UNSTABLE_SPREAD}× (max/min); a warm-up that reached its cap without settling; and the "
-        f"share of the CPUs other processes used during the row when above {100 * BUSY_MACHINE_SHARE:.0f} %.",
+        f"share of the CPUs other processes used during the row when above {100 * BUSY_MACHINE_SHARE:.0f} %; "
+        "repetitions that ended with the client's calling thread and the server's busiest thread on one CPU.",
         "",
     ]
     unstable = [row for row in results if not row["error"] and row.get("unstable")]

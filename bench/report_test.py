@@ -148,6 +148,14 @@ class Stability(unittest.TestCase):
         quiet = dict(r, others_cpu_share=0.05, warmup=dict(seconds=0.2, batches=5, steady=True))
         self.assertEqual(report.stability(quiet), "")
 
+    def test_repetitions_with_client_and_server_on_one_cpu_are_counted(self):
+        r = with_reps(row("zcrpc-tcp-busypoll", "unary", 0, p50_us=30.0), "p50_us", [30.0, 2100.0, 31.0])
+        for rep, shared in zip(r["repetitions"], [False, True, None]):
+            rep["same_cpu"] = shared
+        report.validate(document([r]))
+        self.assertEqual(report.stability(r), "⚠ unstable: p50s 30.0–2,100 µs; "
+                                              "client and server on one CPU in 1 of 2 repetitions")
+
     def test_a_failed_row_keeps_its_cells(self):
         failed = row("zcrpc-tcp", "rate", 64)
         failed["error"] = "boom"

@@ -1,6 +1,7 @@
 #include "bench/common/harness.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -119,13 +121,68 @@ class SteadyState {
   std::vector<double> figures_;
 };
 
+// The CPU `pid`'s thread that ran most since the last call last ran on, to
+// compare with the caller's (Rep::same_cpu).
+class BusiestThreadCpu {
+ public:
+  explicit BusiestThreadCpu(pid_t pid) : pid_(pid) {
+    if (pid_ != 0) Sample();
+  }
+
+  std::optional<int> Sample() {
+    if (pid_ == 0) return std::nullopt;
+    const std::string dir = "/proc/" + std::to_string(pid_) + "/task";
+    DIR* tasks = opendir(dir.c_str());
+    if (tasks == nullptr) return std::nullopt;
+    int64_t most = -1;
+    std::optional<int> cpu;
+    std::map<std::string, int64_t> now;
+    while (dirent* entry = readdir(tasks)) {
+      if (entry->d_name[0] == '.') continue;
+      const std::string task = dir + "/" + entry->d_name;
+      std::ifstream schedstat(task + "/schedstat");
+      int64_t run_ns = 0;
+      if (!(schedstat >> run_ns)) continue;
+      now[entry->d_name] = run_ns;
+      const auto before = last_.find(entry->d_name);
+      const int64_t ran = run_ns - (before == last_.end() ? 0 : before->second);
+      if (ran <= most) continue;
+      // /proc/PID/task/TID/stat: field 39 is the CPU it last ran on; the
+      // command name (field 2) may hold spaces, so count after its ')'.
+      std::ifstream stat(task + "/stat");
+      std::string line;
+      std::getline(stat, line);
+      const size_t paren = line.rfind(')');
+      if (paren == std::string::npos) continue;
+      std::istringstream fields(line.substr(paren + 2));
+      std::string field;
+      for (int i = 3; i <= 39 && fields >> field; ++i) {
+        if (i == 39) {
+          most = ran;
+          cpu = std::atoi(field.c_str());
+        }
+      }
+    }
+    closedir(tasks);
+    last_ = std::move(now);
+    return cpu;
+  }
+
+ private:
+  const pid_t pid_;
+  std::map<std::string, int64_t> last_;
+};
+
+std::string JsonBool(const std::optional<bool>& v) { return !v ? "null" : *v ? "true" : "false"; }
+
 std::string RepsJson(const std::vector<Rep>& reps) {
   std::string out = "[";
   for (const Rep& rep : reps) {
     if (out.size() > 1) out += ", ";
     out += "{\"p50_us\": " + JsonNumber(rep.p50_us) + ", \"p99_us\": " + JsonNumber(rep.p99_us) +
            ", \"calls_per_s\": " + JsonNumber(rep.calls_per_s) +
-           ", \"gbytes_per_s\": " + JsonNumber(rep.gbytes_per_s) + "}";
+           ", \"gbytes_per_s\": " + JsonNumber(rep.gbytes_per_s) + ", \"same_cpu\": " + JsonBool(rep.same_cpu) +
+           "}";
   }
   return out + "]";
 }
@@ -271,6 +328,7 @@ Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, 
 
   std::vector<Rep> reps;
   int64_t calls = 0;
+  BusiestThreadCpu server_cpu(plan.server_pid);
   const Usage before = Usage::Now(plan, copies);
   for (int rep = 0; rep < plan.reps; ++rep) {
     latencies.clear();
@@ -289,6 +347,8 @@ Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, 
     if (plan.bulk()) r.gbytes_per_s = static_cast<double>(latencies.size() * plan.request_bytes()) / elapsed_s / 1e9;
     r.p99_us = PercentileUs(latencies, 99);
     r.p50_us = PercentileUs(latencies, 50);
+    const int caller_cpu = sched_getcpu();
+    if (const std::optional<int> cpu = server_cpu.Sample(); cpu && caller_cpu >= 0) r.same_cpu = *cpu == caller_cpu;
     reps.push_back(r);
   }
   const Usage after = Usage::Now(plan, copies);

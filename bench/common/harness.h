@@ -72,6 +72,11 @@ Plan ParsePlan(int argc, char** argv, std::string_view usage);
 // One repetition's figures.
 struct Rep {
   std::optional<double> p50_us, p99_us, calls_per_s, gbytes_per_s;
+  // Whether, at the end of the repetition, the calling thread and the
+  // server's busiest thread in it were on the same CPU (the slow placement
+  // of docs/benchmarks.md, "Three rows that wandered"); unset where there
+  // is no server process or no calling thread (rate).
+  std::optional<bool> same_cpu;
 };
 
 // How the warm-up went: how long, how many batches, and whether it reached
