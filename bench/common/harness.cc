@@ -197,7 +197,8 @@ std::string WarmupJson(const std::optional<Warmup>& w) {
 // What the client and the server spent, measured around the repetitions.
 struct Usage {
   int64_t wall_ns = 0;
-  int64_t cpu_ns = 0;
+  int64_t self_cpu_ns = 0;
+  ProcessCpu server;
   std::optional<int64_t> machine_busy_ns;
   std::optional<uint64_t> copied;
 
@@ -206,7 +207,8 @@ struct Usage {
     // Copies first: for zcrpc it is a call, whose CPU belongs to neither side
     // of the measurement window.
     if (copies) u.copied = copies();
-    u.cpu_ns = SelfCpuNanos() + (plan.server_pid ? ProcessCpuNanos(plan.server_pid) : 0);
+    u.self_cpu_ns = SelfCpuNanos();
+    if (plan.server_pid) u.server = ProcessCpu::Of(plan.server_pid);
     u.machine_busy_ns = MachineBusyNanos();
     u.wall_ns = NowNanos();
     return u;
@@ -231,14 +233,14 @@ void SummarizeReps(Row* row, std::vector<Rep> reps) {
 
 void FillUsage(Row* row, const Plan& plan, const Usage& before, const Usage& after, int64_t calls) {
   if (calls <= 0) return;
-  row->cpu_us_per_call = static_cast<double>(after.cpu_ns - before.cpu_ns) / 1000.0 / static_cast<double>(calls);
+  const int64_t ours = (after.self_cpu_ns - before.self_cpu_ns) + after.server.Since(before.server);
+  row->cpu_us_per_call = static_cast<double>(ours) / 1000.0 / static_cast<double>(calls);
   if (before.copied && after.copied) {
     row->copied_bytes_per_call = static_cast<double>(*after.copied - *before.copied) / static_cast<double>(calls);
   }
   const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   if (before.machine_busy_ns && after.machine_busy_ns && cpus > 0 && after.wall_ns > before.wall_ns) {
-    const double others = static_cast<double>((*after.machine_busy_ns - *before.machine_busy_ns) -
-                                              (after.cpu_ns - before.cpu_ns));
+    const double others = static_cast<double>((*after.machine_busy_ns - *before.machine_busy_ns) - ours);
     const double capacity = static_cast<double>(cpus) * static_cast<double>(after.wall_ns - before.wall_ns);
     row->others_cpu_share = std::clamp(others / capacity, 0.0, 1.0);
   }
@@ -452,21 +454,47 @@ int64_t SelfCpuNanos() {
   return ns(usage.ru_utime) + ns(usage.ru_stime);
 }
 
-// Sum over the process's threads of the scheduler's run time, which is kept
-// in ns (/proc/PID/stat's utime is in 10 ms ticks, too coarse here).
-int64_t ProcessCpuNanos(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* tasks = opendir(dir.c_str());
-  if (tasks == nullptr) return 0;
-  int64_t total = 0;
-  while (dirent* entry = readdir(tasks)) {
-    if (entry->d_name[0] == '.') continue;
-    std::ifstream schedstat(dir + "/" + entry->d_name + "/schedstat");
-    int64_t run_ns = 0;
-    if (schedstat >> run_ns) total += run_ns;
+// Each thread's scheduler run time is kept in ns (/proc/PID/stat's utime
+// is in 10 ms ticks, too coarse for one thread's share of a row); but a
+// thread that exits takes its run time with it, which gRPC's thread pools
+// do, so the whole process's ticks are read too.
+ProcessCpu ProcessCpu::Of(pid_t pid) {
+  ProcessCpu cpu;
+  const std::string proc = "/proc/" + std::to_string(pid);
+  if (DIR* tasks = opendir((proc + "/task").c_str())) {
+    while (dirent* entry = readdir(tasks)) {
+      if (entry->d_name[0] == '.') continue;
+      std::ifstream schedstat(proc + "/task/" + entry->d_name + "/schedstat");
+      int64_t run_ns = 0;
+      if (schedstat >> run_ns) cpu.thread_ns[entry->d_name] = run_ns;
+    }
+    closedir(tasks);
   }
-  closedir(tasks);
-  return total;
+  // /proc/PID/stat: utime and stime are fields 14 and 15; count after the
+  // ')' that ends the command name, which may hold spaces.
+  std::ifstream stat(proc + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  if (const size_t paren = line.rfind(')'); paren != std::string::npos) {
+    std::istringstream fields(line.substr(paren + 2));
+    std::string field;
+    int64_t ticks = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+      if (i >= 14) ticks += std::atoll(field.c_str());
+    }
+    const long hz = sysconf(_SC_CLK_TCK);
+    cpu.process_ns = ticks * (1'000'000'000 / (hz > 0 ? hz : 100));
+  }
+  return cpu;
+}
+
+int64_t ProcessCpu::Since(const ProcessCpu& before) const {
+  int64_t threads = 0;
+  for (const auto& [tid, ns] : thread_ns) {
+    const auto was = before.thread_ns.find(tid);
+    threads += ns - (was == before.thread_ns.end() ? 0 : was->second);
+  }
+  return std::max<int64_t>({threads, process_ns - before.process_ns, 0});
 }
 
 std::optional<int64_t> MachineBusyNanos() {

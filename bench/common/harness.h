@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -143,9 +144,20 @@ class InFlightRunner {
   std::atomic<bool> stopping_{false};
 };
 
-// CPU time so far of this process (all threads) and of `pid`, in ns.
+// CPU time so far of this process (all threads), in ns.
 int64_t SelfCpuNanos();
-int64_t ProcessCpuNanos(pid_t pid);
+// CPU time of another process's threads, to take differences of: each live
+// thread's scheduler run time in ns, and the whole process's utime+stime
+// (clock ticks, coarse, but it keeps the time of threads that have exited).
+struct ProcessCpu {
+  std::map<std::string, int64_t> thread_ns;
+  int64_t process_ns = 0;
+
+  static ProcessCpu Of(pid_t pid);
+  // CPU used between `before` and this sample, never negative: the larger
+  // of the live threads' increase and the coarse whole-process increase.
+  int64_t Since(const ProcessCpu& before) const;
+};
 // Peak resident set (VmHWM) of `pid` (0: this process), in bytes.
 int64_t PeakRssBytes(pid_t pid);
 int64_t NowNanos();
