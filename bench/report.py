@@ -293,7 +293,7 @@ def plot(document, path):
         colours = ["#888" if n.startswith("floor-") else "#3a7" if n.startswith("zcrpc") else "#c64" for n in names]
         drawn = axis.bar(names, [row[key] for row in rows], color=colours)
         axis.bar_label(drawn, labels=[number(row[key]) for row in rows], fontsize=8)
-        if log:
+        if log and rows:  # a log axis with no bars (--only without bulk rows) cannot be drawn
             axis.set_yscale("log")
         axis.set_title(title)
         axis.set_ylabel(ylabel)
