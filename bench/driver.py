@@ -416,6 +416,9 @@ def main():
     for row in unstable:
         print(f"bench: WARNING unstable: {row['system']} {row['workload']} {report.size_label(row['payload_bytes'])}: "
               f"{row['unstable']}")
+    busy = report.busy_rows(results)
+    if busy:
+        print(f"bench: WARNING {report.busy_summary(results)}")
     print(f"bench: wrote {json_path}, {table_path}, {plot_path}")
     return 1 if failed else 0
 

@@ -68,6 +68,21 @@ def unstable_note(row):
     return f"{name} {values}" if unit == name else f"{name} {values} {unit}"
 
 
+def busy_rows(results):
+    return [row for row in results if (row.get("others_cpu_share") or 0) > BUSY_MACHINE_SHARE]
+
+
+def busy_summary(results):
+    """One sentence on a run made while other processes were busy, or None."""
+    busy = busy_rows(results)
+    if not busy:
+        return None
+    shares = sorted(row["others_cpu_share"] for row in busy)
+    return (f"other processes used more than {100 * BUSY_MACHINE_SHARE:.0f} % of the CPUs during {len(busy)} of "
+            f"{len(results)} rows (up to {100 * shares[-1]:.0f} %): those figures are not comparable with a quiet "
+            f"run's")
+
+
 def stability(row):
     """The table's last cell: the instability mark, a warm-up that never
     settled, and a busy machine, or "" for a row with nothing to say."""
@@ -215,6 +230,8 @@ def markdown(document):
     if unstable:
         lines += [f"**{len(unstable)} of {len(results)} rows are unstable**: their repetitions disagree by more "
                   f"than {UNSTABLE_SPREAD}×; read them as a range, not a figure.", ""]
+    if busy_summary(results):
+        lines += [f"**The machine was busy**: {busy_summary(results)}.", ""]
     lines += [
         "| system | workload | payload | p50 µs | p99 µs | calls/s | GB/s | CPU µs/call | copied B/call | "
         "peak RSS MiB | busy-poll | vs grpc | vs floor | stability |",

@@ -156,6 +156,13 @@ class Stability(unittest.TestCase):
         self.assertEqual(report.stability(r), "⚠ unstable: p50s 30.0–2,100 µs; "
                                               "client and server on one CPU in 1 of 2 repetitions")
 
+    def test_a_run_on_a_busy_machine_says_so_above_the_table(self):
+        quiet = dict(row("floor-tcp", "unary", 64, p50_us=30.0), others_cpu_share=0.05)
+        busy = dict(row("floor-tcp", "unary", 0, p50_us=30.0), others_cpu_share=0.67)
+        self.assertNotIn("machine was busy", report.markdown(document([quiet])))
+        table = report.markdown(document([quiet, busy]))
+        self.assertIn("during 1 of 2 rows (up to 67 %)", table)
+
     def test_a_failed_row_keeps_its_cells(self):
         failed = row("zcrpc-tcp", "rate", 64)
         failed["error"] = "boom"
