@@ -326,8 +326,8 @@ def machine_info(mode, effort, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions (under a minute)")
-    parser.add_argument("--smoke", action="store_true", help="one tiny repetition per row, for the test suite")
+    parser.add_argument("--quick", action="store_true", help="shorter warm-up and repetitions (about 1.5 minutes)")
+    parser.add_argument("--smoke", action="store_true", help="two tiny repetitions per row, for the test suite")
     parser.add_argument("--json", help="where to write the JSON (default: bench/results/results.json); "
                                        "the table and plot go next to it")
     parser.add_argument("--only", help="comma-separated systems to run (default: all); SYSTEM:WORKLOAD or "
