@@ -7,6 +7,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
 import report  # noqa: E402
 
 
@@ -170,6 +171,20 @@ class Stability(unittest.TestCase):
         header = next(line for line in table.splitlines() if line.startswith("| system"))
         failed_line = next(line for line in table.splitlines() if "FAILED" in line)
         self.assertEqual(failed_line.count("|"), header.count("|"))
+
+
+class Compare(unittest.TestCase):
+    def test_spread_across_runs_uses_each_workloads_headline_figure(self):
+        runs = [document([row("floor-tcp", "bulk", 1 << 20, p50_us=300.0, gbytes_per_s=g),
+                          row("zcrpc-shm", "unary", 64, p50_us=p)]) for g, p in [(1.52, 2.0), (4.18, 2.2)]]
+        failed = row("zcrpc-shm", "unary", 64)
+        failed["error"] = "boom"
+        runs.append(document([row("floor-tcp", "bulk", 1 << 20, gbytes_per_s=3.0), failed]))
+        (bulk, unary) = compare.spreads(runs)
+        self.assertEqual(bulk[3], [1.52, 4.18, 3.0])
+        self.assertAlmostEqual(bulk[4], 4.18 / 1.52)
+        self.assertEqual(unary[3], [2.0, 2.2, None])
+        self.assertAlmostEqual(unary[4], 1.1)
 
 
 class Schema(unittest.TestCase):
