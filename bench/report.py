@@ -97,6 +97,14 @@ def stability(row):
     warmup = row.get("warmup")
     if warmup and not warmup.get("steady"):
         notes.append(f"warm-up unsettled after {warmup['seconds']:.1f} s")
+    if warmup and warmup.get("first_batch") and warmup.get("last_batch"):
+        # Warm-up makes a row faster; one that got slower met something
+        # else (a busy machine, client and server pushed onto one CPU).
+        first, last = warmup["first_batch"], warmup["last_batch"]
+        slower = first / last if row["workload"] == "rate" else last / first
+        if slower > UNSTABLE_SPREAD:
+            unit = "calls/s" if row["workload"] == "rate" else "µs per call"
+            notes.append(f"warm-up got slower: {number(first)} → {number(last)} {unit}")
     others = row.get("others_cpu_share")
     if others is not None and others > BUSY_MACHINE_SHARE:
         notes.append(f"others used {100 * others:.0f} % CPU")

@@ -164,6 +164,16 @@ class Stability(unittest.TestCase):
         table = report.markdown(document([quiet, busy]))
         self.assertIn("during 1 of 2 rows (up to 67 %)", table)
 
+    def test_a_warm_up_that_got_slower_is_noted(self):
+        r = with_reps(row("zcrpc-tcp-busypoll", "unary", 0, p50_us=4010.0), "p50_us", [4063.0, 4007.0],
+                      warmup=dict(seconds=0.6, batches=20, steady=True, first_batch=22.6, last_batch=3998.0))
+        self.assertEqual(report.stability(r), "warm-up got slower: 22.6 → 3,998 µs per call")
+        faster = dict(r, warmup=dict(seconds=0.6, batches=20, steady=True, first_batch=3998.0, last_batch=22.6))
+        self.assertEqual(report.stability(faster), "")
+        rate = with_reps(row("zcrpc-shm", "rate", 64, calls_per_s=1e5), "calls_per_s", [1e5, 1e5],
+                         warmup=dict(seconds=0.6, batches=20, steady=True, first_batch=7e5, last_batch=1e5))
+        self.assertEqual(report.stability(rate), "warm-up got slower: 700,000 → 100,000 calls/s")
+
     def test_a_failed_row_keeps_its_cells(self):
         failed = row("zcrpc-tcp", "rate", 64)
         failed["error"] = "boom"
