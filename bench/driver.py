@@ -23,14 +23,22 @@ import report
 KIB, MIB = 1024, 1024 * 1024
 UNARY_SIZES = [0, 64, 4 * KIB, 64 * KIB, MIB]
 
-# Measurement effort per mode: warm-up seconds, repetitions, seconds each.
+# Measurement effort per mode. Warm-up (the same rule for every system,
+# bench/common/harness.h): at least warmup_s and at most warmup_max_s, in
+# batches of warmup_batch_s, until the last 3 batch figures agree within
+# warmup_tolerance. Then `reps` repetitions of rep_s seconds each.
 MODES = {
-    "full": dict(warmup_s=0.5, reps=7, rep_s=1.0),
-    "quick": dict(warmup_s=0.05, reps=3, rep_s=0.12),
+    "full": dict(warmup_s=1.0, warmup_max_s=5.0, warmup_batch_s=0.05, warmup_tolerance=0.10, reps=7, rep_s=1.0),
+    # Quick: at least 0.5 s of warm-up, as a new client/server pair often
+    # starts on one CPU and is spread only after some 0.3-0.5 s (the
+    # docs' "Three rows that wandered"); a steady plateau before that is
+    # not the steady state.
+    "quick": dict(warmup_s=0.5, warmup_max_s=1.5, warmup_batch_s=0.03, warmup_tolerance=0.10, reps=5, rep_s=0.08),
     # For the test suite: proves every program runs and the outputs are
     # well-formed; its figures mean nothing.
-    "smoke": dict(warmup_s=0.01, reps=1, rep_s=0.02),
+    "smoke": dict(warmup_s=0.01, warmup_max_s=0.05, warmup_batch_s=0.01, warmup_tolerance=0.10, reps=2, rep_s=0.02),
 }
+WARMUP_FLAGS = ("warmup_s", "warmup_max_s", "warmup_batch_s", "warmup_tolerance")
 
 # How each system runs. "rpc" systems are a server and a client process;
 # floors are one program that forks its own server.
@@ -147,12 +155,14 @@ class Runner:
 
     def plan_flags(self, workload, payload):
         e = self.effort
-        return ["--workload", workload, "--payload_bytes", str(payload), "--warmup_s", str(e["warmup_s"]),
-                "--reps", str(e["reps"]), "--rep_s", str(e["rep_s"])]
+        flags = ["--workload", workload, "--payload_bytes", str(payload)]
+        for name in WARMUP_FLAGS + ("reps", "rep_s"):
+            flags += [f"--{name}", str(e[name])]
+        return flags
 
     def timeout_s(self):
         e = self.effort
-        return 60 + 3 * (e["warmup_s"] + e["reps"] * e["rep_s"])
+        return 60 + 3 * (e["warmup_max_s"] + e["reps"] * e["rep_s"])
 
     def run_rpc(self, spec, workload, payload, server_args=(), client_args=()):
         server_cmd = pinned([self.binary(spec["server"][0])] + spec["server"][1:] + list(server_args), self.pin_server)
@@ -185,7 +195,8 @@ class Runner:
                                                error=str(failure)))
                 continue
             self.grpc_variants.append(dict(variant=name, workload=workload, payload_bytes=payload,
-                                           p50_us=result["p50_us"], calls_per_s=result["calls_per_s"]))
+                                           p50_us=result["p50_us"], calls_per_s=result["calls_per_s"],
+                                           gbytes_per_s=result["gbytes_per_s"]))
             if best is None or faster(workload, result, best):
                 best, best_name = result, name
         if best is None:
@@ -206,6 +217,39 @@ def faster(workload, a, b):
     if workload == "rate":
         return a["calls_per_s"] > b["calls_per_s"]
     return a["p50_us"] < b["p50_us"]
+
+
+# --quiet-wait: a row starts only once other processes use at most this
+# share of all CPUs (sampled over QUIET_SAMPLE_S, between rows, when none of
+# the benchmark's processes run).
+QUIET_SHARE = 0.15
+QUIET_SAMPLE_S = 0.3
+
+
+def cpu_times():
+    """(busy, total) jiffies over all CPUs from /proc/stat; busy excludes
+    idle and iowait and includes steal."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(sample_s):
+    busy0, total0 = cpu_times()
+    time.sleep(sample_s)
+    busy1, total1 = cpu_times()
+    return (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
+
+
+def wait_until_quiet(max_wait_s):
+    """Waits up to max_wait_s for the machine to be quiet; returns (seconds
+    waited, others' CPU share in the last sample)."""
+    started = time.monotonic()
+    share = busy_share(QUIET_SAMPLE_S)
+    while share > QUIET_SHARE and time.monotonic() - started < max_wait_s:
+        share = busy_share(QUIET_SAMPLE_S)
+    return time.monotonic() - started, share
 
 
 def command_output(command):
@@ -271,6 +315,10 @@ def machine_info(mode, effort, args):
         "repetitions": effort["reps"],
         "seconds_per_repetition": effort["rep_s"],
         "warmup_seconds": effort["warmup_s"],
+        "warmup": {"min_s": effort["warmup_s"], "max_s": effort["warmup_max_s"], "batch_s": effort["warmup_batch_s"],
+                   "tolerance": effort["warmup_tolerance"], "steady_batches": 3},
+        "unstable_spread": report.UNSTABLE_SPREAD,
+        "quiet_wait_s": args.quiet_wait or None,
         "pinning": ({"server_cpus": args.pin_server, "client_cpus": args.pin_client}
                     if args.pin_server or args.pin_client else None),
     }
@@ -278,11 +326,15 @@ def machine_info(mode, effort, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions (under a minute)")
-    parser.add_argument("--smoke", action="store_true", help="one tiny repetition per row, for the test suite")
+    parser.add_argument("--quick", action="store_true", help="shorter warm-up and repetitions (about 1.5 minutes)")
+    parser.add_argument("--smoke", action="store_true", help="two tiny repetitions per row, for the test suite")
     parser.add_argument("--json", help="where to write the JSON (default: bench/results/results.json); "
                                        "the table and plot go next to it")
-    parser.add_argument("--only", help="comma-separated systems to run (default: all)")
+    parser.add_argument("--only", help="comma-separated systems to run (default: all); SYSTEM:WORKLOAD or "
+                                       "SYSTEM:WORKLOAD:BYTES picks single rows, e.g. zcrpc-shm:bulk-attach")
+    parser.add_argument("--quiet-wait", metavar="SECONDS", type=float, default=0.0,
+                        help="before each row, wait up to SECONDS until other processes use at most "
+                             f"{100 * QUIET_SHARE:.0f} %% of the CPUs (for a machine shared with builds)")
     parser.add_argument("--pin-server", metavar="CPUS", help="run servers on these CPUs (taskset -c syntax)")
     parser.add_argument("--pin-client", metavar="CPUS", help="run clients on these CPUs")
     parser.add_argument("--bin-dir", required=True, help="where the bench_* programs are")
@@ -292,18 +344,25 @@ def main():
     effort = MODES[mode]
     rows = matrix()
     if args.only:
-        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
-        unknown = [name for name in wanted if name not in SYSTEMS]
+        wanted = [name.strip().split(":") for name in args.only.split(",") if name.strip()]
+        unknown = [parts[0] for parts in wanted if parts[0] not in SYSTEMS]
         if unknown:
             known = ", ".join(list(SYSTEMS) + NOT_YET_BUILT)
             parser.error(f"unknown or not yet built system(s) {', '.join(unknown)}; known: {known}")
-        rows = [row for row in rows if row[0] in wanted]
+        bad = [":".join(parts) for parts in wanted if len(parts) > 3 or (len(parts) == 3 and not parts[2].isdigit())]
+        if bad:
+            parser.error(f"bad --only entry {', '.join(bad)}: SYSTEM[:WORKLOAD[:BYTES]]")
+
+        def picked(row):
+            return any(row[0] == parts[0] and (len(parts) < 2 or row[1] == parts[1])
+                       and (len(parts) < 3 or row[2] == int(parts[2])) for parts in wanted)
+        rows = [row for row in rows if picked(row)]
 
     json_path = Path(args.json) if args.json else Path(__file__).resolve().parent / "results" / "results.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
 
-    print(f"bench: {mode} run, {len(rows)} rows, {effort['reps']} repetitions of {effort['rep_s']} s "
-          f"after {effort['warmup_s']} s warm-up")
+    print(f"bench: {mode} run, {len(rows)} rows, {effort['reps']} repetitions of {effort['rep_s']} s after a "
+          f"warm-up of {effort['warmup_s']}–{effort['warmup_max_s']} s (until steady)")
     print(f"bench: not measured yet (their issues have not landed): {', '.join(NOT_YET_BUILT)}")
     runner = Runner(args, mode)
     results = []
@@ -312,6 +371,11 @@ def main():
         label = f"[{index:2}/{len(rows)}] {system:<17} {workload:<6} {report.size_label(payload):>7}"
         print(label, end="", flush=True)
         row = dict(system=system, workload=workload, payload_bytes=payload)
+        if args.quiet_wait > 0:
+            waited, share = wait_until_quiet(args.quiet_wait)
+            row["quiet_wait"] = dict(seconds=round(waited, 2), others_cpu_share=round(share, 3))
+            if share > QUIET_SHARE:
+                print(f" (not quiet after {waited:.0f} s: others use {100 * share:.0f} %)", end="", flush=True)
         row_started = time.monotonic()
         try:
             result = runner.run(system, workload, payload)
@@ -319,6 +383,11 @@ def main():
             row["error"] = None
             row["variant"] = result.get("variant") or SYSTEMS[system].get("variant")
             row["transport"] = result.get("transport")
+            row["repetitions"] = result.get("repetitions") or []
+            row["warmup"] = result.get("warmup")
+            row["others_cpu_share"] = result.get("others_cpu_share")
+            row["dispersion"] = report.dispersion(row)
+            row["unstable"] = report.unstable_note(row)
         except Failure as failure:
             row.update({key: None for key in report.FIGURES})
             row["error"] = str(failure)
@@ -327,6 +396,9 @@ def main():
         row["busy_poll"] = SYSTEMS[system]["busy_poll"]
         results.append(row)
         print(f"  {report.row_summary(row)}  ({time.monotonic() - row_started:.1f} s)", flush=True)
+        if not row["error"] and report.stability(row):
+            print(f"bench: WARNING {system} {workload} {report.size_label(payload)}: {report.stability(row)}",
+                  flush=True)
 
     print("bench: probing the kernel's zero-copy mechanisms (docs/zero-copy.md)", flush=True)
     document = {"machine": machine_info(mode, effort, args), "results": results,
@@ -338,7 +410,15 @@ def main():
     plot_path = json_path.with_suffix(".png")
     report.plot(document, plot_path)
     failed = [row for row in results if row["error"]]
-    print(f"bench: {len(results)} rows in {time.monotonic() - started:.0f} s, {len(failed)} failed")
+    unstable = [row for row in results if not row["error"] and row.get("unstable")]
+    print(f"bench: {len(results)} rows in {time.monotonic() - started:.0f} s, {len(failed)} failed, "
+          f"{len(unstable)} unstable (repetitions disagree by more than {report.UNSTABLE_SPREAD}×)")
+    for row in unstable:
+        print(f"bench: WARNING unstable: {row['system']} {row['workload']} {report.size_label(row['payload_bytes'])}: "
+              f"{row['unstable']}")
+    busy = report.busy_rows(results)
+    if busy:
+        print(f"bench: WARNING {report.busy_summary(results)}")
     print(f"bench: wrote {json_path}, {table_path}, {plot_path}")
     return 1 if failed else 0
 

@@ -20,6 +20,96 @@ FLOOR_FOR = {
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "results.schema.json"
 
+# A row whose repetitions' headline figures differ by more than this
+# (max/min) is marked unstable: above the 10-30 % that runs on this kind of
+# machine move by anyway (docs/benchmarks.md, "Repetitions and the
+# instability flag").
+UNSTABLE_SPREAD = 1.3
+# Other processes' share of the CPUs during a row above which the table
+# says so next to the row.
+BUSY_MACHINE_SHARE = 0.25
+
+
+def headline(workload):
+    """The figure a workload is judged by, and its unit for the table."""
+    if workload in ("bulk", "bulk-attach"):
+        return "gbytes_per_s", "GB/s"
+    if workload == "rate":
+        return "calls_per_s", "calls/s"
+    return "p50_us", "µs"
+
+
+def dispersion(row):
+    """How far the row's repetitions disagree on its headline figure:
+    {figure, min, max, max_over_min}, or None without two repetitions that
+    have it."""
+    figure, _ = headline(row["workload"])
+    values = [rep.get(figure) for rep in row.get("repetitions") or []]
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return None
+    lo, hi = min(values), max(values)
+    ratio = hi / lo if lo > 0 else (1.0 if hi == 0 else None)
+    return dict(figure=figure, min=lo, max=hi, max_over_min=ratio)
+
+
+def unstable_note(row):
+    """"p50s 12–40 µs" when the row's repetitions disagree by more than
+    UNSTABLE_SPREAD, else None."""
+    spread = row.get("dispersion") or dispersion(row)
+    if spread is None:
+        return None
+    ratio = spread["max_over_min"]
+    if ratio is not None and ratio <= UNSTABLE_SPREAD:
+        return None
+    figure, unit = headline(row["workload"])
+    name = {"p50_us": "p50s", "gbytes_per_s": "GB/s", "calls_per_s": "calls/s"}[figure]
+    values = f"{number(spread['min'])}–{number(spread['max'])}"
+    return f"{name} {values}" if unit == name else f"{name} {values} {unit}"
+
+
+def busy_rows(results):
+    return [row for row in results if (row.get("others_cpu_share") or 0) > BUSY_MACHINE_SHARE]
+
+
+def busy_summary(results):
+    """One sentence on a run made while other processes were busy, or None."""
+    busy = busy_rows(results)
+    if not busy:
+        return None
+    shares = sorted(row["others_cpu_share"] for row in busy)
+    return (f"other processes used more than {100 * BUSY_MACHINE_SHARE:.0f} % of the CPUs during {len(busy)} of "
+            f"{len(results)} rows (up to {100 * shares[-1]:.0f} %): those figures are not comparable with a quiet "
+            f"run's")
+
+
+def stability(row):
+    """The table's last cell: the instability mark, a warm-up that never
+    settled, and a busy machine, or "" for a row with nothing to say."""
+    if row["error"]:
+        return ""
+    notes = []
+    if row.get("unstable"):
+        notes.append(f"⚠ unstable: {row['unstable']}")
+    shared = [rep.get("same_cpu") for rep in row.get("repetitions") or [] if rep.get("same_cpu") is not None]
+    if any(shared):
+        notes.append(f"client and server on one CPU in {sum(shared)} of {len(shared)} repetitions")
+    warmup = row.get("warmup")
+    if warmup and not warmup.get("steady"):
+        notes.append(f"warm-up unsettled after {warmup['seconds']:.1f} s")
+    if warmup and warmup.get("first_batch") and warmup.get("last_batch"):
+        # Warm-up makes a row faster; one that got slower met something
+        # else (a busy machine, client and server pushed onto one CPU).
+        first, last = warmup["first_batch"], warmup["last_batch"]
+        slower = first / last if row["workload"] == "rate" else last / first
+        if slower > UNSTABLE_SPREAD:
+            unit = "calls/s" if row["workload"] == "rate" else "µs per call"
+            notes.append(f"warm-up got slower: {number(first)} → {number(last)} {unit}")
+    others = row.get("others_cpu_share")
+    if others is not None and others > BUSY_MACHINE_SHARE:
+        notes.append(f"others used {100 * others:.0f} % CPU")
+    return "; ".join(notes)
+
 
 def validate(document):
     try:
@@ -109,6 +199,14 @@ def vs_floor(row, results):
     return "—"
 
 
+def warmup_text(machine):
+    rule = machine.get("warmup")
+    if not rule:
+        return f"{machine['warmup_seconds']} s warm-up"
+    return (f"a warm-up of {rule['min_s']}–{rule['max_s']} s until {rule['steady_batches']} batches of "
+            f"{rule['batch_s']} s agree within {100 * rule['tolerance']:.0f} %")
+
+
 def markdown(document):
     machine, results = document["machine"], document["results"]
     pinning = machine["pinning"]
@@ -116,31 +214,46 @@ def markdown(document):
         "# zcrpc against stock gRPC",
         "",
         f"{machine['date']} · {machine['mode']} run · {machine['repetitions']} repetitions of "
-        f"{machine['seconds_per_repetition']} s after {machine['warmup_seconds']} s warm-up · zcrpc "
+        f"{machine['seconds_per_repetition']} s after {warmup_text(machine)} · zcrpc "
         f"{machine['zcrpc_commit']} · gRPC {machine['grpc_version']} · protobuf {machine['protobuf_version']}",
         "",
         f"{machine['cpu_model']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
         f"{machine['os']} · pinning: "
-        + (f"servers on CPUs {pinning['server_cpus']}, clients on {pinning['client_cpus']}" if pinning else "none"),
+        + (f"servers on CPUs {pinning['server_cpus']}, clients on {pinning['client_cpus']}" if pinning else "none")
+        + (f" · each row waited up to {machine['quiet_wait_s']} s for a quiet machine"
+           if machine.get("quiet_wait_s") else ""),
         "",
         "Medians over repetitions. *vs grpc*: how many times better than stock gRPC on the same workload and size "
         "(latency for unary, calls/s for rate, GB/s for bulk; >1 is better). *vs floor*: the system's cost "
         "relative to the same work with no framework (latency: 1.00 is the floor, higher is slower; GB/s: the "
         "fraction of the floor's throughput). CPU is client + server per call; copied is framework bytes copied "
-        "per call (zcrpc's counters; gRPC does not count). RSS is client + server peak.",
+        "per call (zcrpc's counters; gRPC does not count). RSS is client + server peak. *stability*: "
+        f"⚠ unstable when the repetitions' headline figures (p50, GB/s for bulk, calls/s for rate) differ by "
+        f"more than {UNSTABLE_SPREAD}× (max/min); a warm-up that reached its cap without settling; and the "
+        f"share of the CPUs other processes used during the row when above {100 * BUSY_MACHINE_SHARE:.0f} %; "
+        "repetitions that ended with the client's calling thread and the server's busiest thread on one CPU.",
         "",
+    ]
+    unstable = [row for row in results if not row["error"] and row.get("unstable")]
+    if unstable:
+        lines += [f"**{len(unstable)} of {len(results)} rows are unstable**: their repetitions disagree by more "
+                  f"than {UNSTABLE_SPREAD}×; read them as a range, not a figure.", ""]
+    if busy_summary(results):
+        lines += [f"**The machine was busy**: {busy_summary(results)}.", ""]
+    lines += [
         "| system | workload | payload | p50 µs | p99 µs | calls/s | GB/s | CPU µs/call | copied B/call | "
-        "peak RSS MiB | busy-poll | vs grpc | vs floor |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "peak RSS MiB | busy-poll | vs grpc | vs floor | stability |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for row in results:
         system = row["system"] + (f" ({row['variant']})" if row.get("variant") else "")
         head = f"| {system} | {row['workload']} | {size_label(row['payload_bytes'])} |"
         if row["error"]:
-            lines.append(head + f" **FAILED: {row['error']}** |" + " |" * 9)
+            lines.append(head + f" **FAILED: {row['error']}** |" + " |" * 10)
             continue
         busy = {True: "yes", False: "no", None: "—"}[row.get("busy_poll")]
-        cells = [number(row[key]) for key in FIGURES] + [busy, vs_grpc(row, results), vs_floor(row, results)]
+        cells = [number(row[key]) for key in FIGURES] + [busy, vs_grpc(row, results), vs_floor(row, results),
+                                                         stability(row)]
         lines.append(head + " " + " | ".join(cells) + " |")
     lines.append("")
     probe = document.get("zero_copy_probe")
@@ -205,7 +318,7 @@ def plot(document, path):
         colours = ["#888" if n.startswith("floor-") else "#3a7" if n.startswith("zcrpc") else "#c64" for n in names]
         drawn = axis.bar(names, [row[key] for row in rows], color=colours)
         axis.bar_label(drawn, labels=[number(row[key]) for row in rows], fontsize=8)
-        if log:
+        if log and rows:  # a log axis with no bars (--only without bulk rows) cannot be drawn
             axis.set_yscale("log")
         axis.set_title(title)
         axis.set_ylabel(ylabel)

@@ -7,6 +7,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
 import report  # noqa: E402
 
 
@@ -80,6 +81,122 @@ class Ratios(unittest.TestCase):
         self.assertIn("**FAILED: call failed: UNAVAILABLE**", table)
 
 
+def with_reps(r, figure, values, **extra):
+    """`r` with one repetition per value of `figure`, its dispersion and
+    instability filled in as driver.py does."""
+    r["repetitions"] = [{figure: v} for v in values]
+    r.update(extra)
+    r["dispersion"] = report.dispersion(r)
+    r["unstable"] = report.unstable_note(r)
+    return r
+
+
+class Stability(unittest.TestCase):
+    def test_dispersion_uses_the_workloads_headline_figure(self):
+        unary = with_reps(row("zcrpc-tcp", "unary", 64, p50_us=20.0), "p50_us", [20.0, 22.0, 25.0])
+        self.assertEqual(unary["dispersion"]["figure"], "p50_us")
+        self.assertAlmostEqual(unary["dispersion"]["max_over_min"], 1.25)
+        bulk = with_reps(row("floor-tcp", "bulk", 1 << 20, gbytes_per_s=3.0), "gbytes_per_s", [1.52, 4.18, 3.0])
+        self.assertEqual(bulk["dispersion"]["figure"], "gbytes_per_s")
+        rate = with_reps(row("grpc", "rate", 64, calls_per_s=1.0), "calls_per_s", [100.0, 200.0])
+        self.assertEqual(rate["dispersion"]["figure"], "calls_per_s")
+
+    def test_repetitions_within_the_threshold_are_not_marked(self):
+        r = with_reps(row("zcrpc-tcp", "unary", 64, p50_us=20.0), "p50_us", [20.0, 22.0, 25.0])
+        self.assertIsNone(r["unstable"])
+        self.assertEqual(report.stability(r), "")
+
+    def test_repetitions_that_disagree_are_marked_with_their_range(self):
+        r = with_reps(row("zcrpc-tcp-busypoll", "unary", 0, p50_us=20.0), "p50_us", [12.0, 20.0, 40.0])
+        self.assertEqual(r["unstable"], "p50s 12.0–40.0 µs")
+        b = with_reps(row("floor-tcp", "bulk", 1 << 20, gbytes_per_s=3.0), "gbytes_per_s", [1.52, 4.18, 3.0])
+        self.assertEqual(b["unstable"], "GB/s 1.52–4.18")
+        q = with_reps(row("grpc", "rate", 64, calls_per_s=150_000.0), "calls_per_s", [135_000.0, 264_500.0])
+        self.assertEqual(q["unstable"], "calls/s 135,000–264,500")
+
+    def test_a_single_repetition_or_none_is_never_unstable(self):
+        self.assertIsNone(with_reps(row("grpc", "unary", 64, p50_us=1.0), "p50_us", [1.0])["unstable"])
+        old = row("grpc", "unary", 64, p50_us=1.0)  # results from before repetitions were recorded
+        self.assertIsNone(report.dispersion(old))
+        self.assertEqual(report.stability(old), "")
+
+    def test_a_zero_minimum_is_unstable_unless_all_are_zero(self):
+        self.assertIsNotNone(with_reps(row("grpc", "rate", 64), "calls_per_s", [0.0, 10.0])["unstable"])
+        self.assertIsNone(with_reps(row("grpc", "rate", 64), "calls_per_s", [0.0, 0.0])["unstable"])
+
+    def test_the_table_marks_unstable_rows_and_keeps_every_row(self):
+        steady = with_reps(row("zcrpc-shm", "unary", 64, p50_us=2.0), "p50_us", [2.0, 2.1, 2.0])
+        wandering = with_reps(row("zcrpc-shm", "bulk-attach", 1 << 20, p50_us=60.0, gbytes_per_s=15.0),
+                              "gbytes_per_s", [4.6, 15.0, 16.0])
+        doc = document([steady, wandering])
+        report.validate(doc)
+        table = report.markdown(doc)
+        lines = [line for line in table.splitlines() if line.startswith("| zcrpc-shm")]
+        self.assertEqual(len(lines), 2)
+        self.assertNotIn("⚠", lines[0])
+        self.assertIn("⚠ unstable: GB/s 4.6–16.0", lines[1])
+        self.assertIn("**1 of 2 rows are unstable**", table)
+        # Every row has as many cells as the header.
+        header = next(line for line in table.splitlines() if line.startswith("| system"))
+        self.assertTrue(all(line.count("|") == header.count("|") for line in lines))
+
+    def test_an_unsettled_warm_up_and_a_busy_machine_are_noted(self):
+        r = with_reps(row("floor-tcp", "unary", 64, p50_us=30.0), "p50_us", [30.0, 31.0],
+                      warmup=dict(seconds=1.0, batches=30, steady=False, first_batch=300.0, last_batch=31.0),
+                      others_cpu_share=0.6)
+        report.validate(document([r]))
+        self.assertEqual(report.stability(r), "warm-up unsettled after 1.0 s; others used 60 % CPU")
+        quiet = dict(r, others_cpu_share=0.05, warmup=dict(seconds=0.2, batches=5, steady=True))
+        self.assertEqual(report.stability(quiet), "")
+
+    def test_repetitions_with_client_and_server_on_one_cpu_are_counted(self):
+        r = with_reps(row("zcrpc-tcp-busypoll", "unary", 0, p50_us=30.0), "p50_us", [30.0, 2100.0, 31.0])
+        for rep, shared in zip(r["repetitions"], [False, True, None]):
+            rep["same_cpu"] = shared
+        report.validate(document([r]))
+        self.assertEqual(report.stability(r), "⚠ unstable: p50s 30.0–2,100 µs; "
+                                              "client and server on one CPU in 1 of 2 repetitions")
+
+    def test_a_run_on_a_busy_machine_says_so_above_the_table(self):
+        quiet = dict(row("floor-tcp", "unary", 64, p50_us=30.0), others_cpu_share=0.05)
+        busy = dict(row("floor-tcp", "unary", 0, p50_us=30.0), others_cpu_share=0.67)
+        self.assertNotIn("machine was busy", report.markdown(document([quiet])))
+        table = report.markdown(document([quiet, busy]))
+        self.assertIn("during 1 of 2 rows (up to 67 %)", table)
+
+    def test_a_warm_up_that_got_slower_is_noted(self):
+        r = with_reps(row("zcrpc-tcp-busypoll", "unary", 0, p50_us=4010.0), "p50_us", [4063.0, 4007.0],
+                      warmup=dict(seconds=0.6, batches=20, steady=True, first_batch=22.6, last_batch=3998.0))
+        self.assertEqual(report.stability(r), "warm-up got slower: 22.6 → 3,998 µs per call")
+        faster = dict(r, warmup=dict(seconds=0.6, batches=20, steady=True, first_batch=3998.0, last_batch=22.6))
+        self.assertEqual(report.stability(faster), "")
+        rate = with_reps(row("zcrpc-shm", "rate", 64, calls_per_s=1e5), "calls_per_s", [1e5, 1e5],
+                         warmup=dict(seconds=0.6, batches=20, steady=True, first_batch=7e5, last_batch=1e5))
+        self.assertEqual(report.stability(rate), "warm-up got slower: 700,000 → 100,000 calls/s")
+
+    def test_a_failed_row_keeps_its_cells(self):
+        failed = row("zcrpc-tcp", "rate", 64)
+        failed["error"] = "boom"
+        table = report.markdown(document([failed, row("grpc", "unary", 64, p50_us=1.0)]))
+        header = next(line for line in table.splitlines() if line.startswith("| system"))
+        failed_line = next(line for line in table.splitlines() if "FAILED" in line)
+        self.assertEqual(failed_line.count("|"), header.count("|"))
+
+
+class Compare(unittest.TestCase):
+    def test_spread_across_runs_uses_each_workloads_headline_figure(self):
+        runs = [document([row("floor-tcp", "bulk", 1 << 20, p50_us=300.0, gbytes_per_s=g),
+                          row("zcrpc-shm", "unary", 64, p50_us=p)]) for g, p in [(1.52, 2.0), (4.18, 2.2)]]
+        failed = row("zcrpc-shm", "unary", 64)
+        failed["error"] = "boom"
+        runs.append(document([row("floor-tcp", "bulk", 1 << 20, gbytes_per_s=3.0), failed]))
+        (bulk, unary) = compare.spreads(runs)
+        self.assertEqual(bulk[3], [1.52, 4.18, 3.0])
+        self.assertAlmostEqual(bulk[4], 4.18 / 1.52)
+        self.assertEqual(unary[3], [2.0, 2.2, None])
+        self.assertAlmostEqual(unary[4], 1.1)
+
+
 class Schema(unittest.TestCase):
     def test_a_complete_document_validates(self):
         report.validate(document([row("grpc", "unary", 64, p50_us=1.0)]))
@@ -89,6 +206,19 @@ class Schema(unittest.TestCase):
         del incomplete["p99_us"]
         with self.assertRaises(Exception):
             report.validate(document([incomplete]))
+
+    def test_repetitions_and_dispersion_validate_and_are_optional(self):
+        r = with_reps(row("grpc", "unary", 64, p50_us=1.0), "p50_us", [1.0, 1.1],
+                      warmup=dict(seconds=0.3, batches=6, steady=True, first_batch=2.0, last_batch=1.0),
+                      others_cpu_share=0.1)
+        report.validate(document([r]))
+        report.validate(document([row("grpc", "unary", 64, p50_us=1.0)]))
+
+    def test_a_bad_dispersion_figure_is_rejected(self):
+        r = with_reps(row("grpc", "unary", 64, p50_us=1.0), "p50_us", [1.0, 1.1])
+        r["dispersion"]["figure"] = "p99_us"
+        with self.assertRaises(Exception):
+            report.validate(document([r]))
 
     def test_an_unknown_workload_is_rejected(self):
         with self.assertRaises(Exception):

@@ -1,7 +1,9 @@
 #include "bench/common/harness.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -18,7 +21,12 @@
 
 ABSL_FLAG(std::string, workload, "unary", "unary | unary-attach | bulk | bulk-attach | rate");
 ABSL_FLAG(uint64_t, payload_bytes, 64, "payload bytes per request (and per reply for unary)");
-ABSL_FLAG(double, warmup_s, 0.2, "seconds of calls before measuring");
+ABSL_FLAG(double, warmup_s, 0.2, "seconds of warm-up calls before measuring, at least");
+ABSL_FLAG(double, warmup_max_s, 2.0, "seconds of warm-up at most, steady or not");
+ABSL_FLAG(double, warmup_batch_s, 0.03, "seconds per warm-up batch");
+ABSL_FLAG(double, warmup_tolerance, 0.10,
+          "warm-up ends when the last 3 batch figures agree within this (max/min - 1)");
+ABSL_FLAG(bool, warmup_trace, false, "print every warm-up batch's figure on stderr");
 ABSL_FLAG(int, reps, 3, "repetitions; the row reports their median");
 ABSL_FLAG(double, rep_s, 0.5, "seconds per repetition");
 ABSL_FLAG(int64_t, max_calls_per_rep, 1'000'000, "calls per repetition at most");
@@ -68,24 +76,173 @@ std::string JsonNumber(const std::optional<double>& v) {
   return buf;
 }
 
+// The warm-up rule (harness.h, Plan): fed one figure per batch, says when
+// the row has reached steady state or run out of time.
+class SteadyState {
+ public:
+  explicit SteadyState(const Plan& plan) : plan_(plan), start_ns_(NowNanos()) {}
+
+  double elapsed_s() const { return static_cast<double>(NowNanos() - start_ns_) / 1e9; }
+
+  // Records one batch's figure; true once the warm-up is over.
+  bool Add(double figure) {
+    figures_.push_back(figure);
+    if (plan_.warmup_trace) {
+      std::fprintf(stderr, "warmup batch %zu at %.3f s: %.6g\n", figures_.size(), elapsed_s(), figure);
+    }
+    const double elapsed = elapsed_s();
+    if (elapsed >= plan_.warmup_max_s) return true;
+    return elapsed >= plan_.warmup_s && Steady();
+  }
+
+  bool Steady() const {
+    const size_t n = figures_.size();
+    if (n < static_cast<size_t>(Plan::kSteadyBatches)) return false;
+    const auto [lo, hi] = std::minmax_element(figures_.end() - Plan::kSteadyBatches, figures_.end());
+    if (*hi <= 0) return true;
+    return *lo > 0 && *hi / *lo <= 1 + plan_.warmup_tolerance;
+  }
+
+  Warmup Result() const {
+    Warmup w;
+    w.seconds = elapsed_s();
+    w.batches = static_cast<int>(figures_.size());
+    w.steady = Steady();
+    if (!figures_.empty()) {
+      w.first_figure = figures_.front();
+      w.last_figure = figures_.back();
+    }
+    return w;
+  }
+
+ private:
+  const Plan& plan_;
+  const int64_t start_ns_;
+  std::vector<double> figures_;
+};
+
+// The CPU `pid`'s thread that ran most since the last call last ran on, to
+// compare with the caller's (Rep::same_cpu).
+class BusiestThreadCpu {
+ public:
+  explicit BusiestThreadCpu(pid_t pid) : pid_(pid) {
+    if (pid_ != 0) Sample();
+  }
+
+  std::optional<int> Sample() {
+    if (pid_ == 0) return std::nullopt;
+    const std::string dir = "/proc/" + std::to_string(pid_) + "/task";
+    DIR* tasks = opendir(dir.c_str());
+    if (tasks == nullptr) return std::nullopt;
+    int64_t most = -1;
+    std::optional<int> cpu;
+    std::map<std::string, int64_t> now;
+    while (dirent* entry = readdir(tasks)) {
+      if (entry->d_name[0] == '.') continue;
+      const std::string task = dir + "/" + entry->d_name;
+      std::ifstream schedstat(task + "/schedstat");
+      int64_t run_ns = 0;
+      if (!(schedstat >> run_ns)) continue;
+      now[entry->d_name] = run_ns;
+      const auto before = last_.find(entry->d_name);
+      const int64_t ran = run_ns - (before == last_.end() ? 0 : before->second);
+      if (ran <= most) continue;
+      // /proc/PID/task/TID/stat: field 39 is the CPU it last ran on; the
+      // command name (field 2) may hold spaces, so count after its ')'.
+      std::ifstream stat(task + "/stat");
+      std::string line;
+      std::getline(stat, line);
+      const size_t paren = line.rfind(')');
+      if (paren == std::string::npos) continue;
+      std::istringstream fields(line.substr(paren + 2));
+      std::string field;
+      for (int i = 3; i <= 39 && fields >> field; ++i) {
+        if (i == 39) {
+          most = ran;
+          cpu = std::atoi(field.c_str());
+        }
+      }
+    }
+    closedir(tasks);
+    last_ = std::move(now);
+    return cpu;
+  }
+
+ private:
+  const pid_t pid_;
+  std::map<std::string, int64_t> last_;
+};
+
+std::string JsonBool(const std::optional<bool>& v) { return !v ? "null" : *v ? "true" : "false"; }
+
+std::string RepsJson(const std::vector<Rep>& reps) {
+  std::string out = "[";
+  for (const Rep& rep : reps) {
+    if (out.size() > 1) out += ", ";
+    out += "{\"p50_us\": " + JsonNumber(rep.p50_us) + ", \"p99_us\": " + JsonNumber(rep.p99_us) +
+           ", \"calls_per_s\": " + JsonNumber(rep.calls_per_s) +
+           ", \"gbytes_per_s\": " + JsonNumber(rep.gbytes_per_s) + ", \"same_cpu\": " + JsonBool(rep.same_cpu) +
+           "}";
+  }
+  return out + "]";
+}
+
+std::string WarmupJson(const std::optional<Warmup>& w) {
+  if (!w) return "null";
+  return "{\"seconds\": " + JsonNumber(w->seconds) + ", \"batches\": " + std::to_string(w->batches) +
+         ", \"steady\": " + (w->steady ? "true" : "false") + ", \"first_batch\": " + JsonNumber(w->first_figure) +
+         ", \"last_batch\": " + JsonNumber(w->last_figure) + "}";
+}
+
 // What the client and the server spent, measured around the repetitions.
 struct Usage {
-  int64_t cpu_ns = 0;
+  int64_t wall_ns = 0;
+  int64_t self_cpu_ns = 0;
+  ProcessCpu server;
+  std::optional<int64_t> machine_busy_ns;
   std::optional<uint64_t> copied;
 
   static Usage Now(const Plan& plan, const CopyCounter& copies) {
     Usage u;
-    u.cpu_ns = SelfCpuNanos() + (plan.server_pid ? ProcessCpuNanos(plan.server_pid) : 0);
+    // Copies first: for zcrpc it is a call, whose CPU belongs to neither side
+    // of the measurement window.
     if (copies) u.copied = copies();
+    u.self_cpu_ns = SelfCpuNanos();
+    if (plan.server_pid) u.server = ProcessCpu::Of(plan.server_pid);
+    u.machine_busy_ns = MachineBusyNanos();
+    u.wall_ns = NowNanos();
     return u;
   }
 };
 
+// The row's figures: the median over repetitions of each.
+void SummarizeReps(Row* row, std::vector<Rep> reps) {
+  auto median_of = [&](auto field) {
+    std::vector<double> v;
+    for (const Rep& rep : reps) {
+      if (std::optional<double> x = field(rep)) v.push_back(*x);
+    }
+    return v.empty() ? std::nullopt : std::optional<double>(Median(v));
+  };
+  row->p50_us = median_of([](const Rep& r) { return r.p50_us; });
+  row->p99_us = median_of([](const Rep& r) { return r.p99_us; });
+  row->calls_per_s = median_of([](const Rep& r) { return r.calls_per_s; });
+  row->gbytes_per_s = median_of([](const Rep& r) { return r.gbytes_per_s; });
+  row->reps = std::move(reps);
+}
+
 void FillUsage(Row* row, const Plan& plan, const Usage& before, const Usage& after, int64_t calls) {
   if (calls <= 0) return;
-  row->cpu_us_per_call = static_cast<double>(after.cpu_ns - before.cpu_ns) / 1000.0 / static_cast<double>(calls);
+  const int64_t ours = (after.self_cpu_ns - before.self_cpu_ns) + after.server.Since(before.server);
+  row->cpu_us_per_call = static_cast<double>(ours) / 1000.0 / static_cast<double>(calls);
   if (before.copied && after.copied) {
     row->copied_bytes_per_call = static_cast<double>(*after.copied - *before.copied) / static_cast<double>(calls);
+  }
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (before.machine_busy_ns && after.machine_busy_ns && cpus > 0 && after.wall_ns > before.wall_ns) {
+    const double others = static_cast<double>((*after.machine_busy_ns - *before.machine_busy_ns) - ours);
+    const double capacity = static_cast<double>(cpus) * static_cast<double>(after.wall_ns - before.wall_ns);
+    row->others_cpu_share = std::clamp(others / capacity, 0.0, 1.0);
   }
   int64_t rss = PeakRssBytes(0) + (plan.server_pid ? PeakRssBytes(plan.server_pid) : 0);
   row->peak_rss_mb = static_cast<double>(rss) / (1024.0 * 1024.0);
@@ -106,6 +263,10 @@ Plan ParsePlan(int argc, char** argv, std::string_view usage) {
   else FailRow("unknown --workload " + workload);
   plan.payload_bytes = absl::GetFlag(FLAGS_payload_bytes);
   plan.warmup_s = absl::GetFlag(FLAGS_warmup_s);
+  plan.warmup_max_s = std::max(plan.warmup_s, absl::GetFlag(FLAGS_warmup_max_s));
+  plan.warmup_batch_s = std::max(0.001, absl::GetFlag(FLAGS_warmup_batch_s));
+  plan.warmup_tolerance = std::max(0.0, absl::GetFlag(FLAGS_warmup_tolerance));
+  plan.warmup_trace = absl::GetFlag(FLAGS_warmup_trace);
   plan.reps = std::max(1, absl::GetFlag(FLAGS_reps));
   plan.rep_s = absl::GetFlag(FLAGS_rep_s);
   plan.max_calls_per_rep = std::max<int64_t>(1, absl::GetFlag(FLAGS_max_calls_per_rep));
@@ -118,11 +279,13 @@ void PrintRow(const Row& row) {
   std::printf(
       "RESULT {\"p50_us\": %s, \"p99_us\": %s, \"calls_per_s\": %s, \"gbytes_per_s\": %s, "
       "\"cpu_us_per_call\": %s, \"copied_bytes_per_call\": %s, \"peak_rss_mb\": %s, \"transport\": %s, "
-      "\"error\": %s}\n",
+      "\"repetitions\": %s, \"warmup\": %s, \"others_cpu_share\": %s, \"error\": %s}\n",
       JsonNumber(row.p50_us).c_str(), JsonNumber(row.p99_us).c_str(), JsonNumber(row.calls_per_s).c_str(),
       JsonNumber(row.gbytes_per_s).c_str(), JsonNumber(row.cpu_us_per_call).c_str(),
       JsonNumber(row.copied_bytes_per_call).c_str(), JsonNumber(row.peak_rss_mb).c_str(),
-      row.transport.empty() ? "null" : JsonString(row.transport).c_str(), row.error.empty() ? "null" : JsonString(row.error).c_str());
+      row.transport.empty() ? "null" : JsonString(row.transport).c_str(), RepsJson(row.reps).c_str(),
+      WarmupJson(row.warmup).c_str(), JsonNumber(row.others_cpu_share).c_str(),
+      row.error.empty() ? "null" : JsonString(row.error).c_str());
   std::fflush(stdout);
 }
 
@@ -139,15 +302,35 @@ Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, 
     row.error = std::move(error);
     return row;
   };
-  const int64_t warmup_end = NowNanos() + static_cast<int64_t>(plan.warmup_s * 1e9);
-  do {
-    if (std::string error = call(); !error.empty()) return fail(error);
-  } while (NowNanos() < warmup_end);
-
-  std::vector<double> p50s, p99s, gbps;
+  // Warm-up: batches of at least warmup_batch_s and kMinBatchCalls calls.
+  // A batch's figure is its p50, or for bulk its time per call (what GB/s
+  // is made of).
+  constexpr size_t kMinBatchCalls = 8;
   std::vector<int64_t> latencies;
   latencies.reserve(static_cast<size_t>(std::min<int64_t>(plan.max_calls_per_rep, 4'000'000)));
+  SteadyState warmup(plan);
+  for (bool done = false; !done;) {
+    latencies.clear();
+    const int64_t batch_start = NowNanos();
+    const int64_t batch_end = batch_start + static_cast<int64_t>(plan.warmup_batch_s * 1e9);
+    int64_t now = batch_start;
+    while (now < batch_end || latencies.size() < kMinBatchCalls) {
+      if (std::string error = call(); !error.empty()) return fail(error);
+      const int64_t call_done = NowNanos();
+      latencies.push_back(call_done - now);
+      now = call_done;
+      // A call slower than the whole cap ends the batch on its own.
+      if (static_cast<double>(now - batch_start) / 1e9 >= plan.warmup_max_s) break;
+    }
+    const double per_call_us = static_cast<double>(now - batch_start) / 1000.0 / static_cast<double>(latencies.size());
+    const double figure = plan.bulk() ? per_call_us : PercentileUs(latencies, 50);
+    done = warmup.Add(figure);
+  }
+  const Warmup warmed = warmup.Result();
+
+  std::vector<Rep> reps;
   int64_t calls = 0;
+  BusiestThreadCpu server_cpu(plan.server_pid);
   const Usage before = Usage::Now(plan, copies);
   for (int rep = 0; rep < plan.reps; ++rep) {
     latencies.clear();
@@ -162,16 +345,19 @@ Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, 
     }
     const double elapsed_s = static_cast<double>(now - rep_start) / 1e9;
     calls += static_cast<int64_t>(latencies.size());
-    gbps.push_back(static_cast<double>(latencies.size() * plan.request_bytes()) / elapsed_s / 1e9);
-    p99s.push_back(PercentileUs(latencies, 99));
-    p50s.push_back(PercentileUs(latencies, 50));
+    Rep r;
+    if (plan.bulk()) r.gbytes_per_s = static_cast<double>(latencies.size() * plan.request_bytes()) / elapsed_s / 1e9;
+    r.p99_us = PercentileUs(latencies, 99);
+    r.p50_us = PercentileUs(latencies, 50);
+    const int caller_cpu = sched_getcpu();
+    if (const std::optional<int> cpu = server_cpu.Sample(); cpu && caller_cpu >= 0) r.same_cpu = *cpu == caller_cpu;
+    reps.push_back(r);
   }
   const Usage after = Usage::Now(plan, copies);
 
   Row row;
-  row.p50_us = Median(p50s);
-  row.p99_us = Median(p99s);
-  if (plan.bulk()) row.gbytes_per_s = Median(gbps);
+  SummarizeReps(&row, std::move(reps));
+  row.warmup = warmed;
   FillUsage(&row, plan, before, after, calls);
   return row;
 }
@@ -213,10 +399,18 @@ Row InFlightRunner::Run(const CopyCounter& copies) {
   }
   auto sleep_s = [](double s) { std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<int64_t>(s * 1e9))); };
   std::vector<int64_t> latencies;
-  sleep_s(plan_.warmup_s);
+  // Warm-up: a batch's figure is its calls/s.
+  SteadyState warmup(plan_);
   TakeCompleted(&latencies);
+  for (bool done = false; !done && !stopping_.load();) {
+    const int64_t batch_start = NowNanos();
+    sleep_s(plan_.warmup_batch_s);
+    const int64_t completed = TakeCompleted(&latencies);
+    done = warmup.Add(static_cast<double>(completed) / (static_cast<double>(NowNanos() - batch_start) / 1e9));
+  }
+  const Warmup warmed = warmup.Result();
 
-  std::vector<double> rates, p50s, p99s;
+  std::vector<Rep> reps;
   int64_t calls = 0;
   const Usage before = Usage::Now(plan_, copies);
   for (int rep = 0; rep < plan_.reps && !stopping_.load(); ++rep) {
@@ -226,9 +420,11 @@ Row InFlightRunner::Run(const CopyCounter& copies) {
     const int64_t completed = TakeCompleted(&latencies);
     const double elapsed_s = static_cast<double>(NowNanos() - rep_start) / 1e9;
     calls += completed;
-    rates.push_back(static_cast<double>(completed) / elapsed_s);
-    p99s.push_back(PercentileUs(latencies, 99));
-    p50s.push_back(PercentileUs(latencies, 50));
+    Rep r;
+    r.calls_per_s = static_cast<double>(completed) / elapsed_s;
+    r.p99_us = PercentileUs(latencies, 99);
+    r.p50_us = PercentileUs(latencies, 50);
+    reps.push_back(r);
   }
   const Usage after = Usage::Now(plan_, copies);
 
@@ -240,9 +436,8 @@ Row InFlightRunner::Run(const CopyCounter& copies) {
     row.error = first_error_;
     return row;
   }
-  row.calls_per_s = Median(rates);
-  row.p50_us = Median(p50s);
-  row.p99_us = Median(p99s);
+  SummarizeReps(&row, std::move(reps));
+  row.warmup = warmed;
   FillUsage(&row, plan_, before, after, calls);
   return row;
 }
@@ -259,21 +454,61 @@ int64_t SelfCpuNanos() {
   return ns(usage.ru_utime) + ns(usage.ru_stime);
 }
 
-// Sum over the process's threads of the scheduler's run time, which is kept
-// in ns (/proc/PID/stat's utime is in 10 ms ticks, too coarse here).
-int64_t ProcessCpuNanos(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* tasks = opendir(dir.c_str());
-  if (tasks == nullptr) return 0;
-  int64_t total = 0;
-  while (dirent* entry = readdir(tasks)) {
-    if (entry->d_name[0] == '.') continue;
-    std::ifstream schedstat(dir + "/" + entry->d_name + "/schedstat");
-    int64_t run_ns = 0;
-    if (schedstat >> run_ns) total += run_ns;
+// Each thread's scheduler run time is kept in ns (/proc/PID/stat's utime
+// is in 10 ms ticks, too coarse for one thread's share of a row); but a
+// thread that exits takes its run time with it, which gRPC's thread pools
+// do, so the whole process's ticks are read too.
+ProcessCpu ProcessCpu::Of(pid_t pid) {
+  ProcessCpu cpu;
+  const std::string proc = "/proc/" + std::to_string(pid);
+  if (DIR* tasks = opendir((proc + "/task").c_str())) {
+    while (dirent* entry = readdir(tasks)) {
+      if (entry->d_name[0] == '.') continue;
+      std::ifstream schedstat(proc + "/task/" + entry->d_name + "/schedstat");
+      int64_t run_ns = 0;
+      if (schedstat >> run_ns) cpu.thread_ns[entry->d_name] = run_ns;
+    }
+    closedir(tasks);
   }
-  closedir(tasks);
-  return total;
+  // /proc/PID/stat: utime and stime are fields 14 and 15; count after the
+  // ')' that ends the command name, which may hold spaces.
+  std::ifstream stat(proc + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  if (const size_t paren = line.rfind(')'); paren != std::string::npos) {
+    std::istringstream fields(line.substr(paren + 2));
+    std::string field;
+    int64_t ticks = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+      if (i >= 14) ticks += std::atoll(field.c_str());
+    }
+    const long hz = sysconf(_SC_CLK_TCK);
+    cpu.process_ns = ticks * (1'000'000'000 / (hz > 0 ? hz : 100));
+  }
+  return cpu;
+}
+
+int64_t ProcessCpu::Since(const ProcessCpu& before) const {
+  int64_t threads = 0;
+  for (const auto& [tid, ns] : thread_ns) {
+    const auto was = before.thread_ns.find(tid);
+    threads += ns - (was == before.thread_ns.end() ? 0 : was->second);
+  }
+  return std::max<int64_t>({threads, process_ns - before.process_ns, 0});
+}
+
+std::optional<int64_t> MachineBusyNanos() {
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  // user nice system idle iowait irq softirq steal, in USER_HZ ticks.
+  int64_t t[8] = {};
+  if (!(stat >> cpu) || cpu != "cpu") return std::nullopt;
+  for (int64_t& field : t) {
+    if (!(stat >> field)) return std::nullopt;
+  }
+  const int64_t busy = t[0] + t[1] + t[2] + t[5] + t[6] + t[7];
+  const long hz = sysconf(_SC_CLK_TCK);
+  return busy * (1'000'000'000 / (hz > 0 ? hz : 100));
 }
 
 int64_t PeakRssBytes(pid_t pid) {

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -34,10 +35,20 @@ struct Plan {
   Workload workload = Workload::kUnary;
   // Payload per request (and per reply for unary) in bytes.
   size_t payload_bytes = 64;
-  // Calls before measuring starts; their figures are discarded.
+  // Warm-up (docs/benchmarks.md, "Warm-up"): calls before measuring
+  // starts, in batches of warmup_batch_s, whose figures are discarded. It
+  // lasts at least warmup_s and ends once the last kSteadyBatches batch
+  // figures (p50, time per call for bulk, calls/s for rate) agree within
+  // warmup_tolerance (max/min <= 1 + tolerance), or at warmup_max_s.
   double warmup_s = 0.2;
+  double warmup_max_s = 2.0;
+  double warmup_batch_s = 0.03;
+  double warmup_tolerance = 0.10;
+  static constexpr int kSteadyBatches = 3;
+  // Prints every warm-up batch's figure on stderr.
+  bool warmup_trace = false;
   // Repetitions; each reports its own percentiles and the row reports the
-  // median over repetitions.
+  // median over repetitions (every repetition's figures are printed too).
   int reps = 3;
   // A repetition ends after this long, or after max_calls_per_rep calls.
   double rep_s = 0.5;
@@ -53,10 +64,31 @@ struct Plan {
   size_t reply_bytes() const { return bulk() ? 8 : payload_bytes; }
 };
 
-// Parses the common flags (--workload, --payload_bytes, --warmup_s, --reps,
-// --rep_s, --max_calls_per_rep, --in_flight, --server_pid) and any the
+// Parses the common flags (--workload, --payload_bytes, --warmup_s,
+// --warmup_max_s, --warmup_batch_s, --warmup_tolerance, --warmup_trace,
+// --reps, --rep_s, --max_calls_per_rep, --in_flight, --server_pid) and any the
 // program defines with ABSL_FLAG; exits with a usage message on bad input.
 Plan ParsePlan(int argc, char** argv, std::string_view usage);
+
+// One repetition's figures.
+struct Rep {
+  std::optional<double> p50_us, p99_us, calls_per_s, gbytes_per_s;
+  // Whether, at the end of the repetition, the calling thread and the
+  // server's busiest thread in it were on the same CPU (the slow placement
+  // of docs/benchmarks.md, "Three rows that wandered"); unset where there
+  // is no server process or no calling thread (rate).
+  std::optional<bool> same_cpu;
+};
+
+// How the warm-up went: how long, how many batches, and whether it reached
+// steady state (false: it stopped at the cap).
+struct Warmup {
+  double seconds = 0;
+  int batches = 0;
+  bool steady = false;
+  // The first and last batch figure, in the batch figure's unit.
+  double first_figure = 0, last_figure = 0;
+};
 
 struct Row {
   std::optional<double> p50_us, p99_us, calls_per_s, gbytes_per_s, cpu_us_per_call, copied_bytes_per_call,
@@ -66,6 +98,12 @@ struct Row {
   // What the transport decided on this row's path (zero-copy probes,
   // frames per write), for the report; empty where nothing applies.
   std::string transport;
+  std::vector<Rep> reps;
+  std::optional<Warmup> warmup;
+  // The share of the machine's CPU time (all CPUs, 0..1) that other
+  // processes used, or the hypervisor stole, during the repetitions: the
+  // machine's busy time from /proc/stat minus the client's and server's.
+  std::optional<double> others_cpu_share;
 };
 
 void PrintRow(const Row& row);
@@ -106,11 +144,25 @@ class InFlightRunner {
   std::atomic<bool> stopping_{false};
 };
 
-// CPU time so far of this process (all threads) and of `pid`, in ns.
+// CPU time so far of this process (all threads), in ns.
 int64_t SelfCpuNanos();
-int64_t ProcessCpuNanos(pid_t pid);
+// CPU time of another process's threads, to take differences of: each live
+// thread's scheduler run time in ns, and the whole process's utime+stime
+// (clock ticks, coarse, but it keeps the time of threads that have exited).
+struct ProcessCpu {
+  std::map<std::string, int64_t> thread_ns;
+  int64_t process_ns = 0;
+
+  static ProcessCpu Of(pid_t pid);
+  // CPU used between `before` and this sample, never negative: the larger
+  // of the live threads' increase and the coarse whole-process increase.
+  int64_t Since(const ProcessCpu& before) const;
+};
 // Peak resident set (VmHWM) of `pid` (0: this process), in bytes.
 int64_t PeakRssBytes(pid_t pid);
 int64_t NowNanos();
+// All CPUs' busy time so far (/proc/stat: everything but idle and iowait,
+// steal included), in ns; nullopt where /proc/stat cannot be read.
+std::optional<int64_t> MachineBusyNanos();
 
 }  // namespace zcrpc::bench

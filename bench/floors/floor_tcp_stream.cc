@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
   // A write's latency is not a round trip; only the bandwidth means something.
   row.p50_us.reset();
   row.p99_us.reset();
+  for (bench::Rep& rep : row.reps) {
+    rep.p50_us.reset();
+    rep.p99_us.reset();
+  }
 
   shutdown(fd, SHUT_WR);
   uint64_t received = 0;
