@@ -18,6 +18,9 @@
 
 namespace zcrpc::transport::internal {
 
+// For a transport that moves frames of any size (tcp, loopback).
+inline constexpr FrameLimits kNoTransportLimits{UINT64_MAX, UINT32_MAX, UINT32_MAX};
+
 // `transport_max`: what this transport can move in one frame at most (shm:
 // what its slab can hold; its descriptor's parts), whatever the peer says.
 inline Capabilities NegotiateCapabilities(const Preface& mine, const Preface& peer, const FrameLimits& transport_max,

@@ -1,7 +1,7 @@
 // PrefaceExchange: one side's half of the connection preface (docs/wire.md,
 // "Preface"): the 64 bytes this side sends, the peer's 64 bytes gathered as
-// they arrive in however many pieces, their verdict, and the Capabilities
-// that follow from them (transport.h). Written for tcp; any transport that
+// they arrive in however many pieces, and their verdict. What the
+// connection can then carry is NegotiateCapabilities (capabilities.h). Written for tcp; any transport that
 // opens over a byte stream (shm's Unix-socket setup, a future TLS or RDMA
 // connection manager) can use it as is.
 //
@@ -26,12 +26,14 @@ class PrefaceExchange {
  public:
   // `role` is this side's; the peer must have the other one.
   PrefaceExchange(PrefaceRole role, const ConnectionOptions& options) : role_(role) {
-    Preface own;
-    own.role = role;
-    own.features = kKnownFeatures;
-    own.limits = options.limits;
-    EncodePreface(own, std::span<uint8_t, kPrefaceSize>(own_));
+    mine_.role = role;
+    mine_.features = kKnownFeatures;
+    mine_.limits = options.limits;
+    EncodePreface(mine_, std::span<uint8_t, kPrefaceSize>(own_));
   }
+
+  // This side's preface, for NegotiateCapabilities (capabilities.h).
+  const Preface& mine() const { return mine_; }
 
   // The bytes to send before any frame.
   std::span<const uint8_t> own() const { return own_; }
@@ -67,37 +69,9 @@ class PrefaceExchange {
     return preface;
   }
 
-  // What the connection can carry given the peer's preface, bounded by what
-  // the transport itself can move (`transport_max_*`; 0 = no own bound).
-  static Capabilities CapabilitiesFrom(const Preface& peer, bool caller_can_poll,
-                                       uint64_t transport_max_body = 0, uint32_t transport_max_attachments = 0) {
-    Capabilities caps;
-    caps.max_body_bytes = peer.limits.max_body_bytes;
-    if (transport_max_body != 0) caps.max_body_bytes = std::min(caps.max_body_bytes, transport_max_body);
-    caps.max_attachments = peer.limits.max_attachments;
-    if (transport_max_attachments != 0) caps.max_attachments = std::min(caps.max_attachments, transport_max_attachments);
-    caps.max_metadata_bytes = peer.limits.max_metadata_bytes;
-    caps.features = peer.features & kKnownFeatures;
-    caps.caller_can_poll = caller_can_poll;
-    return caps;
-  }
-
-  // RESOURCE_EXHAUSTED, naming the limit, for a frame (lengths set from its
-  // parts) that the peer announced it will not take.
-  static Status CheckSendable(const WireHeader& header, const Capabilities& caps, std::string_view peer) {
-    FrameLimits limits;
-    limits.max_body_bytes = caps.max_body_bytes;
-    limits.max_metadata_bytes = caps.max_metadata_bytes;
-    limits.max_attachments = caps.max_attachments;
-    if (Status s = CheckLimits(header, limits); !s.ok()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("frame not sent to ", ToAbsl(peer), ": ", s.message(), " that the peer announced"));
-    }
-    return absl::OkStatus();
-  }
-
  private:
   const PrefaceRole role_;
+  Preface mine_;
   std::array<uint8_t, kPrefaceSize> own_{};
   std::array<uint8_t, kPrefaceSize> peer_{};
   size_t have_ = 0;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/clock.h"
 #include "zcrpc/base/wire.h"
+#include "zcrpc/transport/internal/capabilities.h"
 #include "zcrpc/transport/internal/delivery_scope.h"
 #include "zcrpc/transport/loopback/pipe.h"
 
@@ -38,11 +39,11 @@ Endpoint::Endpoint(Pipe* pipe, int side, EndpointSetup setup, const FrameLimits&
       faults_(setup.faults) {
   // The in-memory preface: what the peer accepts is what this side may
   // send. Loopback moves frames without limits of its own.
-  capabilities_.max_body_bytes = peer_limits.max_body_bytes;
-  capabilities_.max_attachments = peer_limits.max_attachments;
-  capabilities_.max_metadata_bytes = peer_limits.max_metadata_bytes;
-  capabilities_.features = kKnownFeatures;  // both sides are this code
-  capabilities_.caller_can_poll = true;
+  Preface mine, theirs;
+  mine.limits = setup.options.limits;
+  theirs.limits = peer_limits;
+  capabilities_ = internal::NegotiateCapabilities(mine, theirs, internal::kNoTransportLimits,
+                                                  /*caller_can_poll=*/true);
 }
 
 std::shared_ptr<Endpoint> Endpoint::Self() { return pipe_->shared_end(side_); }
@@ -83,14 +84,7 @@ Status Endpoint::Send(Frame frame) {
     Close(fault);
     return fault;
   }
-  if (!faults.unchecked_send) {
-    const FrameLimits limits{capabilities_.max_body_bytes, capabilities_.max_metadata_bytes,
-                             capabilities_.max_attachments};
-    if (Status over = CheckLimits(frame.header, limits); !over.ok()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("frame over the capabilities of ", peer_uri_, ": ", over.message()));
-    }
-  }
+  if (!faults.unchecked_send) ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(capabilities_, frame, peer_uri_));
   const uint64_t bytes = kWireHeaderSize + frame.header.body_len();
   budget_.Queued(bytes);
   ArmStallCheck();

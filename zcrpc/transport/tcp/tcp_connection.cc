@@ -17,6 +17,7 @@
 #include "zcrpc/transport/internal/close_once.h"
 #include "zcrpc/transport/internal/delivery_scope.h"
 #include "zcrpc/transport/internal/errno_status.h"
+#include "zcrpc/transport/internal/capabilities.h"
 #include "zcrpc/transport/internal/preface_exchange.h"
 #include "zcrpc/transport/internal/read_ownership.h"
 #include "zcrpc/transport/internal/send_budget.h"
@@ -119,8 +120,8 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
 
   Status Send(Frame frame) {
     if (close_.closed()) return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
+    ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
     frame.SetLengthsFromParts();
-    ZCRPC_RETURN_IF_ERROR(internal::PrefaceExchange::CheckSendable(frame.header, caps_, peer_));
     FrameWriter::Result result = writer_.Send(std::move(frame));
     Apply(result);
     return result.status;
@@ -484,7 +485,8 @@ bool TcpConnection::State::ReadPreface() {
 }
 
 void TcpConnection::State::HandOver(const Preface& peer) {
-  caps_ = internal::PrefaceExchange::CapabilitiesFrom(peer, /*caller_can_poll=*/true);
+  caps_ = internal::NegotiateCapabilities(preface_.mine(), peer, internal::kNoTransportLimits,
+                                         /*caller_can_poll=*/true);
   phase_.store(Phase::kOpen, std::memory_order_release);
   if (handshake_done_.exchange(true, std::memory_order_acq_rel)) return;  // timed out meanwhile
   Ready ready = std::move(ready_);
