@@ -2,7 +2,7 @@
 // its factory on first use and lives as long as the registry. Users add
 // their own schemes with Register(); nothing registers itself statically.
 //
-// Default() holds the built-in transports (tcp). Thread-safe.
+// Default() holds the built-in transports (tcp, shm, loopback). Thread-safe.
 #pragma once
 
 #include <functional>
