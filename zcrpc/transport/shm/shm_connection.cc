@@ -412,8 +412,9 @@ void State::Finish() {
 
 bool State::PrepareSleep() {
   if (finished_) return true;
-  // A caller reads: it re-arms the doorbell when it lets go.
-  if (!own_.AcquireOrPark()) return true;
+  // A caller reads: it (and every caller after it until AfterSleep)
+  // re-arms the doorbell when it lets go.
+  if (!own_.AcquireOrParkToSleep()) return true;
   bool idle = !close_.closed();
   if (idle) {
     RingControl& ring = region_->receive_control();
