@@ -27,6 +27,7 @@
 
 #include "zcrpc/base/clock.h"
 #include "zcrpc/base/wire.h"
+#include "zcrpc/transport/internal/read_ownership.h"
 #include "zcrpc/transport/internal/unique_fd.h"
 #include "zcrpc/transport/shm/shm_transport.h"
 #include "zcrpc/transport/transport.h"
@@ -750,6 +751,73 @@ TEST_P(ShmPollUntil, ACallerReadsItsOwnRepliesAndNoneIsLost) {
 
 INSTANTIATE_TEST_SUITE_P(Spin, ShmPollUntil, ::testing::Values("?spin_us=0", ""),
                          [](const auto& info) { return std::string(info.index == 0 ? "sleeping" : "spinning"); });
+
+// Regression: the receive side taken from a sleeping poller was let go as
+// if the poller were awake, so the next caller cleared the doorbell flag
+// and never set it again. Both calls below find nothing; the frame sent
+// afterwards is only delivered if the peer was asked to ring (the poller
+// sleeps in epoll_wait with no deadline). Before the fix this timed out.
+TEST(ShmSleepingPoller, TwoCallersInARowWhileThePollerSleepsLoseNoFrame) {
+  transport::shm::ShmTransport shm;
+  TestServer server(shm, UniqueName("twice") + "?spin_us=0", Cfg(false));
+  Client client;
+  auto connection = transport::ConnectAndWait(shm, ShmUri(server.uri().substr(6) + "?spin_us=0"), {});
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  client.connection = *std::move(connection);
+  client.connection->Start(client.recorder);
+  Connection* accepted = server.WaitConnection(0);
+  ASSERT_NE(accepted, nullptr);
+  for (uint64_t round = 1; round <= 20; ++round) {
+    // Give the client's poller time to go to sleep (spin_us=0: at once).
+    // If it has not, the round proves nothing but cannot fail.
+    std::this_thread::sleep_for(milliseconds(20));
+    for (int caller = 0; caller < 2; ++caller) {
+      std::thread([&] { EXPECT_TRUE(client.connection->PollUntil([] { return false; }, milliseconds(0))); }).join();
+    }
+    Frame reply;
+    reply.header.type = FrameType::kResponse;
+    reply.header.call_id = round;
+    reply.message = accepted->Allocate(8);
+    ASSERT_TRUE(accepted->Send(std::move(reply)).ok());
+    std::optional<Frame> got = client.recorder->Next(milliseconds(3000));
+    ASSERT_TRUE(got.has_value()) << "round " << round << ": the frame was not delivered (lost wake-up)";
+    EXPECT_EQ(got->header.call_id, round);
+  }
+}
+
+// The same, on ReadOwnership alone: while the poller sleeps, every caller
+// that takes the receive side must hand it back, not only the first.
+TEST(ShmReadOwnership, EveryCallerWhileThePollerSleepsHandsItBack) {
+  transport::internal::ReadOwnership own;
+  ASSERT_TRUE(own.AcquireOrParkToSleep());
+  own.LetGoToSleep();
+  for (int caller = 0; caller < 3; ++caller) {
+    ASSERT_TRUE(own.TryAcquire());
+    EXPECT_FALSE(own.TryAcquire());  // one reader at a time
+    EXPECT_TRUE(own.Release()) << "caller " << caller << " was not told that the poller sleeps";
+  }
+  // A caller holds when the poller goes to sleep: it hands it back, and so
+  // does the next one.
+  own.Resume();
+  ASSERT_TRUE(own.TryAcquire());
+  EXPECT_FALSE(own.AcquireOrParkToSleep());
+  EXPECT_TRUE(own.Release());
+  ASSERT_TRUE(own.TryAcquire());
+  EXPECT_TRUE(own.Release());
+  // The poller woke (while a caller held it): from then on, nobody owes it.
+  ASSERT_TRUE(own.TryAcquire());
+  own.Resume();
+  EXPECT_FALSE(own.Release());
+  ASSERT_TRUE(own.TryAcquire());
+  EXPECT_FALSE(own.Release());
+  // tcp's use is unchanged: a poller woken while a caller reads parks it,
+  // the caller hands it back once, and the state is free again.
+  ASSERT_TRUE(own.TryAcquire());
+  EXPECT_FALSE(own.AcquireOrPark());
+  EXPECT_TRUE(own.Release());
+  ASSERT_TRUE(own.AcquireOrPark());
+  EXPECT_FALSE(own.Release());
+}
 
 }  // namespace
 }  // namespace zcrpc

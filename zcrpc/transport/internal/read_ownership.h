@@ -8,11 +8,24 @@
 // the poller (re-arm it) so no wake-up is lost.
 //
 // A poller that sleeps on a doorbell the peer rings only when asked (shm's
-// receiver_sleeping flag) also needs the opposite case: the poller lets go
-// *before* it sleeps (LetGoToSleep), and a caller that takes the receive
-// side while the poller sleeps must hand it back the same way, because it
-// will clear the doorbell flag while it reads. Resume() ends that state
-// when the poller wakes.
+// receiver_sleeping flag) also needs to know, for as long as it sleeps,
+// that it sleeps: every caller that reads meanwhile clears the doorbell
+// flag (it looks at the ring itself) and so must re-arm it when it lets go,
+// not only the first one. Hence two more states, kept until the poller
+// wakes (Resume()):
+//   kIdle          nobody reads and the poller sleeps (LetGoToSleep, or a
+//                  caller let go of kHeldAsleep);
+//   kHeldAsleep    a caller reads and the poller sleeps (the caller took
+//                  kIdle, or the poller went to sleep while it read:
+//                  ParkToSleep). Release() answers true and leaves kIdle,
+//                  so the next caller re-arms too.
+// Letting go of kHeldAsleep into kFree instead (as a first version did)
+// lost wake-ups: the next caller took kFree, believed the poller awake,
+// cleared the doorbell flag and let go without re-arming it, and the
+// poller slept on with nobody asking the peer to ring.
+//
+// tcp and loopback never sleep that way (they only use TryAcquire,
+// AcquireOrPark and Release) and never see kIdle or kHeldAsleep.
 //
 // Thread-safe, lock-free. All transitions are read-modify-writes of one
 // atomic, so their order is total: a caller either sees the poller asleep
@@ -27,12 +40,12 @@ class ReadOwnership {
  public:
   // A caller (PollUntil), or a poller that must not park (one that only
   // looks while it spins), tries to take the receive side. Never waits.
-  // Taking it from a sleeping poller obliges the taker to hand it back
+  // Taking it while the poller sleeps obliges the taker to hand it back
   // (Release() then answers true).
   bool TryAcquire() {
     int expected = kFree;
     if (state_.compare_exchange_strong(expected, kHeld, std::memory_order_acquire)) return true;
-    return expected == kIdle && state_.compare_exchange_strong(expected, kParked, std::memory_order_acquire);
+    return expected == kIdle && state_.compare_exchange_strong(expected, kHeldAsleep, std::memory_order_acquire);
   }
 
   // The poller was woken: take the receive side, or, while a caller holds
@@ -42,7 +55,7 @@ class ReadOwnership {
     for (;;) {
       if (expected == kFree || expected == kIdle) {
         if (state_.compare_exchange_weak(expected, kHeld, std::memory_order_acq_rel)) return true;
-      } else if (expected == kParked) {
+      } else if (expected == kParked || expected == kHeldAsleep) {
         return false;  // noted already: the holder hands it back
       } else if (state_.compare_exchange_weak(expected, kParked, std::memory_order_acq_rel)) {
         return false;
@@ -51,30 +64,56 @@ class ReadOwnership {
     }
   }
 
-  // Lets go. Returns true if the poller was parked meanwhile (or slept when
-  // this thread took over) and the connection must be handed back to it.
-  bool Release() { return state_.exchange(kFree, std::memory_order_acq_rel) == kParked; }
+  // The poller is about to sleep: take the receive side (true: the poller
+  // then arms its doorbell and calls LetGoToSleep(), or Release() if it
+  // found work), or, while a caller holds it, record that the poller sleeps
+  // (false: the caller re-arms when it lets go, and so does every caller
+  // after it until Resume()).
+  bool AcquireOrParkToSleep() {
+    int expected = kFree;
+    for (;;) {
+      if (expected == kFree || expected == kIdle) {
+        if (state_.compare_exchange_weak(expected, kHeld, std::memory_order_acq_rel)) return true;
+      } else if (expected == kHeldAsleep) {
+        return false;
+      } else if (state_.compare_exchange_weak(expected, kHeldAsleep, std::memory_order_acq_rel)) {
+        return false;  // was kHeld or kParked
+      }
+    }
+  }
+
+  // Lets go. Returns true if the connection must be handed back to the
+  // poller: it was parked meanwhile, or it sleeps (then the state stays
+  // "asleep", kIdle, until Resume()).
+  bool Release() {
+    int expected = kHeld;
+    for (;;) {
+      const int next = expected == kHeldAsleep ? kIdle : kFree;
+      if (state_.compare_exchange_weak(expected, next, std::memory_order_acq_rel)) return expected != kHeld;
+    }
+  }
 
   // The poller, holding the receive side, lets go because it is about to
   // sleep: whoever takes it next must hand it back (Release() == true).
   void LetGoToSleep() { state_.store(kIdle, std::memory_order_seq_cst); }
 
-  // The poller woke up: nobody needs to hand it back any more. A caller
-  // that took over meanwhile keeps its duty (it is harmless: a re-arm the
-  // poller did not need).
+  // The poller woke up: from now on it looks at the ring itself before it
+  // sleeps again, so callers need not re-arm for it any more. A caller
+  // that holds the receive side keeps it (kHeldAsleep becomes kHeld).
   void Resume() {
     int expected = kIdle;
-    state_.compare_exchange_strong(expected, kFree, std::memory_order_acq_rel);
+    while (!state_.compare_exchange_weak(expected, expected == kIdle ? kFree : kHeld, std::memory_order_acq_rel)) {
+      if (expected != kIdle && expected != kHeldAsleep) return;
+    }
   }
 
   bool held() const {
     const int state = state_.load(std::memory_order_acquire);
-    return state == kHeld || state == kParked;
+    return state == kHeld || state == kParked || state == kHeldAsleep;
   }
 
  private:
-  // kIdle: free, and the poller sleeps (see LetGoToSleep).
-  enum : int { kFree = 0, kHeld = 1, kParked = 2, kIdle = 3 };
+  enum : int { kFree = 0, kHeld = 1, kParked = 2, kIdle = 3, kHeldAsleep = 4 };
   std::atomic<int> state_{kFree};
 };
 

@@ -143,8 +143,12 @@ class State final : public Pollable, public std::enable_shared_from_this<State> 
     const uint64_t one = 1;
     (void)!write(region_->receive_doorbell(), &one, sizeof one);
   }
-  // A caller that read while the poller slept hands the receive side back:
-  // re-arm the doorbell flag, and wake the poller for anything it must do.
+  // A caller that read while the poller slept (Release() == true) hands the
+  // receive side back: re-arm the doorbell flag, then look (the Dekker
+  // pair described above RingPeer), and wake the poller for anything it
+  // must do. Another caller may hold the receive side by now; it re-arms
+  // too when it lets go, so a flag set here while it reads is only a
+  // possible spurious ring.
   void Rearm() {
     region_->receive_control().receiver_sleeping.store(1, std::memory_order_seq_cst);
     if (HasIncoming() || close_.closed() || pending_flag_.load(std::memory_order_acquire)) Wake();
@@ -286,10 +290,59 @@ State::Publish State::TryPublishLocked(Frame& frame) {
   return Publish::kDone;
 }
 
-// The other half of PrepareSleep(): after publishing (a seq_cst store), the
-// sender looks at the receiver's flag (a seq_cst load); the receiver sets
-// its flag and then looks at the ring the same way, so one of them sees the
-// other.
+// --- Sleeping and waking: the protocol ---
+//
+// Two flags in the shared RingControl of a direction, each a Dekker pair
+// between the two processes, and one ReadOwnership between the threads of
+// this process that read the receive ring.
+//
+// receiver_sleeping (our receive direction): "ring my doorbell".
+//   Set to 1 by whoever guarantees the poller will be woken: the poller in
+//   PrepareSleep() while it holds the receive side, or a caller in Rearm()
+//   after it let go of a receive side whose poller sleeps. Each set is a
+//   seq_cst store FOLLOWED by a seq_cst load of the next slot's sequence
+//   (HasIncoming) (plus close and pending looks); something there: wake
+//   now (the poller does not sleep, Rearm rings our own doorbell).
+//   The peer's sender stores the sequence (seq_cst, TryPublishLocked) and
+//   THEN loads the flag (seq_cst, RingPeer); if set it exchanges it to 0 and
+//   rings. Both sides store-then-load in the single total order of seq_cst
+//   operations, so either the receiver's load sees the frame or the
+//   sender's load sees the flag: never neither.
+//   Cleared (relaxed) by a thread that looks at the ring itself and so does
+//   not need the ring: a PollUntil caller when it takes the receive side,
+//   the poller on waking (AfterSleep) or when it found work. A clear is the
+//   only way to lose a wake-up, so every clear by a caller while the poller
+//   sleeps is followed, by that same caller, by Rearm() (its store is later
+//   in the flag's modification order: program order). That duty is
+//   ReadOwnership's asleep states: a caller that takes the receive side
+//   while the poller sleeps (kIdle -> kHeldAsleep), or holds it when the
+//   poller goes to sleep (AcquireOrParkToSleep: -> kHeldAsleep), gets true
+//   from Release(), which leaves kIdle so that the NEXT caller re-arms too,
+//   until the poller wakes (Resume). A poller's own clear (AfterSleep) is
+//   made while it is awake; it sets the flag again in PrepareSleep, or finds
+//   a caller holding (kHeldAsleep), whose Release synchronizes with the
+//   poller's park and so re-arms after that clear.
+//   Invariant: while the poller sleeps in epoll_wait, either the flag was
+//   set after the last clear and the ring was looked at after that set, or
+//   a caller holds the receive side and will re-arm when it lets go.
+//
+// sender_waiting (our send direction): "ring me when you make room".
+//   Set to 1 by the poller in PrepareSleep() only while frames are pending
+//   (seq_cst store, then a seq_cst fence, then Flush(), which reads the
+//   peer's `consumed` and, for want of a block, `returns_produced`). The
+//   peer stores `consumed` (DrainLocked) or `returns_produced`
+//   (ReturnPeerBlock), then a seq_cst fence or store, then loads the flag
+//   (WakeWaitingSender) and rings if it exchanged it from 1. The same
+//   store-then-load on both sides. Only the peer clears it. While a caller
+//   holds the receive side it flushes itself, and its Rearm() wakes the
+//   poller if frames are still pending, which then sets the flag.
+//
+// Our own doorbell (the receive doorbell eventfd) is rung by the peer and
+// by Wake() (Send's first pending frame, Close, Rearm); the poller drains it
+// in OnEvent and then always looks at the ring again before it sleeps.
+
+// The sender's half of the receiver_sleeping pair (above): the sequence was
+// stored seq_cst by TryPublishLocked, now the flag is loaded seq_cst.
 void State::RingPeer() {
   std::atomic<uint32_t>& sleeping = region_->send_control().receiver_sleeping;
   if (sleeping.load(std::memory_order_seq_cst) != 0 && sleeping.exchange(0) != 0) {
@@ -412,8 +465,9 @@ void State::Finish() {
 
 bool State::PrepareSleep() {
   if (finished_) return true;
-  // A caller reads: it re-arms the doorbell when it lets go.
-  if (!own_.AcquireOrPark()) return true;
+  // A caller reads: it (and every caller after it until AfterSleep)
+  // re-arms the doorbell when it lets go.
+  if (!own_.AcquireOrParkToSleep()) return true;
   bool idle = !close_.closed();
   if (idle) {
     RingControl& ring = region_->receive_control();
