@@ -1,5 +1,9 @@
 #include "zcrpc/transport/tcp/tcp_address.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "zcrpc/transport/uri.h"
@@ -41,6 +45,22 @@ StatusOr<TcpAddress> TcpAddress::Parse(std::string_view address) {
     }
   }
   return out;
+}
+
+std::string SocketUri(int fd, bool peer) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  auto* sa = reinterpret_cast<sockaddr*>(&addr);
+  if ((peer ? ::getpeername(fd, sa, &len) : ::getsockname(fd, sa, &len)) != 0) return "tcp://?";
+  char text[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+    return FormatTcpUri(text, ntohs(in6->sin6_port));
+  }
+  auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+  ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+  return FormatTcpUri(text, ntohs(in->sin_port));
 }
 
 }  // namespace zcrpc::transport::tcp

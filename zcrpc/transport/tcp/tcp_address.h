@@ -42,6 +42,10 @@ struct TcpOptions {
 // "tcp://host:port", with an IPv6 host in brackets.
 std::string FormatTcpUri(std::string_view host, uint16_t port);
 
+// The URI of a socket's own (`peer` false) or its peer's address, for logs
+// and Listener::uri(); "tcp://?" if the socket has none.
+std::string SocketUri(int fd, bool peer);
+
 struct TcpAddress {
   std::string host;
   uint16_t port = 0;

@@ -34,20 +34,7 @@ constexpr int kBlockSliceMs = 1;
 constexpr uint32_t kRead = 1;
 constexpr uint32_t kWrite = 2;
 
-std::string PeerUri(int fd) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "tcp://?";
-  char text[INET6_ADDRSTRLEN] = {};
-  if (addr.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-    return FormatTcpUri(text, ntohs(in6->sin6_port));
-  }
-  auto* in = reinterpret_cast<sockaddr_in*>(&addr);
-  ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-  return FormatTcpUri(text, ntohs(in->sin_port));
-}
+std::string PeerUri(int fd) { return SocketUri(fd, /*peer=*/true); }
 
 // "300 ms", "20 s": for messages.
 std::string Duration(std::chrono::nanoseconds d) {

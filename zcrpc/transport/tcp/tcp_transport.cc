@@ -65,20 +65,7 @@ StatusOr<SocketAddress> Resolve(const Uri& uri, const TcpAddress& address) {
   return out;
 }
 
-std::string BoundUri(int fd) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  char text[INET6_ADDRSTRLEN] = {};
-  if (addr.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-    return FormatTcpUri(text, ntohs(in6->sin6_port));
-  }
-  auto* in = reinterpret_cast<sockaddr_in*>(&addr);
-  ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-  return FormatTcpUri(text, ntohs(in->sin_port));
-}
+std::string BoundUri(int fd) { return SocketUri(fd, /*peer=*/false); }
 
 void SetNoDelay(int fd) {
   int one = 1;
