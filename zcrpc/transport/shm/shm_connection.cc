@@ -370,11 +370,25 @@ bool State::Flush() {
   return true;
 }
 
+// The connection joined its poller when it was made (MakeShmConnection), so
+// frames it sends before Start() still go out as the peer makes room; only
+// delivery waits for Start(), and until then received frames stay in the
+// ring (the peer's sends queue: the contract's "not drained").
 void State::Start(std::shared_ptr<ConnectionHandler> handler) {
+  auto self = shared_from_this();
+  const bool posted = poller_->Post([self, handler]() mutable {
+    if (self->finished_) {  // closed before it started: OnClosed all the same
+      internal::DeliveryScope delivering;
+      handler->OnClosed(self->close_.reason());
+      return;
+    }
+    self->handler_ = std::move(handler);
+    self->started_.store(true, std::memory_order_release);
+  });
+  if (posted) return;
+  // The transport is gone: nothing will ever read this connection.
   handler_ = std::move(handler);
   started_.store(true, std::memory_order_release);
-  if (poller_->Add(shared_from_this())) return;
-  // The transport is gone: nothing will ever read this connection.
   Close(absl::UnavailableError(absl::StrCat("the shm transport of the connection to ", peer_, " is gone")));
   if (own_.TryAcquire()) Finish();
 }
@@ -413,7 +427,7 @@ bool State::Poll() {
   if (finished_ || !own_.TryAcquire()) return false;  // a caller reads meanwhile
   bool worked = false;
   if (!close_.closed()) {
-    worked = DrainLocked();
+    if (started_.load(std::memory_order_acquire)) worked = DrainLocked();
     if (pending_flag_.load(std::memory_order_acquire)) worked |= Flush();
   }
   own_.Release();  // the poller is awake: nobody parked it
@@ -472,7 +486,8 @@ bool State::PrepareSleep() {
   if (idle) {
     RingControl& ring = region_->receive_control();
     ring.receiver_sleeping.store(1, std::memory_order_seq_cst);
-    if (HasIncoming()) idle = false;
+    // Before Start() received frames wait in the ring: they are no work.
+    if (started_.load(std::memory_order_acquire) && HasIncoming()) idle = false;
     if (pending_flag_.load(std::memory_order_acquire)) {
       // Ask the peer to ring when it consumes or returns something, then
       // look once more (it stores its index, then looks at the flag).
@@ -625,7 +640,12 @@ StatusOr<std::unique_ptr<Connection>> MakeShmConnection(ShmEndpoint endpoint, co
                                                         std::shared_ptr<Poller> poller) {
   ZCRPC_ASSIGN_OR_RETURN(Region * region, Region::Map(endpoint.memfd.release(), endpoint.params, endpoint.is_server,
                                                       endpoint.doorbell));
-  auto state = std::make_shared<State>(std::move(endpoint), region, options, connection_options, std::move(poller));
+  auto state = std::make_shared<State>(std::move(endpoint), region, options, connection_options, poller);
+  // Served from now on (sends flush, the peer's hang-up is seen); frames
+  // are delivered once Start() is called.
+  if (!poller->Add(state)) {
+    return absl::UnavailableError("the shm transport is shutting down");
+  }
   return std::unique_ptr<Connection>(std::make_unique<ShmConnection>(std::move(state)));
 }
 
