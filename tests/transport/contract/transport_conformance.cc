@@ -406,7 +406,9 @@ TEST_P(TransportContract, SendInsideOnFrameNeverBlocksOnAFullQueue) {
   Connection* client_end = pair.client.get();
   client->on_frame = [&, client_end](Frame&) {
     const int64_t start = NowNanos();
-    for (size_t i = 0; i < 256; ++i) {
+    // 512 x 128 KiB: past any transport's own room (shm: a 256-slot ring)
+    // and far past the budget.
+    for (size_t i = 0; i < 512; ++i) {
       if (!client_end->Send(MakeFrame(*client_end, 100 + i, kFillFrameBytes)).ok()) ++failed;
     }
     seconds = SecondsSince(start);
