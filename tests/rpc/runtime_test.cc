@@ -8,6 +8,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,9 +36,12 @@ bool Eventually(F done, milliseconds limit = milliseconds(10'000)) {
   return true;
 }
 
+constexpr uint64_t kThrow = 0xdead;
+
 class Service final : public TestService::Service {
  public:
   Status Echo(ServerContext* ctx, const EchoMessage* request, EchoMessage* reply) override {
+    if (request->id() == kThrow) throw std::runtime_error("boom");
     for (const auto& [key, value] : ctx->client_metadata()) {
       ZCRPC_RETURN_IF_ERROR(ctx->AddTrailingMetadata("echo-" + key, value));
     }
@@ -372,6 +376,25 @@ TEST(Runtime, AllocateBufferNeverFailsAndSharedAttachmentsGoOutWithoutACopy) {
   ASSERT_TRUE(f.stub->Echo(&ctx, EchoMessage(), &reply).ok());
   EXPECT_EQ(CopyStats::TotalBytesCopied(), copied_before);
   EXPECT_EQ(kept.data()[1000], static_cast<uint8_t>(1000 & 0xff));
+}
+
+TEST(Runtime, AHandlerThatThrowsFailsItsCallNotTheProcess) {
+  for (int workers : {0, 2}) {  // inline on the poller, and on the pool
+    ServerOptions options;
+    options.worker_threads = workers;
+    Fixture f(options);
+    EchoMessage request, reply;
+    request.set_id(kThrow);
+    ClientContext ctx;
+    Status s = f.stub->Echo(&ctx, request, &reply);
+    EXPECT_EQ(s.code(), StatusCode::kInternal) << s;
+    EXPECT_NE(s.message().find("threw: boom"), std::string::npos) << s;
+    // The server serves on, and nothing is left in flight.
+    ClientContext again;
+    request.set_id(1);
+    EXPECT_TRUE(f.stub->Echo(&again, request, &reply).ok());
+    EXPECT_EQ(f.server.calls_in_flight(), 0u);
+  }
 }
 
 }  // namespace

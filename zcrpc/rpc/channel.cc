@@ -63,9 +63,7 @@ class Channel::Link final : public transport::ConnectionHandler {
 // in the call table (so its deadline and TryCancel work) and its request is
 // serialized, waiting for a link.
 struct Channel::PendingStart {
-  const MethodDescriptor* method;
-  ClientContext* context;
-  Buffer message;
+  Frame frame;  // path included (binding 0): the connection's bindings did not exist yet
   CallId id;
   int64_t deadline;
 };
@@ -139,7 +137,6 @@ void Channel::OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::
     connecting_ = false;
     if (connection.ok()) {
       link = std::make_shared<Link>(weak_from_this(), *std::move(connection), ++link_epoch_);
-      link->connection().Start(link);
       link_ = link;
       backoff_ = options_.initial_backoff;
       last_connect_error_ = absl::OkStatus();
@@ -162,9 +159,12 @@ void Channel::OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::
     }
     pending.swap(pending_);
   }
+  // Started outside the lock: a transport may deliver OnClosed from inside.
+  if (link) link->connection().Start(link);
   connect_done_.notify_all();
   for (PendingStart& p : pending) {
-    Status sent = link ? SendRequest(*link, *p.method, p.context, std::move(p.message), p.id, p.deadline, false, nullptr)
+    Status sent = link ? SendRequest(*link, std::move(p.frame), internal::ClientMethodBindings::Binding{0, true}, p.id,
+                                     p.deadline, false, nullptr)
                        : failure;
     if (!sent.ok()) {
       if (internal::ClientCall* call = table_.Remove(p.id)) call->Complete(sent, Frame{});
@@ -206,6 +206,35 @@ Buffer Channel::AllocateBuffer(size_t size) {
   return BufferPool::Default().Allocate(size);
 }
 
+// Everything a request takes from its context is taken here, before the
+// call enters the table: once it is there a sweep or a cancel may complete
+// it, and a callback call's context is then the caller's again.
+Frame Channel::BuildRequest(Link* link, const MethodDescriptor& method, ClientContext* context,
+                            const google::protobuf::MessageLite& request, size_t size,
+                            internal::ClientMethodBindings::Binding* binding) {
+  // Without a link yet (a callback call while connecting) the path goes
+  // with this request only (binding 0), in pool memory.
+  *binding = link ? link->bindings().Find(method) : internal::ClientMethodBindings::Binding{0, true};
+  auto allocate = [link](size_t n) { return link ? link->connection().Allocate(n) : BufferPool::Default().Allocate(n); };
+  Frame frame;
+  frame.header.type = FrameType::kRequest;
+  frame.header.method_id = binding->id;
+  frame.header.flags = binding->send_path ? kFlagMethodPath : kFlagNone;
+  const size_t path_bytes = binding->send_path ? EncodedMethodPathSize(method.path) : 0;
+  const size_t metadata_bytes = path_bytes + EncodedMetadataSize(context->metadata());
+  if (metadata_bytes > 0) {
+    frame.metadata = allocate(metadata_bytes);
+    if (binding->send_path) EncodeMethodPath(method.path, frame.metadata.span());
+    EncodeMetadata(context->metadata(), frame.metadata.span().subspan(path_bytes));
+  }
+  frame.message = allocate(size);
+  request.SerializeWithCachedSizesToArray(frame.message.data());
+  frame.attachments = std::move(context->attachments_);
+  context->attachments_.clear();
+  context->response_attachments_.clear();
+  return frame;
+}
+
 Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context,
                           const google::protobuf::MessageLite& request, internal::ClientCall* call, bool may_wait,
                           std::shared_ptr<Link>* used_link) {
@@ -219,40 +248,42 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
                                                      options_.limits.max_body_bytes));
   }
   ZCRPC_ASSIGN_OR_RETURN(std::shared_ptr<Link> link, GetLink(deadline, may_wait));
+  internal::ClientMethodBindings::Binding binding;
+  Frame frame = BuildRequest(link.get(), method, context, request, size, &binding);
 
-  context->response_attachments_.clear();
   ZCRPC_ASSIGN_OR_RETURN(CallId id, table_.Insert(call, deadline));
   if (deadline != 0) sweeper_->Wake();
-  context->channel_.store(this, std::memory_order_release);
-  context->call_id_.store(id, std::memory_order_release);
+  // For TryCancel. A blocking call's context is its caller's until
+  // CallUnary returns; a callback call's only while the call is in the
+  // table, so it is written under the table's lock, or not at all.
+  auto publish_context = [&](internal::ClientCall*) {
+    context->channel_.store(this, std::memory_order_release);
+    context->call_id_.store(id, std::memory_order_release);
+  };
+  if (may_wait) {
+    publish_context(call);
+  } else if (table_.Acquire(id, publish_context) == nullptr) {
+    return absl::OkStatus();  // already ended (a sweep, a cancel): its callback has run
+  }
 
   if (link == nullptr) {
-    // Connecting (callback calls only): serialize now, send once connected.
-    Buffer message = BufferPool::Default().Allocate(size);
-    request.SerializeWithCachedSizesToArray(message.data());
+    // Connecting (callback calls only): the frame waits for the connection.
     std::unique_lock lock(mu_);
     if (link_ == nullptr && connecting_) {
-      pending_.push_back({&method, context, std::move(message), id, deadline});
+      pending_.push_back({std::move(frame), id, deadline});
       return absl::OkStatus();
     }
     link = link_;
+    Status failure = last_connect_error_.ok()
+                         ? absl::UnavailableError(absl::StrCat("connection to ", target_, " lost as the call started"))
+                         : last_connect_error_;
     lock.unlock();
     if (link == nullptr) {
-      if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(last_connect_error_, Frame{});
+      if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(std::move(failure), Frame{});
       return absl::OkStatus();
     }
-    Status sent = SendRequest(*link, method, context, std::move(message), id, deadline, may_wait,
-                              may_wait ? call : nullptr);
-    if (!sent.ok()) {
-      if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(sent, Frame{});
-    }
-    return absl::OkStatus();
   }
-
-  Buffer message = link->connection().Allocate(size);
-  request.SerializeWithCachedSizesToArray(message.data());
-  Status sent =
-      SendRequest(*link, method, context, std::move(message), id, deadline, may_wait, may_wait ? call : nullptr);
+  Status sent = SendRequest(*link, std::move(frame), binding, id, deadline, may_wait, may_wait ? call : nullptr);
   if (!sent.ok()) {
     // If the call is still ours, fail it here; otherwise whoever removed it
     // (a failing connection, the sweeper) completes it.
@@ -262,28 +293,12 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
   return absl::OkStatus();
 }
 
-Status Channel::SendRequest(Link& link, const MethodDescriptor& method, ClientContext* context, Buffer message,
-                            CallId id, int64_t deadline, bool may_wait, internal::ClientCall* live_call) {
+Status Channel::SendRequest(Link& link, Frame frame, internal::ClientMethodBindings::Binding binding, CallId id,
+                            int64_t deadline, bool may_wait, internal::ClientCall* live_call) {
   // A frame over the connection's capabilities (the server's announced
   // limits) is refused by Send with RESOURCE_EXHAUSTED naming the limit.
   transport::Connection& connection = link.connection();
-  const internal::ClientMethodBindings::Binding binding = link.bindings().Find(method);
-
-  Frame frame;
-  frame.header.type = FrameType::kRequest;
   frame.header.call_id = id;
-  frame.header.method_id = binding.id;
-  frame.header.flags = binding.send_path ? kFlagMethodPath : kFlagNone;
-  const size_t path_bytes = binding.send_path ? EncodedMethodPathSize(method.path) : 0;
-  const size_t metadata_bytes = path_bytes + EncodedMetadataSize(context->metadata());
-  if (metadata_bytes > 0) {
-    frame.metadata = connection.Allocate(metadata_bytes);
-    if (binding.send_path) EncodeMethodPath(method.path, frame.metadata.span());
-    EncodeMetadata(context->metadata(), frame.metadata.span().subspan(path_bytes));
-  }
-  frame.message = std::move(message);
-  frame.attachments = std::move(context->attachments_);
-  context->attachments_.clear();
   if (deadline != 0) {
     frame.header.timeout_us = static_cast<uint64_t>(std::max<int64_t>(1, (deadline - Now()) / 1000));
   }
@@ -293,15 +308,16 @@ Status Channel::SendRequest(Link& link, const MethodDescriptor& method, ClientCo
   // Read by the sweeper, OnLinkClosed and OnResponse once the call may be
   // on the wire. A blocking call's record outlives the call (it is on its
   // caller's stack): no need to pin it. A callback call may be completed
-  // and freed meanwhile (sweep, cancel): pin it under the table's lock.
+  // and freed meanwhile (sweep, cancel): pin it under the table's lock,
+  // and send nothing for a call that has already ended.
   auto publish = [&](internal::ClientCall* c) {
     c->link_epoch.store(link.epoch(), std::memory_order_release);
     c->announced_binding.store(binding.send_path ? binding.id : 0, std::memory_order_release);
   };
   if (live_call != nullptr) {
     publish(live_call);
-  } else {
-    table_.Acquire(id, publish);
+  } else if (table_.Acquire(id, publish) == nullptr) {
+    return absl::OkStatus();
   }
   return connection.Send(std::move(frame));
 }
@@ -402,9 +418,10 @@ void Channel::SendCancel(CallId id, uint64_t link_epoch) {
 void Channel::CancelCall(CallId id) {
   internal::ClientCall* call = table_.Remove(id);
   if (call == nullptr) return;
-  uint64_t epoch = call->link_epoch.load();
+  // The cancel goes out first: completing the call may let its caller
+  // drop the last reference to this channel.
+  SendCancel(id, call->link_epoch.load());
   call->Complete(absl::CancelledError("call cancelled by the client"), Frame{});
-  SendCancel(id, epoch);
 }
 
 void Channel::SweepExpired(int64_t now_nanos) {
@@ -438,19 +455,24 @@ Status ClientCall::Finish(Status status, Frame& reply) {
   return absl::OkStatus();
 }
 
+// The call lives on its waiter's stack: the waiter may return only once the
+// completing thread is done touching it, so completion is two steps
+// (kDone: the result is there; kReleased: the completer let go).
 void BlockingCall::Complete(Status status, Frame reply) {
   status_ = std::move(status);
   reply_ = std::move(reply);
-  done_.store(1, std::memory_order_release);
+  done_.store(kDone, std::memory_order_release);
   done_.notify_one();
+  done_.store(kReleased, std::memory_order_release);
 }
 
 Status BlockingCall::Wait(std::chrono::nanoseconds spin) {
-  if (done_.load(std::memory_order_acquire) == 0 && spin.count() > 0) {
+  if (done_.load(std::memory_order_acquire) == kPending && spin.count() > 0) {
     int64_t until = Clock::Real().NowNanos() + spin.count();
-    while (done_.load(std::memory_order_acquire) == 0 && Clock::Real().NowNanos() < until) CpuRelax();
+    while (done_.load(std::memory_order_acquire) == kPending && Clock::Real().NowNanos() < until) CpuRelax();
   }
-  while (done_.load(std::memory_order_acquire) == 0) done_.wait(0, std::memory_order_acquire);
+  while (done_.load(std::memory_order_acquire) == kPending) done_.wait(kPending, std::memory_order_acquire);
+  while (done_.load(std::memory_order_acquire) != kReleased) CpuRelax();  // a few instructions at most
   return Finish(std::move(status_), reply_);
 }
 

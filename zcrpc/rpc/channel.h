@@ -34,6 +34,7 @@
 #include "zcrpc/rpc/call_table.h"
 #include "zcrpc/rpc/client_context.h"
 #include "zcrpc/rpc/deadline_sweeper.h"
+#include "zcrpc/rpc/internal/method_bindings.h"
 #include "zcrpc/rpc/method.h"
 #include "zcrpc/transport/registry.h"
 #include "zcrpc/transport/transport.h"
@@ -120,10 +121,15 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   Status StartCall(const MethodDescriptor& method, ClientContext* context,
                    const google::protobuf::MessageLite& request, internal::ClientCall* call, bool may_wait,
                    std::shared_ptr<Link>* used_link);
-  // Builds and sends the request frame of call `id` on `link`. `live_call`:
-  // the call's record if it is known to outlive the call (blocking calls),
-  // else nullptr (it is then pinned through the table).
-  Status SendRequest(Link& link, const MethodDescriptor& method, ClientContext* context, Buffer message, CallId id,
+  // The request frame, with all it takes from `context`; in `link`'s memory,
+  // or the pool's when there is no link yet.
+  Frame BuildRequest(Link* link, const MethodDescriptor& method, ClientContext* context,
+                     const google::protobuf::MessageLite& request, size_t size,
+                     internal::ClientMethodBindings::Binding* binding);
+  // Sends call `id`'s request on `link`. `live_call`: the call's record if it
+  // is known to outlive the call (blocking calls), else nullptr (it is then
+  // pinned through the table, and nothing is sent if it already ended).
+  Status SendRequest(Link& link, Frame frame, internal::ClientMethodBindings::Binding binding, CallId id,
                      int64_t deadline, bool may_wait, internal::ClientCall* live_call);
   // The connected link, connecting if needed. With `may_wait`, waits for a
   // connect in progress until `deadline` (0: connect_timeout); without,

@@ -36,8 +36,11 @@ void DeadlineSweeper::Remove(Client* client) {
   std::erase(clients_, client);
   // A sweep of this client on another thread must finish first; one on this
   // thread (a completion callback destroying its channel) is our caller.
-  if (std::this_thread::get_id() == thread_.get_id()) return;
-  sweep_done_.wait(lock, [&] { return std::find(sweeping_.begin(), sweeping_.end(), client) == sweeping_.end(); });
+  const std::thread::id me = std::this_thread::get_id();
+  sweep_done_.wait(lock, [&] {
+    return std::none_of(sweeping_.begin(), sweeping_.end(),
+                        [&](const Sweep& s) { return s.client == client && s.by != me; });
+  });
 }
 
 void DeadlineSweeper::WakeSlow() {
@@ -60,23 +63,27 @@ void DeadlineSweeper::SweepOnce() {
     for (Client* c : clients_) {
       if (c->HasCallsInFlight()) busy.push_back(c);
     }
-    sweeping_.insert(sweeping_.end(), busy.begin(), busy.end());
+    for (Client* c : busy) sweeping_.push_back({c, std::this_thread::get_id()});
   }
+  auto done_with = [this](Client* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_) {
+    const std::thread::id me = std::this_thread::get_id();
+    sweeping_.erase(std::find_if(sweeping_.begin(), sweeping_.end(),
+                                 [&](const Sweep& s) { return s.client == c && s.by == me; }));
+    sweep_done_.notify_all();
+  };
   for (Client* c : busy) {
     {
       // Skip a client removed since the snapshot (Remove waits for us only
       // once we marked it, which we did; it may have left the list since).
       std::lock_guard lock(clients_mu_);
       if (std::find(clients_.begin(), clients_.end(), c) == clients_.end()) {
-        sweeping_.erase(std::find(sweeping_.begin(), sweeping_.end(), c));
-        sweep_done_.notify_all();
+        done_with(c);
         continue;
       }
     }
     c->SweepExpired(now);  // no sweeper lock held: it may run callbacks and send
     std::lock_guard lock(clients_mu_);
-    sweeping_.erase(std::find(sweeping_.begin(), sweeping_.end(), c));
-    sweep_done_.notify_all();
+    done_with(c);
   }
 }
 

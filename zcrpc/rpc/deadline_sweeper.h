@@ -80,7 +80,11 @@ class DeadlineSweeper {
   std::mutex clients_mu_;
   std::condition_variable sweep_done_;  // a client's sweep finished
   std::vector<Client*> clients_ ABSL_GUARDED_BY(clients_mu_);
-  std::vector<Client*> sweeping_ ABSL_GUARDED_BY(clients_mu_);  // clients being swept now, by any thread
+  struct Sweep {
+    Client* client;
+    std::thread::id by;
+  };
+  std::vector<Sweep> sweeping_ ABSL_GUARDED_BY(clients_mu_);  // clients being swept now, and by whom
   std::mutex park_mu_;
   std::condition_variable park_cv_;
   bool wake_ ABSL_GUARDED_BY(park_mu_) = false;

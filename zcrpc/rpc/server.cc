@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <thread>
 
@@ -150,6 +151,14 @@ void ServerConnection::OnRequest(Frame frame) {
     return Reply(client_call_id, id.status(), nullptr, Buffer());
   }
   call->server_call_id = *id;
+  // Shutdown may have begun between the check above and the insert: either
+  // its final sweep of the table sees this call, or this sees it draining.
+  if (server_->draining() && server_->RemoveCall(call)) {
+    const CallId client_call_id = call->client_call_id;
+    call->Unref();
+    call->Unref();
+    return Reply(client_call_id, absl::UnavailableError("the server is shutting down"), nullptr, Buffer());
+  }
   if (deadline != 0) server_->sweeper_->Wake();
   {
     std::lock_guard lock(mu_);
@@ -167,7 +176,16 @@ void ServerConnection::Run(internal::ServerCall* call) {
   ServerContext& ctx = call->context;
   ctx.request_attachments_ = std::move(call->request.attachments);
   Buffer response;
-  Status status = call->method.handler(&ctx, call->request.message.span(), &response);
+  Status status;
+  try {
+    status = call->method.handler(&ctx, call->request.message.span(), &response);
+  } catch (const std::exception& e) {
+    // A handler that throws fails its call, not the process or the poller.
+    status = absl::InternalError(absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path),
+                                              " threw: ", e.what()));
+  } catch (...) {
+    status = absl::InternalError(absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path), " threw"));
+  }
   call->request = Frame{};  // the request's buffers go back to the pool before the reply goes out
   ctx.request_attachments_.clear();
   {

@@ -52,10 +52,11 @@ class BlockingCall final : public ClientCall {
   void Complete(Status status, Frame reply) override;
   // Returns the call's final status.
   Status Wait(std::chrono::nanoseconds spin);
-  bool done() const { return done_.load(std::memory_order_acquire) != 0; }
+  bool done() const { return done_.load(std::memory_order_acquire) != kPending; }
 
  private:
-  std::atomic<uint32_t> done_{0};
+  enum : uint32_t { kPending = 0, kDone = 1, kReleased = 2 };
+  std::atomic<uint32_t> done_{kPending};
   Status status_;
   Frame reply_;
 };
