@@ -1,5 +1,9 @@
 #include "zcrpc/rpc/call_table.h"
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "zcrpc/base/clock.h"
@@ -154,7 +158,7 @@ TEST(CallTable, ArmingARemovedCallNeverTouchesTheSlotsNextCall) {
   EXPECT_EQ(table.Remove(new_id), &second);
 }
 
-TEST(CallTable, AcquirePinsUnderTheLockAndFindsOnlyLiveCalls) {
+TEST(CallTable, AcquirePinsAndFindsOnlyLiveCalls) {
   CallTable<FakeCall> table(2);
   FakeCall c{5};
   CallId id = *table.Insert(&c);
@@ -165,6 +169,84 @@ TEST(CallTable, AcquirePinsUnderTheLockAndFindsOnlyLiveCalls) {
   // Gone: nothing is pinned.
   EXPECT_EQ(table.Acquire(id, [&](FakeCall*) { ++pins; }), nullptr);
   EXPECT_EQ(pins, 5);
+}
+
+TEST(CallTable, RemoveWaitsForAPinToBeLetGo) {
+  CallTable<FakeCall> table(4);
+  FakeCall c{1};
+  CallId id = *table.Insert(&c);
+  std::atomic<bool> pinned{false}, let_go{false}, removed{false};
+  std::thread pinner([&] {
+    table.Acquire(id, [&](FakeCall*) {
+      pinned = true;
+      while (!let_go) std::this_thread::yield();
+    });
+  });
+  while (!pinned) std::this_thread::yield();
+  std::thread remover([&] {
+    EXPECT_EQ(table.Remove(id), &c);
+    removed = true;
+  });
+  // The remover cannot finish while the pin holds; there is no bound on how
+  // long it could take to get here, so this checks only that it has not.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(removed);
+  let_go = true;
+  pinner.join();
+  remover.join();
+  EXPECT_TRUE(removed);
+  EXPECT_EQ(table.size(), 0u);
+}
+
+// Threads insert, pin, sweep and race to remove the same calls: every call
+// leaves the table exactly once, and the table ends empty with every slot
+// usable again.
+TEST(CallTable, ConcurrentInsertRemoveAndSweepEndEachCallOnce) {
+  constexpr int kThreads = 4;
+  constexpr int kCallsPerThread = 5000;
+  CallTable<FakeCall> table(64);
+  std::vector<FakeCall> calls(kThreads * kCallsPerThread);
+  std::vector<std::atomic<int>> ended(calls.size());
+  std::atomic<bool> stop_sweeping{false};
+  std::atomic<int64_t> now{0};
+  std::thread sweeper([&] {
+    while (!stop_sweeping) {
+      table.SweepExpired(now.load(), [&](CallId, FakeCall* call) { ended[call->value].fetch_add(1); });
+      table.AnyOf([](FakeCall*) { return false; });
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCallsPerThread; ++i) {
+        const int n = t * kCallsPerThread + i;
+        calls[n].value = n;
+        StatusOr<CallId> id = table.Insert(&calls[n], /*deadline_nanos=*/(n % 3 == 0) ? 1 : 0);
+        if (!id.ok()) {  // full for a moment: the others hold every slot
+          ended[n].fetch_add(1);
+          continue;
+        }
+        table.Acquire(*id, [](FakeCall*) {});
+        if (n % 5 == 0) now.store(n);  // lets the sweeper expire armed calls
+        // Two removers race; at most one (or the sweeper) wins.
+        FakeCall* a = nullptr;
+        std::thread other([&] { a = table.Remove(*id); });
+        FakeCall* b = table.Remove(*id);
+        other.join();
+        EXPECT_FALSE(a != nullptr && b != nullptr);
+        if (a != nullptr) ended[a->value].fetch_add(1);
+        if (b != nullptr) ended[b->value].fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  stop_sweeping = true;
+  sweeper.join();
+  for (size_t n = 0; n < ended.size(); ++n) ASSERT_EQ(ended[n].load(), 1) << "call " << n;
+  EXPECT_EQ(table.size(), 0u);
+  std::vector<FakeCall> refill(64);
+  for (auto& c : refill) EXPECT_TRUE(table.Insert(&c).ok());
+  EXPECT_FALSE(table.Insert(&refill[0]).ok());
 }
 
 }  // namespace

@@ -313,6 +313,59 @@ TEST(Runtime, ShutdownWaitsForAQuickCallToFinish) {
   EXPECT_TRUE(quick.ok()) << quick;
 }
 
+// After the server's go-away the link only drains; a call on it that the
+// client cancels must still tell the server, and the link then closes.
+TEST(Runtime, ACancelOnADrainingConnectionStillReachesTheServer) {
+  Fixture f;
+  test::SleepRequest sleep;
+  sleep.set_ms(60'000);
+  EchoMessage sleep_reply;
+  ClientContext sleep_ctx;
+  std::promise<Status> slept;
+  f.stub->Sleep(&sleep_ctx, sleep, &sleep_reply, [&](Status s) { slept.set_value(s); });
+  ASSERT_TRUE(Eventually([&] { return f.service.started_.load() == 1; }));
+
+  std::thread shutdown([&] { f.server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(60)); });
+  // Time for the go-away to reach the client (if it has not, the cancel
+  // goes out on a live connection and this checks less, but still passes).
+  std::this_thread::sleep_for(milliseconds(300));
+  sleep_ctx.TryCancel();
+  auto result = slept.get_future();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(result.get().code(), StatusCode::kCancelled);
+  // Long before Shutdown's 60 s deadline would have cancelled it.
+  EXPECT_TRUE(Eventually([&] { return f.service.cancels_seen_.load() == 1; }, milliseconds(20'000)));
+  shutdown.join();
+}
+
+// TryCancel names its channel by id: racing the channel's destruction, it
+// finds nothing rather than a freed channel (ASan would see the latter).
+TEST(Runtime, TryCancelRacingTheChannelsDestructionIsSafe) {
+  Fixture f;
+  for (int i = 0; i < 200; ++i) {
+    auto channel = Channel::Create(f.uri);
+    ASSERT_TRUE(channel.ok());
+    auto stub = TestService::NewStub(*channel);
+    test::SleepRequest sleep;
+    sleep.set_ms(5'000);
+    EchoMessage reply;
+    ClientContext ctx;
+    std::promise<Status> done;
+    stub->Sleep(&ctx, sleep, &reply, [&](Status s) { done.set_value(s); });
+    std::atomic<bool> stop{false};
+    std::thread canceller([&] {
+      while (!stop) ctx.TryCancel();
+    });
+    stub.reset();
+    channel->reset();  // the last reference: the destructor ends the call
+    auto result = done.get_future();
+    ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_EQ(result.get().code(), StatusCode::kCancelled);
+    stop = true;
+    canceller.join();
+  }
+}
+
 TEST(Runtime, BadUrisFailAtCreateAndAddListener) {
   EXPECT_EQ(Channel::Create("loopback://x?no_such_option=1").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Channel::Create("nope://x").status().code(), StatusCode::kInvalidArgument);

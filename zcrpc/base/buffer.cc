@@ -25,7 +25,40 @@ BufferPool::~BufferPool() {
   }
 }
 
+namespace {
+
+// The calling thread's cache for the default pool. Trivially destructible,
+// so it is still usable while the thread exits (a buffer released by a
+// later thread_local destructor then bypasses it: `closed`).
+struct ThreadCache {
+  uint8_t* items[BufferPool::kThreadCacheClasses][BufferPool::kThreadCacheDepth];
+  uint8_t count[BufferPool::kThreadCacheClasses];
+  bool registered;  // the flusher below exists for this thread
+  bool closed;      // flushed: the thread is exiting
+};
+thread_local ThreadCache t_cache{};
+
+}  // namespace
+
+// Gives a thread's cached buffers back to the shared lists as it exits.
+struct ThreadCacheFlusher {
+  ~ThreadCacheFlusher() {
+    t_cache.closed = true;
+    for (size_t k = 0; k < BufferPool::kThreadCacheClasses; ++k) {
+      while (t_cache.count[k] > 0) {
+        uint8_t* data = t_cache.items[k][--t_cache.count[k]];
+        BufferPool::Default().ReleaseShared(data, BufferPool::kPageSize << k, static_cast<int>(k));
+      }
+    }
+  }
+};
+
+namespace {
+thread_local ThreadCacheFlusher t_flusher;
+}  // namespace
+
 BufferPool& BufferPool::Default() {
+  // Built on first use: other files' static initialisers may allocate.
   static BufferPool* pool = new BufferPool();
   return *pool;
 }
@@ -49,13 +82,10 @@ Buffer BufferPool::Allocate(size_t size) {
     capacity = pages * kPageSize;
   }
   uint8_t* data = nullptr;
-  if (k >= 0) {
-    SizeClass& c = classes_[k];
-    std::lock_guard lock(c.mu);
-    if (!c.free.empty()) {
-      data = c.free.back();
-      c.free.pop_back();
-    }
+  if (k >= 0 && static_cast<size_t>(k) < kThreadCacheClasses && this == &Default() && t_cache.count[k] > 0) {
+    data = t_cache.items[k][--t_cache.count[k]];
+  } else if (k >= 0) {
+    data = TakeShared(k);
   }
   if (data == nullptr) {
     data = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, capacity));
@@ -65,9 +95,32 @@ Buffer BufferPool::Allocate(size_t size) {
   return Buffer::Take(data, size, capacity, this);
 }
 
+uint8_t* BufferPool::TakeShared(int k) {
+  SizeClass& c = classes_[k];
+  std::lock_guard lock(c.mu);
+  if (c.free.empty()) return nullptr;
+  uint8_t* data = c.free.back();
+  c.free.pop_back();
+  return data;
+}
+
 void BufferPool::Release(uint8_t* data, size_t capacity) noexcept {
   outstanding_.fetch_sub(1, std::memory_order_relaxed);
-  int k = ClassFor(capacity);
+  const int k = ClassFor(capacity);
+  if (k >= 0 && static_cast<size_t>(k) < kThreadCacheClasses && this == &Default() && !t_cache.closed) {
+    if (!t_cache.registered) {
+      t_cache.registered = true;
+      (void)&t_flusher;  // constructs it, so it flushes this thread's cache at exit
+    }
+    if (t_cache.count[k] < kThreadCacheDepth) {
+      t_cache.items[k][t_cache.count[k]++] = data;
+      return;
+    }
+  }
+  ReleaseShared(data, capacity, k);
+}
+
+void BufferPool::ReleaseShared(uint8_t* data, size_t capacity, int k) noexcept {
   if (k >= 0) {
     SizeClass& c = classes_[k];
     std::lock_guard lock(c.mu);

@@ -140,7 +140,12 @@ class BufferPool final : public BufferOwner {
   BufferPool& operator=(const BufferPool&) = delete;
 
   // The process-wide pool. Never destroyed, so buffers may outlive main().
+  // It also keeps a few small buffers (kThreadCacheDepth per class up to
+  // 16 KiB) per thread, so that a call's buffers take no lock in steady
+  // state; a thread's cache goes back to the shared lists when it exits.
   static BufferPool& Default();
+  static constexpr size_t kThreadCacheClasses = 3;  // 4, 8 and 16 KiB
+  static constexpr size_t kThreadCacheDepth = 4;
 
   // A page-aligned buffer with size() == size. A zero-size request returns an
   // empty Buffer without memory. Aborts only if the system is out of memory.
@@ -148,7 +153,7 @@ class BufferPool final : public BufferOwner {
 
   // Buffers handed out and not yet released.
   size_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
-  // Bytes held in free lists.
+  // Bytes held in the shared free lists (not in threads' caches).
   size_t cached_bytes() const;
 
   void Release(uint8_t* data, size_t capacity) noexcept override;
@@ -159,6 +164,10 @@ class BufferPool final : public BufferOwner {
     std::vector<uint8_t*> free ABSL_GUARDED_BY(mu);
   };
   static int ClassFor(size_t capacity);
+  friend struct ThreadCacheFlusher;
+  // The shared free lists, under each class's lock.
+  uint8_t* TakeShared(int k);
+  void ReleaseShared(uint8_t* data, size_t capacity, int k) noexcept;
 
   const Options options_;
   std::array<SizeClass, kNumClasses> classes_;

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <random>
+#include <thread>
+#include <utility>
 
 #include <google/protobuf/message_lite.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/cpu_relax.h"
 #include "zcrpc/rpc/internal/client_call.h"
@@ -15,12 +18,43 @@ namespace {
 
 std::string Millis(int64_t nanos) { return absl::StrCat(nanos / 1'000'000, " ms"); }
 
+// The channels alive in the process, by id, for ClientContext::TryCancel:
+// a context names its channel by id, so a cancel that races the channel's
+// destruction finds nothing instead of a freed channel.
+class LiveChannels {
+ public:
+  static LiveChannels& Get() {
+    static LiveChannels* live = new LiveChannels();
+    return *live;
+  }
+  uint64_t Add(std::weak_ptr<Channel> channel) {
+    std::lock_guard lock(mu_);
+    const uint64_t id = ++last_id_;
+    channels_.emplace(id, std::move(channel));
+    return id;
+  }
+  void Remove(uint64_t id) {
+    std::lock_guard lock(mu_);
+    channels_.erase(id);
+  }
+  std::shared_ptr<Channel> Find(uint64_t id) {
+    std::lock_guard lock(mu_);
+    auto it = channels_.find(id);
+    return it == channels_.end() ? nullptr : it->second.lock();
+  }
+
+ private:
+  std::mutex mu_;
+  uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, std::weak_ptr<Channel>> channels_ ABSL_GUARDED_BY(mu_);
+};
+
 }  // namespace
 
 // One transport connection and the calls sent on it. The transport keeps it
 // alive until OnClosed; it reaches the channel through a weak pointer, so a
 // late frame after the channel is gone is dropped.
-class Channel::Link final : public transport::ConnectionHandler {
+class Channel::Link final : public transport::ConnectionHandler, public std::enable_shared_from_this<Link> {
  public:
   Link(std::weak_ptr<Channel> channel, std::unique_ptr<transport::Connection> connection, uint64_t epoch)
       : channel_(std::move(channel)),
@@ -77,8 +111,12 @@ StatusOr<std::shared_ptr<Channel>> Channel::Create(std::string_view target, Chan
   if (options.backoff_multiplier < 1.0 || options.backoff_jitter < 0 || options.backoff_jitter >= 1) {
     return absl::InvalidArgumentError("backoff_multiplier must be >= 1 and backoff_jitter in [0, 1)");
   }
-  return std::shared_ptr<Channel>(new Channel(std::string(target), std::move(uri), transport, options));
+  std::shared_ptr<Channel> channel(new Channel(std::string(target), std::move(uri), transport, options));
+  channel->id_ = LiveChannels::Get().Add(channel);
+  return channel;
 }
+
+std::shared_ptr<Channel> Channel::FindLive(uint64_t id) { return LiveChannels::Get().Find(id); }
 
 Channel::Channel(std::string target, transport::Uri uri, transport::Transport* transport, ChannelOptions options)
     : target_(std::move(target)),
@@ -92,12 +130,13 @@ Channel::Channel(std::string target, transport::Uri uri, transport::Transport* t
 }
 
 Channel::~Channel() {
+  LiveChannels::Get().Remove(id_);
   sweeper_->Remove(this);
   std::shared_ptr<Link> link;
   std::vector<PendingStart> pending;
   {
     std::lock_guard lock(mu_);
-    link = std::move(link_);
+    link = ReplaceLinkLocked(nullptr);
     pending.swap(pending_);
   }
   if (link) link->connection().Close(absl::CancelledError("channel destroyed"));
@@ -129,6 +168,7 @@ void Channel::StartConnectLocked(std::unique_lock<std::mutex>& lock) {
 
 void Channel::OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::Connection>> connection) {
   std::shared_ptr<Link> link;
+  std::shared_ptr<Link> replaced;  // none in practice: a connect starts only without a link
   std::vector<PendingStart> pending;
   Status failure;
   {
@@ -137,7 +177,7 @@ void Channel::OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::
     connecting_ = false;
     if (connection.ok()) {
       link = std::make_shared<Link>(weak_from_this(), *std::move(connection), ++link_epoch_);
-      link_ = link;
+      replaced = ReplaceLinkLocked(link);
       backoff_ = options_.initial_backoff;
       last_connect_error_ = absl::OkStatus();
       next_connect_nanos_ = 0;
@@ -172,7 +212,35 @@ void Channel::OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::
   }
 }
 
+std::shared_ptr<Channel::Link> Channel::CurrentLink() {
+  // The reader's side of ReplaceLinkLocked: while counted in link_readers_,
+  // the link just loaded cannot lose its last reference.
+  link_readers_.fetch_add(1, std::memory_order_seq_cst);
+  Link* link = current_link_.load(std::memory_order_seq_cst);
+  std::shared_ptr<Link> held = link != nullptr ? link->shared_from_this() : nullptr;
+  link_readers_.fetch_sub(1, std::memory_order_release);
+  return held;
+}
+
+std::shared_ptr<Channel::Link> Channel::ReplaceLinkLocked(std::shared_ptr<Link> next) {
+  current_link_.store(next.get(), std::memory_order_seq_cst);
+  std::shared_ptr<Link> old = std::exchange(link_, std::move(next));
+  // A reader that loaded the old pointer before the store above is counted
+  // (seq_cst on both sides: either it sees the new pointer, or this sees
+  // it counted). Its window is a few instructions, unless it is preempted.
+  for (int spins = 0; link_readers_.load(std::memory_order_seq_cst) != 0; ++spins) {
+    if (spins < 64) {
+      CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  return old;
+}
+
 StatusOr<std::shared_ptr<Channel::Link>> Channel::GetLink(int64_t deadline, bool may_wait) {
+  // Every call comes here: the connected case takes no lock.
+  if (std::shared_ptr<Link> link = CurrentLink()) return link;
   std::unique_lock lock(mu_);
   const int64_t wait_until = deadline != 0 ? deadline : Now() + options_.connect_timeout.count();
   for (;;) {
@@ -257,7 +325,7 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
   // CallUnary returns; a callback call's only while the call is in the
   // table, so it is written under the table's lock, or not at all.
   auto publish_context = [&](internal::ClientCall*) {
-    context->channel_.store(this, std::memory_order_release);
+    context->channel_id_.store(id_, std::memory_order_release);
     context->call_id_.store(id, std::memory_order_release);
   };
   if (may_wait) {
@@ -341,7 +409,7 @@ Status Channel::CallUnary(const MethodDescriptor& method, ClientContext* context
   }
   Status result = call.Wait(options_.spin_before_sleep);
   context->call_id_.store(0, std::memory_order_release);
-  context->channel_.store(nullptr, std::memory_order_release);
+  context->channel_id_.store(0, std::memory_order_release);
   return result;
 }
 
@@ -378,9 +446,13 @@ void Channel::OnResponse(Link& link, Frame frame) {
 }
 
 void Channel::OnGoAway(Link& link) {
+  std::shared_ptr<Link> replaced;  // dropped outside the lock
   {
     std::lock_guard lock(mu_);
-    if (link_.get() == &link) link_.reset();  // new calls go to a new connection
+    if (link_.get() == &link) {
+      replaced = ReplaceLinkLocked(nullptr);  // new calls go to a new connection
+      draining_links_.push_back(replaced);    // its calls may still be cancelled
+    }
   }
   CloseIfDrained(link);
 }
@@ -392,9 +464,11 @@ void Channel::CloseIfDrained(Link& link) {
 }
 
 void Channel::OnLinkClosed(Link* link, const Status& reason) {
+  std::shared_ptr<Link> replaced;  // dropped outside the lock
   {
     std::lock_guard lock(mu_);
-    if (link_.get() == link) link_.reset();  // the next call reconnects
+    if (link_.get() == link) replaced = ReplaceLinkLocked(nullptr);  // the next call reconnects
+    std::erase_if(draining_links_, [link](const std::shared_ptr<Link>& l) { return l.get() == link; });
   }
   uint64_t epoch = link->epoch();
   Status failure = absl::UnavailableError(absl::StrCat("connection to ", target_, " lost: ", reason.message()));
@@ -407,12 +481,17 @@ void Channel::SendCancel(CallId id, uint64_t link_epoch) {
   {
     std::lock_guard lock(mu_);
     if (link_ && link_->epoch() == link_epoch) link = link_;
+    for (const std::shared_ptr<Link>& draining : draining_links_) {
+      if (draining->epoch() == link_epoch) link = draining;
+    }
   }
   if (!link) return;  // that connection is gone, and the server's call with it
   Frame cancel;
   cancel.header.type = FrameType::kCancel;
   cancel.header.call_id = id;
   (void)link->connection().Send(std::move(cancel));  // never blocks (transport.h)
+  // The server is going away: this may have been the link's last call.
+  if (link->draining()) CloseIfDrained(*link);
 }
 
 void Channel::CancelCall(CallId id) {
@@ -480,7 +559,7 @@ void CallbackCall::Complete(Status status, Frame reply) {
   Status result = Finish(std::move(status), reply);
   if (ClientContext* ctx = context_) {
     ctx->call_id_.store(0, std::memory_order_release);
-    ctx->channel_.store(nullptr, std::memory_order_release);
+    ctx->channel_id_.store(0, std::memory_order_release);
   }
   auto done = std::move(done_);
   delete this;

@@ -18,6 +18,7 @@
 // its reply could only be read by that same thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -109,6 +110,10 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   // server. For ClientContext::TryCancel.
   void CancelCall(CallId id);
 
+  // The channel with this id (ClientContext keeps the id of its call's
+  // channel), or nullptr once it is destroyed. Any thread.
+  static std::shared_ptr<Channel> FindLive(uint64_t id);
+
  private:
   class Link;
   struct PendingStart;
@@ -135,6 +140,11 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   // connect in progress until `deadline` (0: connect_timeout); without,
   // returns nullptr while connecting.
   StatusOr<std::shared_ptr<Link>> GetLink(int64_t deadline, bool may_wait);
+  // The connected link, or nullptr; takes no lock.
+  std::shared_ptr<Link> CurrentLink();
+  // Makes `next` the link new calls use; returns the one it replaces, which
+  // no lock-free reader (CurrentLink) can still be about to take.
+  std::shared_ptr<Link> ReplaceLinkLocked(std::shared_ptr<Link> next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartConnectLocked(std::unique_lock<std::mutex>& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::Connection>> connection);
   void OnResponse(Link& link, Frame frame);
@@ -149,6 +159,7 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   void SweepExpired(int64_t now_nanos) override;
   bool HasCallsInFlight() const override { return table_.size() > 0; }
 
+  uint64_t id_ = 0;  // set once by Create(), before the channel is shared
   const std::string target_;
   const transport::Uri uri_;
   transport::Transport* const transport_;
@@ -159,12 +170,19 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   std::mutex mu_;
   std::condition_variable connect_done_;
   std::shared_ptr<Link> link_ ABSL_GUARDED_BY(mu_);
+  // link_, for CurrentLink(): written with it, read without mu_. The link
+  // stays alive for readers through link_readers_ (see ReplaceLinkLocked).
+  std::atomic<Link*> current_link_{nullptr};
+  std::atomic<uint32_t> link_readers_{0};
   uint64_t link_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   bool connecting_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t connect_attempt_ ABSL_GUARDED_BY(mu_) = 0;
   Status last_connect_error_ ABSL_GUARDED_BY(mu_);
   int64_t next_connect_nanos_ ABSL_GUARDED_BY(mu_) = 0;  // backing off until then
   std::chrono::nanoseconds backoff_ ABSL_GUARDED_BY(mu_);
+  // Links the server told to go away that still carry calls: a call on
+  // one that ends early (deadline, cancel) still tells the server.
+  std::vector<std::shared_ptr<Link>> draining_links_ ABSL_GUARDED_BY(mu_);
   // Callback calls that started while the connection was being made.
   std::vector<PendingStart> pending_ ABSL_GUARDED_BY(mu_);
 };

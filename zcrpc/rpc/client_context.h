@@ -68,8 +68,9 @@ class ClientContext {
   Metadata server_metadata_;
   std::vector<Buffer> attachments_;
   std::vector<Buffer> response_attachments_;
-  // The call in flight, for TryCancel(). Set and cleared by the Channel.
-  std::atomic<Channel*> channel_{nullptr};
+  // The call in flight, for TryCancel(): its channel by id (a pointer
+  // could outlive the channel). Set and cleared by the Channel.
+  std::atomic<uint64_t> channel_id_{0};
   std::atomic<uint64_t> call_id_{0};
 };
 

@@ -22,9 +22,12 @@ Status ClientContext::AddMetadata(std::string key, std::string value) {
 }
 
 void ClientContext::TryCancel() {
-  Channel* channel = channel_.load(std::memory_order_acquire);
-  uint64_t id = call_id_.load(std::memory_order_acquire);
-  if (channel != nullptr && id != 0) channel->CancelCall(id);
+  const uint64_t channel_id = channel_id_.load(std::memory_order_acquire);
+  const uint64_t id = call_id_.load(std::memory_order_acquire);
+  if (channel_id == 0 || id == 0) return;
+  // Held for the length of the cancel: completing the call may run a
+  // callback that drops the caller's last reference to the channel.
+  if (std::shared_ptr<Channel> channel = Channel::FindLive(channel_id)) channel->CancelCall(id);
 }
 
 std::chrono::steady_clock::time_point ServerContext::deadline() const {
