@@ -2,10 +2,10 @@
 
 #include <cstring>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
-
-#include <thread>
 
 #include "zcrpc/base/copy_stats.h"
 
@@ -55,6 +55,45 @@ TEST(BufferPool, CacheIsBounded) {
     for (int i = 0; i < 10; ++i) held.push_back(pool.Allocate(100));
   }
   EXPECT_EQ(pool.cached_bytes(), 2u * 4096);
+}
+
+// The default pool's per-thread cache: a buffer released on a thread comes
+// back on that thread without the shared lists, and what a thread caches
+// goes back to the shared lists when it exits.
+TEST(BufferPool, DefaultPoolCachesSmallBuffersPerThreadAndFlushesAtExit) {
+  BufferPool& pool = BufferPool::Default();
+  const size_t outstanding_before = pool.outstanding();
+  const size_t shared_before = pool.cached_bytes();
+  std::thread worker([&] {
+    uint8_t* first;
+    {
+      Buffer b = pool.Allocate(100);
+      first = b.data();
+    }
+    // Released into this thread's cache, handed out again from it.
+    Buffer again = pool.Allocate(100);
+    EXPECT_EQ(again.data(), first);
+    // Fill this thread's cache for the 4 KiB class.
+    std::vector<Buffer> held;
+    for (size_t i = 0; i < BufferPool::kThreadCacheDepth; ++i) held.push_back(pool.Allocate(4096));
+  });
+  worker.join();
+  // Every buffer came back, and the exiting thread's full cache of 4 KiB
+  // buffers went to the shared lists (no other thread runs here to take
+  // them).
+  EXPECT_EQ(pool.outstanding(), outstanding_before);
+  EXPECT_GE(pool.cached_bytes(), shared_before + BufferPool::kThreadCacheDepth * 4096);
+}
+
+// Buffers allocated on one thread and released on another stay accounted.
+TEST(BufferPool, BuffersCrossThreadsFreely) {
+  BufferPool& pool = BufferPool::Default();
+  const size_t outstanding_before = pool.outstanding();
+  std::vector<Buffer> made;
+  for (int i = 0; i < 64; ++i) made.push_back(pool.Allocate(static_cast<size_t>(i) * 700 + 1));
+  std::thread releaser([&] { made.clear(); });
+  releaser.join();
+  EXPECT_EQ(pool.outstanding(), outstanding_before);
 }
 
 TEST(Buffer, MoveHandsOverWithoutCopy) {
