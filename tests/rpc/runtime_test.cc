@@ -101,6 +101,18 @@ struct Fixture {
   std::unique_ptr<TestService::Stub> stub;
 };
 
+// A callback Sleep call of `ms`; the caller waits for the handler to start.
+struct SleepingCall {
+  SleepingCall(Fixture& f, uint32_t ms) {
+    request.set_ms(ms);
+    f.stub->Sleep(&ctx, request, &reply, [this](Status s) { done.set_value(s); });
+  }
+  test::SleepRequest request;
+  EchoMessage reply;
+  ClientContext ctx;
+  std::promise<Status> done;
+};
+
 TEST(Runtime, EchoesThroughLoopback) {
   Fixture f;
   EchoMessage request, reply;
@@ -250,12 +262,7 @@ TEST(Runtime, BlockingCallInsideAPooledHandlerWorks) {
 
 TEST(Runtime, ABlockedHandlerDoesNotStallOtherCallsByDefault) {
   Fixture f;
-  test::SleepRequest sleep;
-  sleep.set_ms(20'000);
-  EchoMessage sleep_reply;
-  ClientContext sleep_ctx;
-  std::promise<Status> slept;
-  f.stub->Sleep(&sleep_ctx, sleep, &sleep_reply, [&](Status s) { slept.set_value(s); });
+  SleepingCall sleeping(f, 20'000);
   ASSERT_TRUE(Eventually([&] { return f.service.started_.load() == 1; }));
   // The Sleep handler holds a worker; an Echo on the same connection is
   // served meanwhile.
@@ -263,18 +270,13 @@ TEST(Runtime, ABlockedHandlerDoesNotStallOtherCallsByDefault) {
   ClientContext ctx;
   EXPECT_TRUE(f.stub->Echo(&ctx, EchoMessage(), &reply).ok());
   EXPECT_EQ(f.server.calls_in_flight(), 1u);
-  sleep_ctx.TryCancel();
-  EXPECT_EQ(slept.get_future().get().code(), StatusCode::kCancelled);
+  sleeping.ctx.TryCancel();
+  EXPECT_EQ(sleeping.done.get_future().get().code(), StatusCode::kCancelled);
 }
 
 TEST(Runtime, ShutdownLetsCallsFinishUntilItsDeadlineThenCancelsThem) {
   Fixture f;
-  test::SleepRequest sleep;
-  sleep.set_ms(20'000);
-  EchoMessage sleep_reply;
-  ClientContext sleep_ctx;
-  std::promise<Status> slept;
-  f.stub->Sleep(&sleep_ctx, sleep, &sleep_reply, [&](Status s) { slept.set_value(s); });
+  SleepingCall sleeping(f, 20'000);
   ASSERT_TRUE(Eventually([&] { return f.service.started_.load() == 1; }));
 
   // Wait() returns only once another thread has shut the server down.
@@ -286,7 +288,7 @@ TEST(Runtime, ShutdownLetsCallsFinishUntilItsDeadlineThenCancelsThem) {
   f.server.Shutdown(std::chrono::steady_clock::now() + milliseconds(100));
   // The call outlived the deadline: its client got exactly one status,
   // CANCELLED, and its handler saw the cancel.
-  auto result = slept.get_future();
+  auto result = sleeping.done.get_future();
   ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_EQ(result.get().code(), StatusCode::kCancelled);
   EXPECT_TRUE(Eventually([&] { return f.service.cancels_seen_.load() == 1; }));
@@ -301,15 +303,10 @@ TEST(Runtime, ShutdownLetsCallsFinishUntilItsDeadlineThenCancelsThem) {
 
 TEST(Runtime, ShutdownWaitsForAQuickCallToFinish) {
   Fixture f;
-  test::SleepRequest sleep;
-  sleep.set_ms(200);
-  EchoMessage sleep_reply;
-  ClientContext sleep_ctx;
-  std::promise<Status> slept;
-  f.stub->Sleep(&sleep_ctx, sleep, &sleep_reply, [&](Status s) { slept.set_value(s); });
+  SleepingCall sleeping(f, 200);
   ASSERT_TRUE(Eventually([&] { return f.service.started_.load() == 1; }));
   f.server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(30));
-  Status quick = slept.get_future().get();
+  Status quick = sleeping.done.get_future().get();
   EXPECT_TRUE(quick.ok()) << quick;
 }
 
@@ -317,20 +314,15 @@ TEST(Runtime, ShutdownWaitsForAQuickCallToFinish) {
 // client cancels must still tell the server, and the link then closes.
 TEST(Runtime, ACancelOnADrainingConnectionStillReachesTheServer) {
   Fixture f;
-  test::SleepRequest sleep;
-  sleep.set_ms(60'000);
-  EchoMessage sleep_reply;
-  ClientContext sleep_ctx;
-  std::promise<Status> slept;
-  f.stub->Sleep(&sleep_ctx, sleep, &sleep_reply, [&](Status s) { slept.set_value(s); });
+  SleepingCall sleeping(f, 60'000);
   ASSERT_TRUE(Eventually([&] { return f.service.started_.load() == 1; }));
 
   std::thread shutdown([&] { f.server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(60)); });
   // Time for the go-away to reach the client (if it has not, the cancel
   // goes out on a live connection and this checks less, but still passes).
   std::this_thread::sleep_for(milliseconds(300));
-  sleep_ctx.TryCancel();
-  auto result = slept.get_future();
+  sleeping.ctx.TryCancel();
+  auto result = sleeping.done.get_future();
   ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_EQ(result.get().code(), StatusCode::kCancelled);
   // Long before Shutdown's 60 s deadline would have cancelled it.
