@@ -525,3 +525,126 @@ TEST_F(TcpDataPath, ACallerWaitingForItsReplyReadsTheSocketItself) {
 
 }  // namespace
 }  // namespace zcrpc::transport::tcp
+
+namespace zcrpc::transport::tcp {
+namespace {
+
+// A host name is looked up off the caller's thread (and off the loop's),
+// then connected like a numeric address.
+TEST(TcpConnect, AHostNameResolvesOffTheCallersThreadAndConnects) {
+  TcpTransport transport;
+  auto listener = transport.Listen(Uri{"tcp", "127.0.0.1:0"}, {}, [](std::unique_ptr<Connection> c) {
+    c->Start(std::make_shared<Collector>());
+  });
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  const std::string port = (*listener)->uri().substr((*listener)->uri().rfind(':') + 1);
+  std::promise<Status> connected;
+  std::thread::id resolved_on;
+  const std::thread::id caller = std::this_thread::get_id();
+  transport.Connect(Uri{"tcp", "localhost:" + port}, {}, [&](StatusOr<std::unique_ptr<Connection>> c) {
+    resolved_on = std::this_thread::get_id();
+    connected.set_value(c.status());
+  });
+  auto result = connected.get_future();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  // "localhost" may name ::1 first, where nothing listens here: either way
+  // the answer came, on a loop thread, not inside Connect().
+  Status status = result.get();
+  EXPECT_TRUE(status.ok() || status.code() == StatusCode::kUnavailable) << status;
+  EXPECT_NE(resolved_on, caller);
+}
+
+// A name that cannot be resolved fails with a message that names it,
+// within connect_timeout, whatever DNS does.
+TEST(TcpConnect, AnUnresolvableNameFailsNamingItWithinTheConnectTimeout) {
+  TcpTransport transport;
+  ConnectionOptions options;
+  options.connect_timeout = std::chrono::milliseconds(500);
+  std::promise<Status> done;
+  transport.Connect(Uri{"tcp", "no-such-host.invalid:1"}, options,
+                    [&](StatusOr<std::unique_ptr<Connection>> c) { done.set_value(c.status()); });
+  auto result = done.get_future();
+  // Generous: 500 ms plus a loaded machine's scheduling.
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Status status = result.get();
+  EXPECT_TRUE(status.code() == StatusCode::kUnavailable || status.code() == StatusCode::kDeadlineExceeded) << status;
+  EXPECT_NE(status.message().find("no-such-host.invalid"), std::string_view::npos) << status;
+}
+
+}  // namespace
+}  // namespace zcrpc::transport::tcp
+
+namespace zcrpc::transport::tcp {
+namespace {
+
+// accept() failing with EMFILE leaves the connection in the backlog, so the
+// listening socket stays readable: the listener must back off rather than
+// spin, and accept the connection once descriptors are free again.
+TEST(TcpAccept, OutOfDescriptorsBacksOffThenAcceptsOnceTheyAreFree) {
+  // Reported here: each accept() that ran out of descriptors, and then the
+  // accepted socket's failed handshake (the raw client below sends no
+  // preface), which shows that it was accepted.
+  std::mutex mu;
+  int out_of_descriptors = 0;
+  std::promise<Status> handshake_failed;
+  bool accepted = false;
+  TcpTransport::Options transport_options;
+  transport_options.on_handshake_error = [&](const Status& s) {
+    std::lock_guard lock(mu);
+    if (s.message().find("accept on") != std::string_view::npos) {
+      ++out_of_descriptors;
+    } else if (!accepted) {
+      accepted = true;
+      handshake_failed.set_value(s);
+    }
+  };
+  TcpTransport transport(transport_options);
+  ConnectionOptions options;
+  options.connect_timeout = std::chrono::milliseconds(200);
+  auto listener = transport.Listen(Uri{"tcp", "127.0.0.1:0"}, options, [](std::unique_ptr<Connection>) {});
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  const uint16_t port = static_cast<uint16_t>(std::stoi((*listener)->uri().substr((*listener)->uri().rfind(':') + 1)));
+
+  const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(client, 0);
+  // Use up every descriptor under a lowered limit (this test runs in a
+  // process of its own under ctest).
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = 256;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> filler;
+  for (int fd; (fd = ::dup(client)) >= 0;) filler.push_back(fd);
+  ASSERT_EQ(errno, EMFILE);
+
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);  // completes in the backlog
+
+  const double cpu_before = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const double cpu_used = ProcessCpuSeconds() - cpu_before;
+  // A spinning loop would burn ~0.5 s of CPU here; backing off by 100 ms
+  // costs a few accept() calls. Generous for a loaded machine.
+  EXPECT_LT(cpu_used, 0.25) << "the listener spins while out of descriptors";
+  {
+    std::lock_guard lock(mu);
+    EXPECT_FALSE(accepted) << "accepted although no descriptor was free";
+    // One try per 100 ms back-off, not one per wake-up.
+    EXPECT_GE(out_of_descriptors, 1);
+    EXPECT_LE(out_of_descriptors, 10);
+  }
+
+  for (int fd : filler) ::close(fd);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+  auto result = handshake_failed.get_future();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "never accepted";
+  EXPECT_NE(result.get().message().find("127.0.0.1"), std::string_view::npos);
+  ::close(client);
+}
+
+}  // namespace
+}  // namespace zcrpc::transport::tcp

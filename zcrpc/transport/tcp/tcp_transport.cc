@@ -9,7 +9,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -34,7 +36,13 @@ struct SocketAddress {
   const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
 };
 
-StatusOr<SocketAddress> Resolve(const Uri& uri, const TcpAddress& address) {
+void SetNoDelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// The address of a numeric host (IPv4 or IPv6), or nullopt for a name.
+std::optional<SocketAddress> NumericAddress(const TcpAddress& address) {
   SocketAddress out;
   auto* in4 = reinterpret_cast<sockaddr_in*>(&out.storage);
   auto* in6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
@@ -50,27 +58,76 @@ StatusOr<SocketAddress> Resolve(const Uri& uri, const TcpAddress& address) {
     out.len = sizeof *in6;
     return out;
   }
+  return std::nullopt;
+}
+
+// Resolves `address` on the calling thread, waiting for a host name's
+// lookup at most `timeout` (DEADLINE_EXCEEDED then). getaddrinfo takes no
+// timeout, so the lookup runs as getaddrinfo_a and this waits for it with
+// one; after a timeout this thread still waits for the lookup to end (it
+// owns the request) but the answer is already given.
+StatusOr<SocketAddress> Resolve(const Uri& uri, const TcpAddress& address,
+                                std::chrono::nanoseconds timeout = std::chrono::hours(1)) {
+  if (std::optional<SocketAddress> numeric = NumericAddress(address)) return *numeric;
+  SocketAddress out;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* result = nullptr;
   const std::string port = std::to_string(address.port);
-  if (int rc = ::getaddrinfo(address.host.c_str(), port.c_str(), &hints, &result); rc != 0 || result == nullptr) {
+  gaicb request{};
+  request.ar_name = address.host.c_str();
+  request.ar_service = port.c_str();
+  request.ar_request = &hints;
+  gaicb* requests[1] = {&request};
+  if (int rc = ::getaddrinfo_a(GAI_NOWAIT, requests, 1, nullptr); rc != 0) {
     return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": ", ::gai_strerror(rc)));
   }
-  std::memcpy(&out.storage, result->ai_addr, result->ai_addrlen);
-  out.len = result->ai_addrlen;
-  ::freeaddrinfo(result);
+  const int64_t end = Clock::Real().NowNanos() + timeout.count();
+  while (::gai_error(&request) == EAI_INPROGRESS) {
+    const int64_t left = end - Clock::Real().NowNanos();
+    if (left <= 0) break;
+    const timespec wait{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
+    ::gai_suspend(requests, 1, &wait);  // returns early on completion or a signal
+  }
+  int rc = ::gai_error(&request);
+  Status timed_out;
+  if (rc == EAI_INPROGRESS) {
+    timed_out = absl::DeadlineExceededError(absl::StrCat("resolving ", uri.ToString(), " took longer than ",
+                                                         timeout.count() / 1'000'000, " ms"));
+    if (::gai_cancel(&request) != EAI_CANCELED) {
+      while ((rc = ::gai_error(&request)) == EAI_INPROGRESS) ::gai_suspend(requests, 1, nullptr);
+    }
+    if (request.ar_result != nullptr) ::freeaddrinfo(request.ar_result);
+    return timed_out;
+  }
+  if (rc != 0 || request.ar_result == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": ", ::gai_strerror(rc)));
+  }
+  std::memcpy(&out.storage, request.ar_result->ai_addr, request.ar_result->ai_addrlen);
+  out.len = request.ar_result->ai_addrlen;
+  ::freeaddrinfo(request.ar_result);
   return out;
 }
 
-std::string BoundUri(int fd) { return SocketUri(fd, /*peer=*/false); }
-
-void SetNoDelay(int fd) {
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+// Opens a socket to `where` and starts the non-blocking connect; every
+// outcome reaches `done` on a loop thread.
+void ConnectTo(const std::shared_ptr<EpollLoop>& loop, const Uri& uri, const TcpAddress& address,
+               const SocketAddress& where, const ConnectionOptions& options, ConnectCallback done) {
+  auto fail = [&](Status status) { loop->Post([done = std::move(done), status] { done(status); }); };
+  internal::UniqueFd fd(::socket(where.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return fail(internal::ErrnoError(absl::StrCat("cannot connect to ", uri.ToString(), ": socket")));
+  SetNoDelay(fd.get());
+  if (::connect(fd.get(), where.get(), where.len) != 0 && errno != EINPROGRESS) {
+    return fail(absl::UnavailableError(absl::StrCat("cannot connect to ", uri.ToString(), ": ", std::strerror(errno))));
+  }
+  // Connected or under way: EPOLLOUT on the loop says which, bounded by
+  // connect_timeout together with the preface exchange.
+  TcpConnection::StartConnect(std::move(fd), loop, address.options, options, FormatTcpUri(address.host, address.port),
+                              std::move(done));
 }
+
+std::string BoundUri(int fd) { return SocketUri(fd, /*peer=*/false); }
 
 // The listening socket on the epoll loop. Shared between the Listener
 // handle and the loop: a wake-up under way keeps it alive, and the socket
@@ -250,18 +307,23 @@ void TcpTransport::Connect(const Uri& uri, const ConnectionOptions& options, Con
   if (!address.ok()) {
     return fail(absl::InvalidArgumentError(absl::StrCat(uri.ToString(), ": ", address.status().message())));
   }
-  StatusOr<SocketAddress> where = Resolve(uri, *address);
-  if (!where.ok()) return fail(where.status());
-  internal::UniqueFd fd(::socket(where->storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return fail(internal::ErrnoError(absl::StrCat("cannot connect to ", uri.ToString(), ": socket")));
-  SetNoDelay(fd.get());
-  if (::connect(fd.get(), where->get(), where->len) != 0 && errno != EINPROGRESS) {
-    return fail(absl::UnavailableError(absl::StrCat("cannot connect to ", uri.ToString(), ": ", std::strerror(errno))));
+  if (std::optional<SocketAddress> numeric = NumericAddress(*address)) {
+    return ConnectTo(loop_, uri, *address, *numeric, options, std::move(done));
   }
-  // Connected or under way: EPOLLOUT on the loop says which, bounded by
-  // connect_timeout together with the preface exchange.
-  TcpConnection::StartConnect(std::move(fd), loop_, address->options, options,
-                              FormatTcpUri(address->host, address->port), std::move(done));
+  // A host name: looked up on a thread of its own, so the caller never
+  // waits on DNS; the lookup counts against connect_timeout.
+  std::thread([loop = loop_, uri, address = *std::move(address), options, done = std::move(done)]() mutable {
+    const int64_t start = Clock::Real().NowNanos();
+    StatusOr<SocketAddress> where = Resolve(uri, address, options.connect_timeout);
+    if (!where.ok()) {
+      loop->Post([done = std::move(done), status = where.status()] { done(status); });
+      return;
+    }
+    ConnectionOptions rest = options;
+    rest.connect_timeout = std::max(std::chrono::nanoseconds(1),
+                                    options.connect_timeout - std::chrono::nanoseconds(Clock::Real().NowNanos() - start));
+    ConnectTo(loop, uri, address, *where, rest, std::move(done));
+  }).detach();
 }
 
 }  // namespace zcrpc::transport::tcp

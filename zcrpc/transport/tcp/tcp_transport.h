@@ -5,8 +5,8 @@
 // progress, the preface exchange and every connection's receive path and
 // deferred writes all run there; callbacks (AcceptCallback,
 // ConnectCallback, handler calls) come from those threads, or from a caller
-// inside PollUntil. Connect() only resolves a host name (see Connect) and
-// starts a non-blocking connect(); it never waits for the network.
+// inside PollUntil. Connect() starts a non-blocking connect(), after a
+// host name's lookup on a thread of its own; it never waits for the network.
 // The per-frame path is in tcp_connection.h.
 //
 // Thread-safe. The transport must outlive its listeners; destroying it
@@ -43,9 +43,10 @@ class TcpTransport final : public Transport {
   Status ValidateAddress(const Uri& uri) const override;
   StatusOr<std::unique_ptr<Listener>> Listen(const Uri& uri, const ConnectionOptions& options,
                                              AcceptCallback on_accept) override;
-  // A numeric host starts connecting at once. A host name is resolved
-  // (getaddrinfo) on the calling thread first: /etc/hosts for "localhost",
-  // DNS otherwise. TODO(perf): resolve names off the caller's thread.
+  // A numeric host starts connecting at once. A host name is resolved on a
+  // short-lived thread of its own (/etc/hosts for "localhost", DNS
+  // otherwise), never on the caller's or a loop thread; the lookup counts
+  // against connect_timeout (DEADLINE_EXCEEDED past it).
   void Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback done) override;
 
  private:
