@@ -16,6 +16,7 @@
 #include <mutex>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -68,40 +69,59 @@ class Region {
   }
 
   // --- this side's slab (sending) ---
+  //
+  // Blocks of up to 4 KiB come from a SmallBlockCache: allocating, lending,
+  // freeing and taking them back cost no mutex. Larger blocks, and small
+  // ones while the cache is exhausted, come from the SlabAllocator under
+  // allocator_mu_.
 
   // A block of this side's slab, or an empty Buffer if none is free now.
+  // Any thread. The Buffer owns the block (and a reference to the region).
   Buffer Allocate(size_t size);
   // The offset of `buffer` in this side's slab, if it is one of its blocks.
   std::optional<uint64_t> LocalOffset(const Buffer& buffer) const;
   // The buffer's block goes to the peer: it comes back on the return ring.
+  // Any thread, once per block, before the descriptor naming it is published.
   void Lend(Buffer buffer);
   // Takes back the blocks the peer returned. An error (a bad index, a block
-  // never lent or returned twice) means the peer broke the protocol.
+  // never lent or returned twice) means the peer broke the protocol; it is
+  // sticky. Any thread: one takes them at a time, and a second caller finds
+  // the return ring being emptied and leaves at once. Costs one load of the
+  // peer's index when nothing was returned.
   Status ReclaimReturns();
 
   // A block of ours the peer sent back inside a frame (kInReceiverSlab):
-  // it must be one we lent; it becomes a local Buffer again.
+  // it must be one we lent; it becomes a local Buffer again. Any thread.
   StatusOr<Buffer> TakeBackLocalBlock(uint64_t offset, uint64_t length);
 
   // --- the peer's slab (receiving) ---
 
   // Checks that [offset, offset + length) lies in the peer's slab, starts on
   // a page, and overlaps no block this side already holds; then hands it
-  // over as a Buffer whose release puts it on the return ring.
+  // over as a Buffer whose release puts it on the return ring. Only the
+  // connection's reader (one thread at a time, handed over with
+  // acquire/release by ReadOwnership) may call it: it checks the held marks
+  // and then sets them, which is race-free only because no one else sets
+  // them (releases, on any thread, only clear them).
   StatusOr<Buffer> TakePeerBlock(uint64_t offset, uint64_t length);
 
   // The offset of `buffer` in the peer's slab, if it is a block this side
   // holds (received earlier); such a buffer can be sent back with no copy.
   std::optional<uint64_t> PeerOffset(const Buffer& buffer) const;
   // The held peer block goes back to the peer inside a frame, not through
-  // the return ring.
+  // the return ring. Any thread (the sender).
   void GiveBack(Buffer buffer);
 
   // The connection is closed: released peer blocks are no longer returned.
-  void MarkClosed();
+  void MarkClosed() { closed_.store(true, std::memory_order_release); }
   // A violation found while returning a block (on whatever thread released
-  // it); the connection closes on it.
-  Status returns_error();
+  // it); the connection closes on it. Any thread; one atomic load while
+  // there is none.
+  Status returns_error() {
+    if (!returns_failed_.load(std::memory_order_acquire)) return absl::OkStatus();
+    std::lock_guard lock(error_mu_);
+    return returns_error_;
+  }
 
  private:
   class LocalOwner final : public BufferOwner {
@@ -131,10 +151,24 @@ class Region {
   RingControl& control(int dir) { return At<RingControl>(layout_.control)[dir]; }
   uint8_t* local_slab() { return base_ + layout_.slab[send_dir_]; }
   uint8_t* peer_slab() { return base_ + layout_.slab[receive_dir_]; }
-  Status ReclaimReturnsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(allocator_mu_);
-  Status TakeReturnsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(allocator_mu_);
+  // REQUIRES: holding the reclaim token (reclaiming_). `lock` is
+  // allocator_mu_, taken (if not held yet) for the first returned block that
+  // is not a cached one.
+  Status TakeReturns(std::unique_lock<std::mutex>& lock);
+  // Takes the reclaim token, waiting for another holder if `wait`.
+  Status ReclaimReturns(bool wait);
+  Buffer AllocateSmall(size_t size);
+  Buffer AllocateLarge(size_t size);
+  Buffer LocalBuffer(uint64_t offset, size_t size, size_t capacity) {
+    Ref();
+    return Buffer::Take(local_slab() + offset, size, capacity, &local_owner_);
+  }
   void ReturnPeerBlock(uint64_t offset, size_t capacity);
-  void ForgetPeerBlock(uint64_t offset, size_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(held_mu_);
+  // Advances returns_produced over the contiguous slots marked ready.
+  void PublishReturns();
+  void ForgetPeerBlock(uint64_t offset, size_t capacity);
+  void FailReturns(Status error);
+  Status FailReclaim(Status error);
 
   uint8_t* const base_;
   const int memfd_;
@@ -146,19 +180,44 @@ class Region {
   PeerOwner peer_owner_{this};
   std::atomic<int64_t> refs_{1};
 
+  // --- this side's slab ---
+  // The cache is bounded to what the old code let pile up between two looks
+  // at the return ring (256 KiB), so the blocks in use stay few and warm: a
+  // drained cache is what sends the allocator to the return ring.
+  static constexpr size_t kReclaimEveryBytes = 256 << 10;
+  SmallBlockCache cache_;
   std::mutex allocator_mu_;
   SlabAllocator allocator_ ABSL_GUARDED_BY(allocator_mu_);
-  uint64_t returns_taken_ ABSL_GUARDED_BY(allocator_mu_) = 0;
-  static constexpr uint64_t kReclaimEveryBytes = 256 << 10;
-  uint64_t allocated_since_reclaim_ ABSL_GUARDED_BY(allocator_mu_) = 0;
-  Status reclaim_error_ ABSL_GUARDED_BY(allocator_mu_);
+  // Bytes of large blocks allocated since the return ring was last emptied.
+  std::atomic<uint64_t> allocated_since_reclaim_{0};
+  // The return ring's consumer: whoever swaps this to true. It alone reads
+  // the ring and writes returns_taken_ and returns_consumed.
+  std::atomic<bool> reclaiming_{false};
+  std::atomic<uint64_t> returns_taken_{0};  // read without the token only as a hint
+  std::atomic<bool> reclaim_failed_{false};
 
-  std::mutex held_mu_;
-  std::vector<uint8_t> held_pages_ ABSL_GUARDED_BY(held_mu_);  // of the peer's slab
-  uint64_t returns_given_ ABSL_GUARDED_BY(held_mu_) = 0;
-  uint64_t returns_taken_seen_ ABSL_GUARDED_BY(held_mu_) = 0;
-  bool closed_ ABSL_GUARDED_BY(held_mu_) = false;
-  Status returns_error_ ABSL_GUARDED_BY(held_mu_);
+  // --- the peer's slab ---
+  // Per page of the peer's slab: 1 while we hold it. Set only by the reader
+  // (TakePeerBlock), cleared by whoever lets go of the block.
+  std::unique_ptr<std::atomic<uint8_t>[]> held_pages_;
+  // The return ring's producers are all the threads that release buffers.
+  // Each reserves a slot (returns_reserved_), writes its offset there and
+  // marks it ready (return_ready_[slot] = ticket + 1); whoever holds the
+  // publishing_ token then moves returns_produced over every contiguous
+  // ready slot, so the peer's index only ever grows and never covers a slot
+  // not yet written. PublishReturns explains why no mark is left behind.
+  std::atomic<uint64_t> returns_reserved_{0};
+  std::atomic<uint64_t> returns_given_{0};       // what returns_produced says; written by the token holder
+  std::atomic<uint64_t> returns_taken_seen_{0};  // the peer's returns_consumed, checked, never backwards
+  std::unique_ptr<std::atomic<uint64_t>[]> return_ready_;
+  std::atomic<bool> publishing_{false};
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> returns_failed_{false};
+
+  // Only for the (sticky, rare) errors' texts.
+  std::mutex error_mu_;
+  Status returns_error_ ABSL_GUARDED_BY(error_mu_);
+  Status reclaim_error_ ABSL_GUARDED_BY(error_mu_);
 };
 
 }  // namespace zcrpc::transport::shm

@@ -111,4 +111,93 @@ size_t SlabAllocator::BlockSize(uint64_t offset) const {
   return state_[index] == State::kNone ? 0 : kMinBlock << order_[index];
 }
 
+SmallBlockCache::SmallBlockCache(size_t slab_bytes, uint32_t capacity)
+    : slab_bytes_(slab_bytes),
+      capacity_(capacity),
+      state_(new std::atomic<uint8_t>[slab_bytes / kBlock]),
+      next_(new std::atomic<uint32_t>[slab_bytes / kBlock]),
+      head_(kNil) {
+  for (size_t i = 0; i < slab_bytes / kBlock; ++i) {
+    state_[i].store(kNotCached, std::memory_order_relaxed);
+    next_[i].store(kNil, std::memory_order_relaxed);
+  }
+}
+
+std::optional<uint64_t> SmallBlockCache::Pop() {
+  uint64_t head = head_.load(std::memory_order_acquire);
+  for (;;) {
+    const auto index = static_cast<uint32_t>(head);
+    if (index == kNil) return std::nullopt;
+    // May be stale if `index` was popped and pushed again since `head` was
+    // read; then the tag moved on and the CAS below fails.
+    const uint32_t next = next_[index].load(std::memory_order_relaxed);
+    const uint64_t popped = (((head >> 32) + 1) << 32) | next;
+    if (head_.compare_exchange_weak(head, popped, std::memory_order_acquire, std::memory_order_acquire)) {
+      state_[index].store(kHeld, std::memory_order_relaxed);
+      return uint64_t{index} * kBlock;
+    }
+  }
+}
+
+void SmallBlockCache::Push(uint32_t index) {
+  uint64_t head = head_.load(std::memory_order_relaxed);
+  for (;;) {
+    next_[index].store(static_cast<uint32_t>(head), std::memory_order_relaxed);
+    const uint64_t pushed = (((head >> 32) + 1) << 32) | index;
+    if (head_.compare_exchange_weak(head, pushed, std::memory_order_release, std::memory_order_relaxed)) return;
+  }
+}
+
+bool SmallBlockCache::Adopt(uint64_t offset) {
+  std::atomic<uint8_t>* state = StateOf(offset);
+  if (state == nullptr) return false;
+  uint32_t owned = owned_.load(std::memory_order_relaxed);
+  do {
+    if (owned >= capacity_) return false;
+  } while (!owned_.compare_exchange_weak(owned, owned + 1, std::memory_order_relaxed));
+  state->store(kHeld, std::memory_order_relaxed);
+  return true;
+}
+
+bool SmallBlockCache::Free(uint64_t offset) {
+  std::atomic<uint8_t>* state = StateOf(offset);
+  if (state == nullptr || state->load(std::memory_order_relaxed) != kHeld) return false;
+  state->store(kFree, std::memory_order_relaxed);
+  Push(static_cast<uint32_t>(offset / kBlock));
+  return true;
+}
+
+bool SmallBlockCache::Lend(uint64_t offset) {
+  std::atomic<uint8_t>* state = StateOf(offset);
+  if (state == nullptr || state->load(std::memory_order_relaxed) != kHeld) return false;
+  // Release: the peer's return travels through the shared region (its own
+  // release/acquire chain), but a Return() or Reclaim() on another thread of
+  // ours must also find `lent` before it may take the block.
+  state->store(kLent, std::memory_order_release);
+  return true;
+}
+
+SmallBlockCache::Result SmallBlockCache::Return(uint64_t offset) {
+  std::atomic<uint8_t>* state = StateOf(offset);
+  if (state == nullptr) return Result::kNotCached;
+  uint8_t expected = kLent;
+  if (state->compare_exchange_strong(expected, kFree, std::memory_order_acquire, std::memory_order_relaxed)) {
+    Push(static_cast<uint32_t>(offset / kBlock));
+    return Result::kDone;
+  }
+  return expected == kNotCached ? Result::kNotCached : Result::kRefused;
+}
+
+SmallBlockCache::Result SmallBlockCache::Reclaim(uint64_t offset, uint64_t length) {
+  std::atomic<uint8_t>* state = StateOf(offset);
+  if (state == nullptr) return Result::kNotCached;
+  uint8_t expected = kLent;
+  if (length <= kBlock &&
+      state->compare_exchange_strong(expected, kHeld, std::memory_order_acquire, std::memory_order_relaxed)) {
+    return Result::kDone;
+  }
+  if (length > kBlock) expected = state->load(std::memory_order_relaxed);
+  return expected == kNotCached ? Result::kNotCached : Result::kRefused;
+}
+
 }  // namespace zcrpc::transport::shm
