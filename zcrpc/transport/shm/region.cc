@@ -88,23 +88,29 @@ void Region::Unref() {
 
 Buffer Region::Allocate(size_t size) {
   if (size == 0) return Buffer();
-  return size <= SmallBlockCache::kBlock ? AllocateSmall(size) : AllocateLarge(size);
+  std::optional<SlabAllocator::Block> block = TakeBlock(size);
+  if (!block) return Buffer();
+  return LocalBuffer(block->offset, size, block->size);
 }
 
-Buffer Region::AllocateSmall(size_t size) {
-  if (std::optional<uint64_t> offset = cache_.Pop()) return LocalBuffer(*offset, size, kPage);
+std::optional<SlabAllocator::Block> Region::TakeBlock(size_t size) {
+  return size <= SmallBlockCache::kBlock ? TakeSmallBlock() : TakeLargeBlock(size);
+}
+
+std::optional<SlabAllocator::Block> Region::TakeSmallBlock() {
+  if (std::optional<uint64_t> offset = cache_.Pop()) return SlabAllocator::Block{*offset, kPage};
   // The cache ran dry: most of it is probably on the return ring by now.
   // This is the "every 256 KiB" look at the ring for small blocks. Waiting
   // for another thread's reclaim (rare, bounded by the ring's capacity) so
   // that its blocks are seen rather than missed: a Flush that failed here
   // for want of a block would otherwise sleep until the next stall tend.
   (void)ReclaimReturns(/*wait=*/true);
-  if (std::optional<uint64_t> offset = cache_.Pop()) return LocalBuffer(*offset, size, kPage);
+  if (std::optional<uint64_t> offset = cache_.Pop()) return SlabAllocator::Block{*offset, kPage};
   std::optional<SlabAllocator::Block> block;
   {
     std::lock_guard lock(allocator_mu_);
     block = allocator_.Allocate(kPage);
-    if (!block) return Buffer();
+    if (!block) return std::nullopt;
     if (cache_.Adopt(block->offset)) {
       // Fill the cache a batch at a time, so a new connection's first
       // calls take this lock once per batch rather than once each.
@@ -119,10 +125,10 @@ Buffer Region::AllocateSmall(size_t size) {
       }
     }
   }
-  return LocalBuffer(block->offset, size, block->size);
+  return block;
 }
 
-Buffer Region::AllocateLarge(size_t size) {
+std::optional<SlabAllocator::Block> Region::TakeLargeBlock(size_t size) {
   // Returned blocks are taken back every kReclaimEveryBytes of allocation,
   // not on every call: reading the return ring pulls its cache lines from
   // the peer's core. Often enough that the blocks in use stay few and warm
@@ -146,9 +152,49 @@ Buffer Region::AllocateLarge(size_t size) {
       block = allocator_.Allocate(size);
     }
   }
-  if (!block) return Buffer();
+  if (!block) return std::nullopt;
   allocated_since_reclaim_.fetch_add(block->size, std::memory_order_relaxed);
-  return LocalBuffer(block->offset, size, block->size);
+  return block;
+}
+
+void Region::FreeBlock(uint64_t offset) {
+  if (!cache_.Free(offset)) {
+    std::lock_guard lock(allocator_mu_);
+    allocator_.Free(offset);
+  }
+}
+
+bool Region::AllocateBlocks(std::span<const size_t> sizes, std::span<Buffer> blocks) {
+  const size_t n = std::min<size_t>(sizes.size(), kMaxParts);
+  // Largest first: a buddy slab that has room for all of them in total then
+  // fits them whenever the free space is not fragmented by others. (An
+  // insertion sort: at most kMaxParts, and GCC's std::sort on so small an
+  // array trips -Warray-bounds under the sanitizers.)
+  size_t order[kMaxParts];
+  for (size_t k = 0; k < n; ++k) {
+    size_t j = k;
+    for (; j > 0 && sizes[order[j - 1]] < sizes[k]; --j) order[j] = order[j - 1];
+    order[j] = k;
+  }
+  // Ask for a ring before looking, not after a failed look: a block freed
+  // between the look and the request would ring nobody. (A spurious ring,
+  // when the look succeeds, costs the poller one round.)
+  queue_waits_for_block_.store(true, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  SlabAllocator::Block got[kMaxParts];
+  for (size_t k = 0; k < n; ++k) {
+    std::optional<SlabAllocator::Block> block = TakeBlock(sizes[order[k]]);
+    if (!block) {
+      // Freed directly, not as Buffers: the flusher's own undo must not
+      // ring the flusher.
+      for (size_t j = 0; j < k; ++j) FreeBlock(got[order[j]].offset);
+      return false;
+    }
+    got[order[k]] = *block;
+  }
+  queue_waits_for_block_.store(false, std::memory_order_relaxed);
+  for (size_t i = 0; i < n; ++i) blocks[i] = LocalBuffer(got[i].offset, sizes[i], got[i].size);
+  return true;
 }
 
 std::optional<uint64_t> Region::LocalOffset(const Buffer& buffer) const {
@@ -372,10 +418,15 @@ void Region::PublishReturns() {
 }
 
 void Region::LocalOwner::Release(uint8_t* data, size_t) noexcept {
-  const auto offset = static_cast<uint64_t>(data - region_->local_slab());
-  if (!region_->cache_.Free(offset)) {
-    std::lock_guard lock(region_->allocator_mu_);
-    region_->allocator_.Free(offset);
+  region_->FreeBlock(static_cast<uint64_t>(data - region_->local_slab()));
+  // The freer's half of queue_waits_for_block_'s pair: free, fence, look.
+  // The send queue's head waits for a block: wake whoever flushes it.
+  // Before Unref, which may free the region and its doorbells.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  std::atomic<bool>& waits = region_->queue_waits_for_block_;
+  if (waits.load(std::memory_order_relaxed) && waits.exchange(false, std::memory_order_relaxed)) {
+    const uint64_t one = 1;
+    (void)!::write(region_->receive_doorbell(), &one, sizeof one);
   }
   region_->Unref();
 }

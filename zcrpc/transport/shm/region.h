@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,16 @@ class Region {
   // A block of this side's slab, or an empty Buffer if none is free now.
   // Any thread. The Buffer owns the block (and a reference to the region).
   Buffer Allocate(size_t size);
+  // For the head of the connection's send queue: a block for each of
+  // `sizes` (each > 0, at most kMaxParts of them) into `blocks`, all or
+  // none. Any thread, one at a time (the connection's send lock); the
+  // Buffers own their blocks. All or none, because a frame that keeps some
+  // blocks while it waits for others can fragment the buddy slab so that
+  // the rest never fit. On none, the next block freed in this process (a
+  // local Buffer released) rings this side's own doorbell, so the queue's
+  // flusher learns of it as it learns of the peer's returns (through
+  // sender_waiting) instead of waiting for its next stall tend.
+  bool AllocateBlocks(std::span<const size_t> sizes, std::span<Buffer> blocks);
   // The offset of `buffer` in this side's slab, if it is one of its blocks.
   std::optional<uint64_t> LocalOffset(const Buffer& buffer) const;
   // The buffer's block goes to the peer: it comes back on the return ring.
@@ -157,8 +168,12 @@ class Region {
   Status TakeReturns(std::unique_lock<std::mutex>& lock);
   // Takes the reclaim token, waiting for another holder if `wait`.
   Status ReclaimReturns(bool wait);
-  Buffer AllocateSmall(size_t size);
-  Buffer AllocateLarge(size_t size);
+  // A block for `size` bytes, not yet a Buffer (no reference taken).
+  std::optional<SlabAllocator::Block> TakeBlock(size_t size);
+  std::optional<SlabAllocator::Block> TakeSmallBlock();
+  std::optional<SlabAllocator::Block> TakeLargeBlock(size_t size);
+  // Frees a block taken and never lent; rings nobody.
+  void FreeBlock(uint64_t offset);
   Buffer LocalBuffer(uint64_t offset, size_t size, size_t capacity) {
     Ref();
     return Buffer::Take(local_slab() + offset, size, capacity, &local_owner_);
@@ -190,6 +205,12 @@ class Region {
   SlabAllocator allocator_ ABSL_GUARDED_BY(allocator_mu_);
   // Bytes of large blocks allocated since the return ring was last emptied.
   std::atomic<uint64_t> allocated_since_reclaim_{0};
+  // AllocateBlocks found no room: the next local free rings our doorbell.
+  // A Dekker pair, since small blocks are freed without a lock: the
+  // flusher stores it and then looks at the free lists, a freer frees and
+  // then loads it, each with a seq_cst fence between, so at least one sees
+  // the other.
+  std::atomic<bool> queue_waits_for_block_{false};
   // The return ring's consumer: whoever swaps this to true. It alone reads
   // the ring and writes returns_taken_ and returns_consumed.
   std::atomic<bool> reclaiming_{false};

@@ -67,9 +67,13 @@ class State final : public Pollable, public std::enable_shared_from_this<State> 
   ~State() override { region_->Unref(); }
 
   Buffer Allocate(size_t size) {
+    // While frames wait for room, the slab's free blocks are the queue
+    // head's: a frame built now queues behind it and must not hold them
+    // (see TryPublishLocked). A pool buffer instead, copied into the slab
+    // when its turn comes (a counted copy, as for any pool part).
+    if (pending_flag_.load(std::memory_order_acquire)) return BufferPool::Default().Allocate(size);
     Buffer buffer = region_->Allocate(size);
-    // The slab is full right now: a heap buffer, which Send copies into the
-    // slab once there is room (a counted copy).
+    // The slab is full right now: likewise a pool buffer.
     if (buffer.empty() && size > 0) buffer = BufferPool::Default().Allocate(size);
     return buffer;
   }
@@ -109,9 +113,14 @@ class State final : public Pollable, public std::enable_shared_from_this<State> 
   // RESOURCE_EXHAUSTED if the frame's blocks could never fit the slab at
   // once (the caps' body limit leaves room, but tiny parts take 4 KiB each).
   Status CheckFitsSlab(const Frame& frame) const;
-  // Places the frame's parts in the slab and writes its descriptor, or
-  // leaves it (with whatever parts it placed) for a later try.
+  // Takes a descriptor slot and blocks for the frame's pool parts (all or
+  // none), copies them in and publishes the frame; or leaves it for a later
+  // try, holding no slab block unless it waits only for a slot.
   Publish TryPublishLocked(Frame& frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
+  // Moves the frame's parts that are blocks of our slab into pool buffers
+  // (counted copies) and frees the blocks: a frame that waits for blocks
+  // must not hold any, or it may hold what the queue's head needs.
+  void GiveUpBlocks(Frame& frame);
   // Publishes pending frames while there is room; calls OnWritable when
   // the budget says one is owed. REQUIRES: holding the receive side.
   bool Flush();
@@ -226,6 +235,10 @@ Status State::Send(Frame frame) {
     }
     const uint64_t bytes = kWireHeaderSize + frame.header.body_len();
     first_pending = pending_.empty();
+    // Blocks go to frames in queue order; one behind others holds none (it
+    // was built before the queue began, or on another thread meanwhile).
+    // Freeing them rings our doorbell if the head waits for a block.
+    if (!first_pending) GiveUpBlocks(frame);
     pending_.push_back(Pending{std::move(frame), bytes});
     pending_flag_.store(true, std::memory_order_release);
     budget_.Queued(bytes);
@@ -240,26 +253,8 @@ State::Publish State::TryPublishLocked(Frame& frame) {
   const auto part_count = static_cast<uint32_t>(2 + frame.attachments.size());
   Buffer* parts[kMaxParts] = {&frame.metadata, &frame.message};
   for (size_t i = 0; i < frame.attachments.size(); ++i) parts[2 + i] = &frame.attachments[i];
-  DescriptorPart where[kMaxParts];
-  for (uint32_t i = 0; i < part_count; ++i) {
-    Buffer& part = *parts[i];
-    where[i] = {0, part.size()};
-    if (part.empty()) continue;
-    if (std::optional<uint64_t> theirs = region_->PeerOffset(part)) {
-      where[i].offset = *theirs | kInReceiverSlab;  // sent back, not copied
-      continue;
-    }
-    if (!region_->LocalOffset(part)) {
-      // Copied in only once there is room; a part placed now stays placed
-      // (the frame keeps it) while a later part waits.
-      Buffer placed = region_->Allocate(part.size());
-      if (placed.empty()) return Publish::kBlocked;
-      CountedCopy(placed.data(), part.data(), part.size());
-      part = std::move(placed);
-    }
-    where[i].offset = *region_->LocalOffset(part);
-  }
-  // The receiver's index is read only when the ring looks full, so in the
+  // A slot first: a frame that waits for one takes no blocks meanwhile. The
+  // receiver's index is read only when the ring looks full, so in the
   // steady state its cache line stays on the receiver's core.
   if (sent_ - consumed_seen_ >= depth_) {
     const uint64_t consumed = region_->send_control().consumed.load(std::memory_order_acquire);
@@ -270,6 +265,54 @@ State::Publish State::TryPublishLocked(Frame& frame) {
     }
     consumed_seen_ = consumed;
     if (sent_ - consumed_seen_ >= depth_) return Publish::kBlocked;
+  }
+  // Parts outside the region (pool memory) need blocks, all at once.
+  size_t sizes[kMaxParts];
+  uint32_t needs[kMaxParts];
+  uint32_t needed = 0;
+  bool holds_blocks = false;
+  auto collect = [&] {
+    needed = 0;
+    holds_blocks = false;
+    for (uint32_t i = 0; i < part_count; ++i) {
+      const Buffer& part = *parts[i];
+      if (part.empty() || region_->PeerOffset(part)) continue;
+      if (region_->LocalOffset(part)) {
+        holds_blocks = true;
+      } else {
+        needs[needed] = i;
+        sizes[needed++] = part.size();
+      }
+    }
+  };
+  collect();
+  if (needed > 0) {
+    Buffer blocks[kMaxParts];
+    bool placed = region_->AllocateBlocks({sizes, needed}, {blocks, needed});
+    if (!placed && holds_blocks) {
+      // Its own blocks may be what keeps the rest from fitting (the buddy
+      // slab fragments): it waits holding none, and takes all at once.
+      GiveUpBlocks(frame);
+      collect();
+      placed = region_->AllocateBlocks({sizes, needed}, {blocks, needed});
+    }
+    if (!placed) return Publish::kBlocked;
+    for (uint32_t k = 0; k < needed; ++k) {
+      Buffer& part = *parts[needs[k]];
+      CountedCopy(blocks[k].data(), part.data(), part.size());
+      part = std::move(blocks[k]);
+    }
+  }
+  DescriptorPart where[kMaxParts];
+  for (uint32_t i = 0; i < part_count; ++i) {
+    const Buffer& part = *parts[i];
+    where[i] = {0, part.size()};
+    if (part.empty()) continue;
+    if (std::optional<uint64_t> theirs = region_->PeerOffset(part)) {
+      where[i].offset = *theirs | kInReceiverSlab;  // sent back, not copied
+    } else {
+      where[i].offset = *region_->LocalOffset(part);
+    }
   }
   uint8_t header[kWireHeaderSize];
   EncodeWireHeader(frame.header, std::span<uint8_t, kWireHeaderSize>(header));
@@ -288,6 +331,18 @@ State::Publish State::TryPublishLocked(Frame& frame) {
   // sleeps).
   slot.sequence.store(++sent_, std::memory_order_seq_cst);
   return Publish::kDone;
+}
+
+void State::GiveUpBlocks(Frame& frame) {
+  auto give_up = [this](Buffer& part) {
+    if (part.empty() || !region_->LocalOffset(part)) return;
+    Buffer copy = BufferPool::Default().Allocate(part.size());
+    CountedCopy(copy.data(), part.data(), part.size());
+    part = std::move(copy);  // the block is freed here
+  };
+  give_up(frame.metadata);
+  give_up(frame.message);
+  for (Buffer& a : frame.attachments) give_up(a);
 }
 
 // --- Sleeping and waking: the protocol ---
@@ -337,9 +392,28 @@ State::Publish State::TryPublishLocked(Frame& frame) {
 //   holds the receive side it flushes itself, and its Rearm() wakes the
 //   poller if frames are still pending, which then sets the flag.
 //
-// Our own doorbell (the receive doorbell eventfd) is rung by the peer and
-// by Wake() (Send's first pending frame, Close, Rearm); the poller drains it
-// in OnEvent and then always looks at the ring again before it sleeps.
+// Room made in this process: a block of our slab freed here (a buffer the
+//   runtime let go, or one a frame queued behind the head gave up) is
+//   nobody's business of the peer, so no sender_waiting rings for it.
+//   Instead the head's all-or-nothing allocation (Region::AllocateBlocks)
+//   sets a local flag and then looks for blocks; a local free frees and
+//   then looks at the flag, clearing it and ringing our own doorbell if
+//   set. A seq_cst fence on each side between the two: never neither.
+//   (Before, nothing rang and the head waited for the poller's next look
+//   at its stall clock, kPendingTendNanos.)
+//
+// Who gets the room: blocks go to frames in queue order. Allocate hands
+// out pool memory while frames wait, a frame that queues behind another
+// gives up its blocks (GiveUpBlocks), and the head takes all the blocks it
+// needs at once or none. Otherwise a frame behind the head could hold what
+// the head needs and nothing would move until send_stall_timeout: it did,
+// when a caller's Allocate took the blocks the peer had just returned for
+// the head and then queued behind it.
+//
+// Our own doorbell (the receive doorbell eventfd) is rung by the peer, by
+// Wake() (Send's first pending frame, Close, Rearm) and by a local free the
+// head waits for; the poller drains it in OnEvent and then always looks at
+// the ring again before it sleeps.
 
 // The sender's half of the receiver_sleeping pair (above): the sequence was
 // stored seq_cst by TryPublishLocked, now the flag is loaded seq_cst.

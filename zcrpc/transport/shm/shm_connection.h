@@ -10,7 +10,10 @@
 // which whoever reads the connection flushes as the peer makes room: the
 // transport's poller thread (shm_poller.h), or a caller inside PollUntil.
 // The peer rings this side's doorbell when it made room and this side
-// asked for it (RingControl::sender_waiting).
+// asked for it (RingControl::sender_waiting); a block freed in this process
+// rings it too when the queue's head waits for one. Slab blocks go to
+// frames in queue order: while frames wait, Allocate returns pool memory
+// and a frame queued behind others holds no block.
 //
 // Threads: Allocate, Send, writable, WaitWritable, Close and capabilities
 // from any thread; frames, OnWritable and OnClosed are delivered by the
