@@ -15,7 +15,6 @@
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/clock.h"
 #include "zcrpc/base/copy_stats.h"
-#include "zcrpc/base/cpu_relax.h"
 #include "zcrpc/transport/internal/capabilities.h"
 #include "zcrpc/transport/internal/close_once.h"
 #include "zcrpc/transport/internal/delivery_scope.h"
@@ -673,13 +672,17 @@ bool State::PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds b
     return false;
   }
   region_->receive_control().receiver_sleeping.store(0, std::memory_order_relaxed);  // we look: no doorbell
-  const int64_t end = Now() + std::max<std::chrono::nanoseconds>(budget, options_.spin).count();
+  int64_t progress_at = Now();
+  const int64_t end = progress_at + std::max<std::chrono::nanoseconds>(budget, options_.spin).count();
   while (!close_.closed()) {
-    DrainLocked();
-    if (pending_flag_.load(std::memory_order_acquire)) Flush();
+    bool progress = DrainLocked();
+    if (pending_flag_.load(std::memory_order_acquire)) progress |= Flush();
     if (done()) break;
-    if (Now() >= end) break;
-    CpuRelax();
+    const int64_t now = Now();
+    if (now >= end) break;
+    if (progress) progress_at = now;
+    // The peer, or our poller, may be waiting for this very vCPU.
+    SpinPause(now - progress_at);
   }
   // If the poller slept meanwhile (or parked us), hand the ring back to it.
   if (own_.Release()) Rearm();

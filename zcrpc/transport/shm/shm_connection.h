@@ -35,10 +35,13 @@ class Poller;
 
 struct ShmOptions {
   // How long a poller spins after this connection's last frame before it
-  // sleeps (the poller spins while any of its connections wants to).
+  // sleeps (the poller spins while any of its connections wants to), and
+  // the least a PollUntil caller polls. Past kSpinBeforeYieldNanos without
+  // work a spinning thread yields its CPU between looks (shm_poller.h).
   std::chrono::nanoseconds spin = std::chrono::microseconds(50);
   // The poller never sleeps while this connection is open: lowest latency,
-  // one core per poller thread.
+  // one core per poller thread (idle, it yields between looks, so a thread
+  // that shares its CPU still runs).
   bool busy_poll = false;
 };
 

@@ -1,5 +1,6 @@
 #include "zcrpc/transport/shm/shm_poller.h"
 
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -22,6 +23,14 @@ constexpr int64_t kTendIntervalNanos = 1'000'000;
 int64_t Now() { return Clock::Real().NowNanos(); }
 
 }  // namespace
+
+void SpinPause(int64_t idle_nanos) {
+  if (idle_nanos < kSpinBeforeYieldNanos) {
+    CpuRelax();
+  } else {
+    sched_yield();
+  }
+}
 
 Poller::Poller() : epoll_(epoll_create1(EPOLL_CLOEXEC)), wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!epoll_.valid() || !wake_.valid()) {
@@ -145,7 +154,7 @@ void Poller::Run() {
       next_tend = now + kTendIntervalNanos;
     }
     if (keep_spinning) {
-      CpuRelax();
+      SpinPause(now - idle_since);
       continue;
     }
     // Posts and Stop() set their flag before they ring the wake eventfd,

@@ -3,8 +3,10 @@
 // listening sockets, and handshakes in progress on either side.
 //
 // While any item had work within its spin time (ShmOptions::spin) the
-// thread spins over all items without a system call, so a frame on a busy
-// connection is seen within a few hundred nanoseconds; every millisecond it
+// thread spins over all items, so a frame on a busy connection is seen
+// within a few hundred nanoseconds; after kSpinBeforeYieldNanos without
+// work it yields the CPU between looks (a peer on the same vCPU then gets
+// to answer), still without sleeping; every millisecond it
 // also asks epoll, without waiting, what happened on the sockets (a peer's
 // hang-up) and tends each item (returns, stall clock, timeouts). With
 // nothing to do it prepares each item for sleep (doorbell flags) and sleeps
@@ -32,6 +34,23 @@
 namespace zcrpc::transport::shm {
 
 class Poller;
+
+// How long a spinning thread (a poller, or a caller in PollUntil) looks for
+// work with only a pause between looks before it gives its CPU up
+// (sched_yield) before each further look. On this 2-vCPU machine a caller,
+// its poller and the peer's poller can land on one vCPU; a pure spin then
+// keeps the very thread that would answer off that vCPU until the spin
+// budget or the scheduler's time slice runs out (unary shm calls took
+// ~190 µs instead of ~5 µs, docs/benchmarks.md "Three rows that
+// wandered"). 5 µs is above a round trip to a peer spinning on another core
+// (1-6 µs here), so that path stays a pure spin, and small against what a
+// starved peer waits otherwise. A yield with nothing else runnable on the
+// vCPU is one system call: the look after it comes a fraction of a µs late.
+inline constexpr int64_t kSpinBeforeYieldNanos = 5'000;
+
+// One wait between two looks of a spin loop that has found no work for
+// `idle_nanos`: a pause at first, then sched_yield. Any thread.
+void SpinPause(int64_t idle_nanos);
 
 // Something the poller serves. Every method runs on the poller thread.
 class Pollable {
