@@ -198,6 +198,44 @@ class Transport {
   virtual void Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback done) = 0;
 };
 
+// Opened by a thread that sends one request and then waits for its reply
+// with PollUntil() on the same connection (a blocking call), around both
+// (Channel::CallUnary). It tells the transport that nobody else needs to
+// watch the connection for that reply: this thread reads it itself. A
+// transport whose poller must be re-armed with a system call each time a
+// caller hands the socket back (tcp) then leaves the poller off between
+// such calls; it re-arms it for frames sent outside any scope (a callback
+// call's request, a cancel), for a scoped caller whose PollUntil() returns
+// false (it then relies on the poller), and soon after callers stop taking
+// the socket (docs/transports.md, tcp, "Who reads"). A peer's close is
+// never left waiting.
+//
+// Sending without the scope is always correct; it only costs the re-arm on
+// every call. Inside the scope, send only the request whose reply this
+// thread polls for, and poll on the connection it went out on: another
+// frame sent there, or polling elsewhere, can leave a reply waiting up to
+// the transport's idle re-arm (tcp: about 10 ms), never lost.
+//
+// Thread-local and lock-free; scopes nest. For threads that may wait (a
+// delivering thread's blocking call fails anyway). Transports whose
+// pollers need no re-arming (shm, loopback) ignore it.
+class PollsOwnReplyScope {
+ public:
+  PollsOwnReplyScope() { ++Depth(); }
+  ~PollsOwnReplyScope() { --Depth(); }
+  PollsOwnReplyScope(const PollsOwnReplyScope&) = delete;
+  PollsOwnReplyScope& operator=(const PollsOwnReplyScope&) = delete;
+
+  // True inside such a scope on the calling thread. For transports.
+  static bool Active() { return Depth() > 0; }
+
+ private:
+  static int& Depth() {
+    static thread_local int depth = 0;
+    return depth;
+  }
+};
+
 // True while the calling thread delivers some connection's frames (inside
 // OnFrame, OnWritable or OnClosed, on a poller or inside PollUntil). The
 // runtime uses it to fail a blocking call that would wait for a reply only

@@ -10,12 +10,14 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -25,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -522,6 +525,301 @@ TEST_F(TcpDataPath, ACallerWaitingForItsReplyReadsTheSocketItself) {
     ExpectIntact(got[0], Shape{0, 64, {100000}});
   }
 }
+
+// ---- who reads: the loop's read interest left to callers ----
+//
+// Blocking callers read their own replies (PollUntil inside a
+// PollsOwnReplyScope) and leave the loop unarmed between calls; these show
+// that costs no epoll_ctl per call and loses nothing. The lazy tick is set
+// to 10 s here, so anything that arrives within the tests' 2 s did not
+// wait for it.
+
+// A server end that answers each request with a response of the same call
+// id at once, except the ids it is told to hold, answered by Release().
+class Responder final : public ConnectionHandler {
+ public:
+  void SetConnection(Connection* connection) { connection_ = connection; }
+  void Hold(uint64_t call_id) {
+    std::lock_guard lock(mu_);
+    held_.insert(call_id);
+  }
+  // Waits until the held request arrived, then answers it.
+  bool Release(uint64_t call_id) {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, 10s, [&] { return arrived_.count(call_id) > 0; })) return false;
+    arrived_.erase(call_id);
+    held_.erase(call_id);
+    lock.unlock();
+    return connection_->Send(Response(call_id)).ok();
+  }
+  void OnFrame(Frame frame) override {
+    const uint64_t id = frame.header.call_id;
+    {
+      std::lock_guard lock(mu_);
+      if (held_.count(id) > 0) {
+        arrived_.insert(id);
+        cv_.notify_all();
+        return;
+      }
+    }
+    (void)connection_->Send(Response(id));
+  }
+  void OnClosed(const Status&) override {}
+
+ private:
+  Frame Response(uint64_t call_id) {
+    Frame frame;
+    frame.header.type = FrameType::kResponse;
+    frame.header.call_id = call_id;
+    frame.message = BufferPool::Default().Allocate(64);
+    std::memset(frame.message.data(), 'r', 64);
+    return frame;
+  }
+
+  Connection* connection_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<uint64_t> held_;
+  std::set<uint64_t> arrived_;
+};
+
+Frame Request(uint64_t call_id) {
+  Frame frame;
+  frame.header.type = FrameType::kRequest;
+  frame.header.call_id = call_id;
+  frame.message = BufferPool::Default().Allocate(64);
+  std::memset(frame.message.data(), 'q', 64);
+  return frame;
+}
+
+class TcpLazyRead : public ::testing::Test {
+ protected:
+  TcpLazyRead() : transport_(Options()) {}
+  static TcpTransport::Options Options() {
+    TcpTransport::Options options;
+    options.lazy_tick = 10s;
+    return options;
+  }
+
+  void Connect(const std::string& client_options = "") {
+    std::promise<std::unique_ptr<Connection>> accepted;
+    auto listener = transport_.Listen(Uri{"tcp", "127.0.0.1:0"}, {},
+                                      [&accepted](std::unique_ptr<Connection> c) { accepted.set_value(std::move(c)); });
+    ASSERT_TRUE(listener.ok()) << listener.status();
+    listener_ = *std::move(listener);
+    auto client = ConnectAndWait(transport_, Uri{"tcp", listener_->uri().substr(6) + client_options}, {});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+    server_ = accepted.get_future().get();
+    responder_->SetConnection(server_.get());
+    client_->Start(replies_);
+    server_->Start(responder_);
+  }
+  TcpConnection& client_tcp() { return static_cast<TcpConnection&>(*client_); }
+
+  // A blocking call as Channel::CallUnary makes it: send inside the scope,
+  // then read the reply on this thread, or, when PollUntil() says another
+  // thread reads (the loop, just after a callback reply), wait for it. The
+  // reply is dropped at once, as a caller done with it would.
+  void BlockingCall(uint64_t call_id) {
+    const size_t before = replies_->count();
+    transport::PollsOwnReplyScope scope;
+    ASSERT_TRUE(client_->Send(Request(call_id)).ok());
+    if (!client_->PollUntil([&] { return replies_->count() > before; }, 0ns)) {
+      ASSERT_TRUE(replies_->WaitForFrames(before + 1, 2s)) << "reply " << call_id << " waited for the lazy tick";
+    }
+    std::vector<Frame> got = replies_->Take();
+    ASSERT_EQ(got.size(), before + 1);
+    EXPECT_EQ(got.back().header.call_id, call_id);
+  }
+
+  TcpTransport transport_;
+  std::unique_ptr<Listener> listener_;
+  std::unique_ptr<Connection> client_, server_;
+  std::shared_ptr<Collector> replies_ = std::make_shared<Collector>();
+  std::shared_ptr<Responder> responder_ = std::make_shared<Responder>();
+};
+
+TEST_F(TcpLazyRead, BlockingCallsCostNoEpollCtlAndNoNewReceiveStage) {
+  ASSERT_NO_FATAL_FAILURE(Connect());
+  // The first call takes the socket from the loop (one epoll_ctl); from
+  // then on callers keep it.
+  for (uint64_t id = 1; id <= 20; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  const TcpConnectionStats warm = client_tcp().stats();
+  for (uint64_t id = 21; id <= 520; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  const TcpConnectionStats after = client_tcp().stats();
+  EXPECT_EQ(after.interest_changes, warm.interest_changes) << "epoll_ctl calls during 500 blocking calls";
+  // Each reply's stage came back when its frame was dropped and was read
+  // into again.
+  EXPECT_EQ(after.receive_stages_made, warm.receive_stages_made) << "receive stages made during 500 blocking calls";
+}
+
+TEST_F(TcpLazyRead, ACallbackReplyArrivesAtOnceAfterBlockingCallsLeftTheSocketToCallers) {
+  ASSERT_NO_FATAL_FAILURE(Connect());
+  for (uint64_t id = 1; id <= 20; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  // A request sent outside the scope: nobody will poll for its reply, so
+  // the send re-arms the loop, which delivers it.
+  for (uint64_t id = 100; id < 110; ++id) {
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(client_->Send(Request(id)).ok());
+    ASSERT_TRUE(replies_->WaitForFrames(1, 2s)) << "callback reply " << id << " waited for the lazy tick";
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+    EXPECT_EQ(replies_->Take().at(0).header.call_id, id);
+    // ... and blocking calls take the socket back.
+    ASSERT_NO_FATAL_FAILURE(BlockingCall(id + 1000));
+  }
+}
+
+TEST_F(TcpLazyRead, ACallbackReplyStillOwedWhenBlockingCallsStopArrivesAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(Connect());
+  for (uint64_t id = 1; id <= 20; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  // A callback call whose reply the server holds while blocking calls come
+  // and go: each lets go of the socket with that reply still owed.
+  responder_->Hold(500);
+  ASSERT_TRUE(client_->Send(Request(500)).ok());
+  for (uint64_t id = 21; id <= 60; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  // Nobody polls any more; the reply comes now.
+  ASSERT_TRUE(responder_->Release(500));
+  ASSERT_TRUE(replies_->WaitForFrames(1, 2s)) << "the owed callback reply waited for the lazy tick";
+  EXPECT_EQ(replies_->Take().at(0).header.call_id, 500u);
+  // With nothing owed any more, callers keep the socket again (once one
+  // took it back: the loop that delivered the reply may still hold it for
+  // the first few).
+  for (uint64_t id = 61; id <= 70; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  const uint64_t changes = client_tcp().stats().interest_changes;
+  for (uint64_t id = 71; id <= 110; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  EXPECT_EQ(client_tcp().stats().interest_changes, changes);
+}
+
+TEST_F(TcpLazyRead, AScopedCallerThatCannotReadItsReplyLeavesItToTheLoop) {
+  ASSERT_NO_FATAL_FAILURE(Connect());
+  for (uint64_t id = 1; id <= 20; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  // Thread A polls for reply 700, which the server holds.
+  responder_->Hold(700);
+  responder_->Hold(701);
+  std::thread a([&] {
+    transport::PollsOwnReplyScope scope;
+    EXPECT_TRUE(client_->Send(Request(700)).ok());
+    EXPECT_TRUE(client_->PollUntil([&] { return replies_->count() >= 1; }, 0ns));
+  });
+  // Wait until A holds the socket: a PollUntil here then returns false.
+  const auto give_up = std::chrono::steady_clock::now() + 5s;
+  while (client_->PollUntil([] { return true; }, 0ns)) {
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "thread A never took the socket";
+    std::this_thread::sleep_for(1ms);
+  }
+  // This thread sends 701 in the scope, cannot take the socket (A reads)
+  // and waits without polling, as Channel::CallUnary then does.
+  {
+    transport::PollsOwnReplyScope scope;
+    ASSERT_TRUE(client_->Send(Request(701)).ok());
+    ASSERT_FALSE(client_->PollUntil([&] { return replies_->count() >= 2; }, 0ns));
+  }
+  // 700 is answered first: A lets go while 701 is still owed, and only the
+  // loop can deliver it.
+  ASSERT_TRUE(responder_->Release(700));
+  a.join();
+  ASSERT_TRUE(responder_->Release(701));
+  ASSERT_TRUE(replies_->WaitForFrames(2, 2s)) << "the reply of a caller that could not poll waited for the lazy tick";
+}
+
+TEST_F(TcpLazyRead, APeerCloseIsReportedWhileCallersHaveTheSocket) {
+  ASSERT_NO_FATAL_FAILURE(Connect());
+  for (uint64_t id = 1; id <= 20; ++id) ASSERT_NO_FATAL_FAILURE(BlockingCall(id));
+  // Idle, reading left to callers: the loop still hears the close.
+  server_->Close(absl::CancelledError("server goes"));
+  const std::optional<Status> closed = replies_->WaitForClose(2s);
+  ASSERT_TRUE(closed.has_value()) << "OnClosed waited for the lazy tick";
+  EXPECT_EQ(closed->code(), StatusCode::kUnavailable);
+}
+
+TEST(TcpLazyTick, AFrameNobodyWaitsForArrivesWithinTheLazyTick) {
+  // The default tick: a server's go-away (a frame nobody polls for) that
+  // comes while callers have the socket is read by the loop within about
+  // two ticks (10 ms), not left for the next call.
+  TcpTransport transport;
+  std::promise<std::unique_ptr<Connection>> accepted;
+  auto listener = transport.Listen(Uri{"tcp", "127.0.0.1:0"}, {},
+                                   [&accepted](std::unique_ptr<Connection> c) { accepted.set_value(std::move(c)); });
+  ASSERT_TRUE(listener.ok());
+  auto client = ConnectAndWait(transport, Uri{"tcp", (*listener)->uri().substr(6)}, {});
+  ASSERT_TRUE(client.ok());
+  std::unique_ptr<Connection> server = accepted.get_future().get();
+  auto replies = std::make_shared<Collector>();
+  auto responder = std::make_shared<Responder>();
+  responder->SetConnection(server.get());
+  (*client)->Start(replies);
+  server->Start(responder);
+  for (uint64_t id = 1; id <= 20; ++id) {
+    transport::PollsOwnReplyScope scope;
+    ASSERT_TRUE((*client)->Send(Request(id)).ok());
+    if (!(*client)->PollUntil([&] { return replies->count() >= 1; }, 0ns)) {
+      ASSERT_TRUE(replies->WaitForFrames(1));
+    }
+    replies->Take();
+  }
+  Frame go_away;
+  go_away.header.type = FrameType::kGoAway;
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(server->Send(std::move(go_away)).ok());
+  ASSERT_TRUE(replies->WaitForFrames(1, 2s));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(replies->Take().at(0).header.type, FrameType::kGoAway);
+  // Two ticks, and generous room for a loaded machine.
+  EXPECT_LT(took, 200ms) << std::chrono::duration_cast<std::chrono::microseconds>(took).count() << " us";
+}
+
+TEST(TcpBusyPoll, SpinnersSharingOneCpuLetEachOtherRun) {
+  // Client and server, their loop thread and the caller, all on one CPU,
+  // both spinning 2 ms after their last bytes (busy_poll_us=2000). A spin
+  // that never yields would hold the CPU until the scheduler preempts it,
+  // and each round trip would take about that long.
+  cpu_set_t all;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof all, &all), 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &all)) {
+      CPU_SET(cpu, &one);
+      break;
+    }
+  }
+  ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);
+  std::vector<double> micros;
+  {
+    TcpTransport transport;  // its loop thread inherits the one CPU
+    std::promise<std::unique_ptr<Connection>> accepted;
+    auto listener = transport.Listen(Uri{"tcp", "127.0.0.1:0?busy_poll_us=2000"}, {},
+                                     [&accepted](std::unique_ptr<Connection> c) { accepted.set_value(std::move(c)); });
+    ASSERT_TRUE(listener.ok());
+    auto client = ConnectAndWait(transport, Uri{"tcp", (*listener)->uri().substr(6) + "?busy_poll_us=2000"}, {});
+    ASSERT_TRUE(client.ok());
+    std::unique_ptr<Connection> server = accepted.get_future().get();
+    auto replies = std::make_shared<Collector>();
+    auto responder = std::make_shared<Responder>();
+    responder->SetConnection(server.get());
+    (*client)->Start(replies);
+    server->Start(responder);
+    for (uint64_t id = 1; id <= 300; ++id) {
+      const auto start = std::chrono::steady_clock::now();
+      transport::PollsOwnReplyScope scope;
+      ASSERT_TRUE((*client)->Send(Request(id)).ok());
+      if (!(*client)->PollUntil([&] { return replies->count() >= 1; }, 0ns)) {
+      ASSERT_TRUE(replies->WaitForFrames(1));
+    }
+      replies->Take();
+      if (id > 50) {
+        micros.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+      }
+    }
+  }
+  ASSERT_EQ(::sched_setaffinity(0, sizeof all, &all), 0);
+  std::sort(micros.begin(), micros.end());
+  const double median = micros[micros.size() / 2];
+  std::printf("busy-poll round trip on one CPU: median %.1f us\n", median);
+  EXPECT_LT(median, 500) << "median round trip " << median << " us with client and server on one CPU";
+}
+
 
 }  // namespace
 }  // namespace zcrpc::transport::tcp

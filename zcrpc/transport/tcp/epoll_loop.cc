@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstdlib>
 
 #include "zcrpc/base/clock.h"
@@ -18,6 +19,7 @@ namespace {
 constexpr uint64_t kStopId = ~uint64_t{0};
 constexpr uint64_t kPostId = ~uint64_t{0} - 1;
 constexpr uint64_t kTimerId = ~uint64_t{0} - 2;
+constexpr uint64_t kLazyTimerId = ~uint64_t{0} - 3;
 
 thread_local bool on_loop_thread = false;
 
@@ -35,12 +37,15 @@ void Drain(int fd) {
 
 }  // namespace
 
-EpollLoop::EpollLoop(int threads)
+EpollLoop::EpollLoop(int threads, std::chrono::nanoseconds lazy_tick)
     : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)),
       stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       post_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-      timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)) {
-  if (!epoll_fd_.valid() || !stop_fd_.valid() || !post_fd_.valid() || !timer_fd_.valid()) {
+      timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
+      lazy_timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
+      lazy_tick_(std::max<std::chrono::nanoseconds>(lazy_tick, std::chrono::microseconds(1))) {
+  if (!epoll_fd_.valid() || !stop_fd_.valid() || !post_fd_.valid() || !timer_fd_.valid() ||
+      !lazy_timer_fd_.valid()) {
     // Nothing can work without these; this only happens out of descriptors.
     std::abort();
   }
@@ -49,10 +54,14 @@ EpollLoop::EpollLoop(int threads)
   // Exclusive: one thread runs the posted tasks or the tick, not all of them.
   AddOwn(epoll_fd_.get(), post_fd_.get(), kPostId, EPOLLIN | EPOLLEXCLUSIVE);
   AddOwn(epoll_fd_.get(), timer_fd_.get(), kTimerId, EPOLLIN | EPOLLEXCLUSIVE);
+  AddOwn(epoll_fd_.get(), lazy_timer_fd_.get(), kLazyTimerId, EPOLLIN | EPOLLEXCLUSIVE);
   for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Run(); });
 }
 
-EpollLoop::~EpollLoop() { Stop(); }
+EpollLoop::~EpollLoop() {
+  Stop();
+  DropLazy();  // pushed after Stop() by connections that outlived the transport
+}
 
 void EpollLoop::Stop() {
   if (stopped_) return;
@@ -71,6 +80,16 @@ void EpollLoop::Stop() {
     ticking_.clear();
   }
   for (const auto& w : left) w->OnLoopStopped();
+  DropLazy();
+}
+
+void EpollLoop::DropLazy() {
+  for (LazyNode* n = lazy_new_.exchange(nullptr, std::memory_order_acquire); n != nullptr;) {
+    LazyNode* next = n->next;
+    delete n;
+    n = next;
+  }
+  lazy_.clear();
 }
 
 StatusOr<uint64_t> EpollLoop::Add(int fd, std::weak_ptr<Watcher> watcher) {
@@ -128,6 +147,55 @@ void EpollLoop::Post(std::function<void()> task) {
   }
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(post_fd_.get(), &one, sizeof one);
+}
+
+void EpollLoop::WatchLazily(std::weak_ptr<Watcher> watcher) {
+  auto* node = new LazyNode{std::move(watcher), lazy_new_.load(std::memory_order_relaxed)};
+  while (!lazy_new_.compare_exchange_weak(node->next, node, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+  }
+  // Pairs with LazyTick(), which clears lazy_timer_on_ and then looks at
+  // lazy_new_: either it sees this node, or this sees the timer off and
+  // arms it. Both sequentially consistent, so one of them does.
+  if (!lazy_timer_on_.exchange(true, std::memory_order_seq_cst)) ArmLazyTimer();
+}
+
+void EpollLoop::ArmLazyTimer() {
+  itimerspec spec{};  // one-shot: the tick re-arms it while it has work
+  spec.it_value.tv_sec = lazy_tick_.count() / 1'000'000'000;
+  spec.it_value.tv_nsec = lazy_tick_.count() % 1'000'000'000;
+  ::timerfd_settime(lazy_timer_fd_.get(), 0, &spec, nullptr);
+}
+
+void EpollLoop::LazyTick() {
+  Drain(lazy_timer_fd_.get());
+  // One loop thread at a time walks lazy_; another woken meanwhile leaves
+  // it to that one, which re-arms the timer when it is done.
+  if (lazy_ticking_.exchange(true, std::memory_order_acquire)) return;
+  for (LazyNode* n = lazy_new_.exchange(nullptr, std::memory_order_acquire); n != nullptr;) {
+    lazy_.push_back(std::move(n->watcher));
+    LazyNode* next = n->next;
+    delete n;
+    n = next;
+  }
+  for (size_t i = 0; i < lazy_.size();) {
+    std::shared_ptr<Watcher> watcher = lazy_[i].lock();
+    if (watcher != nullptr && watcher->OnLazyTick()) {
+      ++i;
+      continue;
+    }
+    if (i + 1 != lazy_.size()) lazy_[i] = std::move(lazy_.back());
+    lazy_.pop_back();
+  }
+  if (!lazy_.empty()) {
+    ArmLazyTimer();
+  } else {
+    lazy_timer_on_.store(false, std::memory_order_seq_cst);
+    if (lazy_new_.load(std::memory_order_seq_cst) != nullptr &&
+        !lazy_timer_on_.exchange(true, std::memory_order_seq_cst)) {
+      ArmLazyTimer();
+    }
+  }
+  lazy_ticking_.store(false, std::memory_order_release);
 }
 
 bool EpollLoop::OnLoopThread() { return on_loop_thread; }
@@ -195,6 +263,8 @@ void EpollLoop::Run() {
         RunPosted();
       } else if (id == kTimerId) {
         Tick();
+      } else if (id == kLazyTimerId) {
+        LazyTick();
       } else if (std::shared_ptr<Watcher> watcher = Find(id)) {
         watcher->OnReady(events[i].events);
       }

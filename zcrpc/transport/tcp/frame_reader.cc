@@ -31,25 +31,29 @@ FrameReader::FrameReader(int fd, const FrameLimits& limits, std::string peer, bo
     : fd_(fd),
       limits_(limits),
       peer_(std::move(peer)),
+      pool_(ReceiveStagePool::New()),
       scratch_(new uint8_t[kScratchBytes]),
       probe_pending_(probe_zerocopy_receive) {
-  stage_ = ReceiveStage::New();
+  stage_ = pool_->Take();
   pos_ = end_ = ReceiveStage::kHeaderOffset;
   window_end_ = ReceiveStage::kBytes;
 }
 
-FrameReader::~FrameReader() { stage_->Unref(); }
+FrameReader::~FrameReader() {
+  stage_->Unref();
+  pool_->Close();
+}
 
 Status FrameReader::Malformed(std::string_view why) const {
   return absl::InvalidArgumentError(absl::StrCat("malformed frame from ", peer_, ": ", ToAbsl(why)));
 }
 
 void FrameReader::NewBoundary() {
-  // Slices of the old stage may still be alive in the runtime; it is freed
-  // when the last one goes.
+  // Slices of the old stage may still be alive in the runtime; it returns
+  // to the pool when the last one goes.
   if (!stage_->unshared()) {
     stage_->Unref();
-    stage_ = ReceiveStage::New();
+    stage_ = pool_->Take();
   }
   pos_ = end_ = ReceiveStage::kHeaderOffset;
   window_end_ = ReceiveStage::kBytes;
@@ -62,7 +66,7 @@ void FrameReader::SetWakeThreshold(uint64_t bytes) {
 }
 
 void FrameReader::MoveTailToNewStage() {
-  ReceiveStage* next = ReceiveStage::New();
+  ReceiveStage* next = pool_->Take();
   const size_t have = end_ - pos_;
   const size_t header_bytes = std::min(have, kWireHeaderSize);
   std::memcpy(next->data() + ReceiveStage::kHeaderOffset, stage_->data() + pos_, header_bytes);

@@ -21,7 +21,10 @@
 // While a large part is being read it raises the socket's SO_RCVLOWAT to
 // what is still missing (up to 256 KiB), so whoever waits on the socket is
 // woken once per chunk rather than once per arriving segment.
-// Not thread-safe: one reader at a time (the connection's read ownership).
+// Receive stages are recycled (ReceiveStagePool): in steady state a frame
+// boundary allocates nothing.
+// Not thread-safe: one reader at a time (the connection's read ownership),
+// except the accessors that say otherwise.
 #pragma once
 
 #include <sys/uio.h>
@@ -63,6 +66,10 @@ class FrameReader {
   // Safe from any thread once done is set (release/acquire).
   ZeroCopyReceiveProbe zerocopy_receive_probe() const;
 
+  // Receive stages made since the connection began (not counting reuses).
+  // Any thread.
+  uint64_t stages_made() const { return pool_->made(); }
+
  private:
   enum class Phase { kWindow, kSpill, kDiscard };
 
@@ -90,6 +97,7 @@ class FrameReader {
   Phase phase_ = Phase::kWindow;
   // Window phase: stage bytes [pos_, end_) are read and not yet consumed;
   // reads go to [end_, window_end_).
+  ReceiveStagePool* const pool_;  // holds a reference, given back by the destructor
   ReceiveStage* stage_ = nullptr;
   size_t pos_ = 0;
   size_t end_ = 0;

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/transport/tcp/stream_layout.h"
@@ -53,7 +54,7 @@ bool Before(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) < 0; }
 // Lays the frame out as the receiver expects and calls emit(pointer, len)
 // for each piece, padding included. Returns the stream layout.
 template <typename Emit>
-StreamLayout Lay(const Frame& frame, const std::vector<uint64_t>& table, Emit emit) {
+StreamLayout Lay(const Frame& frame, std::span<const uint64_t> table, Emit emit) {
   StreamLayout layout;
   uint64_t at = 0;
   auto pad_to = [&](uint64_t offset) {
@@ -97,20 +98,28 @@ Status FrameWriter::Closed() const {
 }
 
 void FrameWriter::Shutdown() {
-  stopping_.store(true, std::memory_order_relaxed);
+  // Sequentially consistent, paired with WriteAll() handing a batch to
+  // Resume(): either this sees kBlocked below, or that writer sees
+  // stopping_ and drops its batch itself.
+  stopping_.store(true, std::memory_order_seq_cst);
   std::lock_guard lock(mu_);
   shut_down_ = true;
   queue_.clear();
   queued_bytes_ = 0;
-  // A batch waiting for room has no writer to drop it: do it here. (A
-  // writer in progress sees stopping_ and retires its own.)
-  if (!writing_) {
-    RetireBatch();
-    blocked_ = false;
+  state_.fetch_and(~kQueued, std::memory_order_acq_rel);
+  // A batch waiting for room has no writer to drop it: take the role and do
+  // it here. (A writer in progress sees stopping_ and retires its own.)
+  uint32_t state = state_.load(std::memory_order_seq_cst);
+  while ((state & kBlocked) != 0) {
+    if (state_.compare_exchange_weak(state, (state & ~kBlocked) | kWriting, std::memory_order_acq_rel)) {
+      RetireBatch();
+      ReleaseRole();
+      break;
+    }
   }
 }
 
-FrameWriter::Result FrameWriter::Send(Frame frame) {
+FrameWriter::Outgoing FrameWriter::Prepare(Frame frame) {
   frame.SetLengthsFromParts();
   Outgoing out;
   for (const Buffer& a : frame.attachments) out.table.push_back(a.size());
@@ -119,39 +128,67 @@ FrameWriter::Result FrameWriter::Send(Frame frame) {
   EncodeWireHeader(frame.header, out.header);
   out.bytes = kWireHeaderSize + layout.end();
   out.frame = std::move(frame);
+  return out;
+}
+
+FrameWriter::Result FrameWriter::Send(Frame frame) {
+  Outgoing out = Prepare(std::move(frame));
+  if (corked_writer != this) {
+    // The fast path: nobody writes, nothing is queued, the socket is not
+    // full. Taking the role from exactly 0 keeps every frame queued before
+    // this one (by any thread, corked ones included) ahead of it.
+    uint32_t idle = 0;
+    if (state_.compare_exchange_strong(idle, kWriting, std::memory_order_acquire, std::memory_order_relaxed)) {
+      if (stopping_.load(std::memory_order_acquire)) {
+        ReleaseRole();
+        return {Closed()};
+      }
+      budget_->Queued(out.bytes);
+      batch_.push_back(std::move(out));  // batch_ is empty while the role is free
+      LayBatch();
+      return WriteAll();
+    }
+  }
 
   std::unique_lock lock(mu_);
   if (shut_down_) return {Closed()};
   budget_->Queued(out.bytes);
-  if (corked_writer == this && queued_bytes_ < kMaxCorkedBytes && queue_.size() + 1 < kMaxCorkedFrames) {
-    queued_bytes_ += out.bytes;
-    queue_.push_back(std::move(out));
+  const bool corked =
+      corked_writer == this && queued_bytes_ < kMaxCorkedBytes && queue_.size() + 1 < kMaxCorkedFrames;
+  queued_bytes_ += out.bytes;
+  queue_.push_back(std::move(out));
+  const uint32_t before = state_.fetch_or(kQueued, std::memory_order_acq_rel);
+  if (corked) {
     corked_queued_ = true;
     return {};
   }
-  if (writing_ || blocked_) {
+  if ((before & (kWriting | kBlocked)) != 0) {
     // Another thread is writing, or the socket is full: the frame goes out
     // with the next batch, after everything before it.
-    queued_bytes_ += out.bytes;
-    queue_.push_back(std::move(out));
     return {};
   }
   // This thread writes: first whatever a corked delivery left queued, so
-  // frames keep their order, then its own.
-  writing_ = true;
-  queued_bytes_ += out.bytes;
-  queue_.push_back(std::move(out));
+  // frames keep their order, then its own. Nobody else can change state_
+  // now: the fast path needs it 0, the role is free, and the rest of its
+  // writers hold mu_.
+  state_.store(kWriting, std::memory_order_relaxed);
   TakeQueue();
-  return WriteAll(lock);
+  lock.unlock();
+  return WriteAll();
 }
 
 FrameWriter::Result FrameWriter::Resume() {
   if (awaits_completions()) ReapCompletions();
-  std::unique_lock lock(mu_);
-  if (!blocked_ || writing_ || shut_down_) return {};
-  blocked_ = false;
-  writing_ = true;
-  return WriteAll(lock);
+  uint32_t state = state_.load(std::memory_order_acquire);
+  do {
+    if ((state & kBlocked) == 0) return {};
+  } while (!state_.compare_exchange_weak(state, (state & ~kBlocked) | kWriting, std::memory_order_acq_rel));
+  if (stopping_.load(std::memory_order_acquire)) {
+    RetireBatch();
+    ReleaseRole();
+    return {};
+  }
+  return WriteAll();
 }
 
 void FrameWriter::Cork() {
@@ -164,15 +201,22 @@ FrameWriter::Result FrameWriter::Uncork() {
   if (!corked_queued_) return {};  // nothing held back: no lock to take
   std::unique_lock lock(mu_);
   // A writer in progress, or the loop once the socket has room, takes them.
-  if (writing_ || blocked_ || queue_.empty() || shut_down_) return {};
-  writing_ = true;
+  if (shut_down_ || queue_.empty()) return {};
+  if ((state_.load(std::memory_order_acquire) & (kWriting | kBlocked)) != 0) return {};
+  state_.store(kWriting, std::memory_order_relaxed);  // was kQueued; see Send()
   TakeQueue();
-  return WriteAll(lock);
+  lock.unlock();
+  return WriteAll();
 }
 
 void FrameWriter::TakeQueue() {
-  std::swap(batch_, queue_);
+  std::swap(batch_, queue_);  // batch_ was empty: queue_ keeps its capacity
   queued_bytes_ = 0;
+  state_.fetch_and(~kQueued, std::memory_order_acq_rel);
+  LayBatch();
+}
+
+void FrameWriter::LayBatch() {
   iov_.clear();
   iov_first_ = 0;
   uint64_t total = 0;
@@ -184,34 +228,51 @@ void FrameWriter::TakeQueue() {
   batch_used_zerocopy_ = false;
 }
 
-FrameWriter::Result FrameWriter::WriteAll(std::unique_lock<std::mutex>& lock) {
+void FrameWriter::ReleaseRole() { state_.fetch_and(~kWriting, std::memory_order_release); }
+
+FrameWriter::Result FrameWriter::WriteAll() {
   Result result;
   for (;;) {
-    lock.unlock();
     const Outcome outcome = WriteBatch(&result);
-    lock.lock();
     if (outcome == Outcome::kFailed) {
       RetireBatch();
-      writing_ = false;
+      ReleaseRole();
       return result;  // the caller closes the connection; queued frames die with it
     }
     if (outcome == Outcome::kWouldBlock) {
-      if (shut_down_) {
-        RetireBatch();
-        writing_ = false;
+      // The rest waits for room; the loop resumes when EPOLLOUT says so.
+      // Handing over is one atomic step (the role bit becomes kBlocked), so
+      // a sender either queued before it (Resume() writes its frame) or
+      // finds kBlocked and queues.
+      state_.fetch_xor(kWriting | kBlocked, std::memory_order_seq_cst);
+      if (stopping_.load(std::memory_order_seq_cst)) {
+        // Shut down meanwhile: drop the batch unless Shutdown() took it.
+        uint32_t state = state_.load(std::memory_order_acquire);
+        while ((state & kBlocked) != 0) {
+          if (state_.compare_exchange_weak(state, (state & ~kBlocked) | kWriting, std::memory_order_acq_rel)) {
+            RetireBatch();
+            ReleaseRole();
+            break;
+          }
+        }
         return result;
       }
-      // The rest waits for room; the loop resumes when EPOLLOUT says so.
-      writing_ = false;
-      blocked_ = true;
       result.wait_writable = true;
       return result;
     }
-    if (queue_.empty()) break;
+    // Done (WriteBatch retired the batch): give the role up, unless frames
+    // were queued meanwhile.
+    uint32_t writing = kWriting;
+    if (state_.compare_exchange_strong(writing, 0, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      return result;
+    }
+    std::lock_guard lock(mu_);
+    if (queue_.empty()) {
+      ReleaseRole();  // shut down meanwhile: Shutdown() cleared the queue
+      return result;
+    }
     TakeQueue();
   }
-  writing_ = false;
-  return result;
 }
 
 void FrameWriter::AppendIov(const Outgoing& out) {
@@ -280,7 +341,7 @@ void FrameWriter::RetireBatch() {
     frames_held_.fetch_add(batch_.size(), std::memory_order_release);
     held_.push_back({batch_last_id_, std::move(batch_)});
   }
-  batch_ = std::vector<Outgoing>();
+  batch_.clear();  // keeps the capacity: the next batch allocates nothing
   iov_.clear();
   iov_first_ = 0;
   batch_used_zerocopy_ = false;
@@ -306,6 +367,8 @@ void FrameWriter::MarkCompleted(uint32_t lo, uint32_t hi) {
 }
 
 void FrameWriter::ReapCompletions() {
+  // The common case (no MSG_ZEROCOPY in use) costs no lock.
+  if (!awaits_completions()) return;
   std::deque<Held> released;
   {
     std::lock_guard lock(zc_mu_);

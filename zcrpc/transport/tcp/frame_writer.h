@@ -17,9 +17,15 @@
 // (SO_EE_CODE_ZEROCOPY_COPIED: loopback, or a NIC without scatter-gather),
 // auto mode stops using it on this connection.
 //
-// Thread-safe: one thread at a time holds the writer role (writing_); the
-// others queue. The role moves between the threads that call Send() and
-// the loop thread that calls Resume(), never waiting for each other.
+// Thread-safe: one thread at a time holds the writer role; the others
+// queue. The role moves between the threads that call Send() and the loop
+// thread that calls Resume(), never waiting for each other. It is one bit
+// of an atomic word (state_) together with "a batch waits for room" and
+// "frames are queued", so a Send() that finds the writer idle with nothing
+// queued takes the role with one compare-and-swap and writes without any
+// lock: a blocking caller's request costs no mutex here. The queue (mu_)
+// is only for frames that arrive while another thread writes, while the
+// socket is full, or while a delivery corks.
 #pragma once
 
 #include <array>
@@ -33,6 +39,7 @@
 
 #include <sys/uio.h>
 
+#include "absl/container/inlined_vector.h"
 #include "zcrpc/base/frame.h"
 #include "zcrpc/base/status.h"
 #include "zcrpc/transport/internal/send_budget.h"
@@ -108,7 +115,9 @@ class FrameWriter {
  private:
   struct Outgoing {
     std::array<uint8_t, 64> header;
-    std::vector<uint64_t> table;  // attachment lengths, as sent
+    // Attachment lengths, as sent; inline for the common few, so a frame
+    // with attachments allocates nothing here either.
+    absl::InlinedVector<uint64_t, 4> table;
     Frame frame;
     uint64_t bytes = 0;           // on the wire, header and padding included
   };
@@ -119,12 +128,23 @@ class FrameWriter {
 
   enum class Outcome { kDone, kWouldBlock, kFailed };
 
+  // state_ bits. kWriting and kBlocked are never set together.
+  static constexpr uint32_t kWriting = 1;  // a thread holds the writer role (owns batch_, iov_)
+  static constexpr uint32_t kBlocked = 2;  // batch_ waits for EPOLLOUT; Resume() (or Shutdown()) takes the role
+  static constexpr uint32_t kQueued = 4;   // queue_ is not empty; changed only under mu_
+
+  // Lays the frame out (header, attachment table, wire size). No lock.
+  static Outgoing Prepare(Frame frame);
   // Writes batch_ and then whatever was queued meanwhile, until the queue
-  // is empty or the socket is full; the caller holds the writer role
-  // (writing_) and `lock`.
-  Result WriteAll(std::unique_lock<std::mutex>& lock);
-  // Takes queue_ as the next batch and lays out its gather list.
-  void TakeQueue();  // REQUIRES: mu_ held, writer role
+  // is empty or the socket is full, then gives the writer role up (or
+  // hands it to Resume()). REQUIRES: the writer role, mu_ not held.
+  Result WriteAll();
+  // Takes queue_ as the next batch. REQUIRES: mu_ held, writer role.
+  void TakeQueue();
+  // Lays out batch_'s gather list. REQUIRES: writer role.
+  void LayBatch();
+  // Clears kWriting, keeping the other bits. REQUIRES: writer role.
+  void ReleaseRole();
   // Writes the rest of batch_ until done or EAGAIN.
   Outcome WriteBatch(Result* result);
   // The batch is written or abandoned: hold it for MSG_ZEROCOPY
@@ -140,18 +160,20 @@ class FrameWriter {
 
   internal::SendBudget* const budget_;
 
+  std::atomic<uint32_t> state_{0};  // kWriting | kBlocked | kQueued
   std::mutex mu_;
-  bool writing_ = false;           // a thread holds the writer role; guarded by mu_
-  bool blocked_ = false;           // batch_ waits for room in the socket; guarded by mu_
   bool shut_down_ = false;         // guarded by mu_
   std::atomic<bool> stopping_{false};
-  std::vector<Outgoing> queue_;    // guarded by mu_
+  // Guarded by mu_. Its capacity, and batch_'s, is kept across calls: the
+  // two swap at every TakeQueue(), so a steady stream of sends allocates
+  // nothing.
+  std::vector<Outgoing> queue_;
   uint64_t queued_bytes_ = 0;      // guarded by mu_
   // Whether a corked Send() queued a frame since Cork(); touched only by the
   // thread that corks, which owns the connection's reading meanwhile.
   bool corked_queued_ = false;
-  // The writer's own, touched only by the thread that holds writing_.
-  // While blocked_, no thread holds the role and they wait for Resume().
+  // The writer's own, touched only by the thread that holds the writer
+  // role. While kBlocked, no thread holds it and they wait for Resume().
   std::vector<Outgoing> batch_;
   std::vector<iovec> iov_;
   size_t iov_first_ = 0;           // the first entry not fully written

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/clock.h"
 #include "zcrpc/base/cpu_relax.h"
@@ -31,8 +33,66 @@ using SteadyClock = std::chrono::steady_clock;
 // call ended by its deadline or a cancel is noticed.
 constexpr int kBlockSliceMs = 1;
 
-constexpr uint32_t kRead = 1;
-constexpr uint32_t kWrite = 2;
+// What the loop watches a socket for (one epoll mask, one-shot):
+constexpr uint32_t kRead = 1;    // EPOLLIN | EPOLLRDHUP: the loop reads what comes
+constexpr uint32_t kWrite = 2;   // EPOLLOUT: the rest of a write
+constexpr uint32_t kHangup = 4;  // EPOLLRDHUP alone: callers read, the loop hears the peer close
+
+// A busy-poll spin (busy_poll_us) that has seen no bytes, or no chance to
+// take the socket, for this long gives the CPU away once (sched_yield())
+// and goes on spinning. When the peer that must answer shares this CPU
+// (2 vCPUs here, shared by a client, a server and their loop threads) a
+// spin that never yields keeps it off the CPU until the scheduler preempts
+// the spinner: a 0-byte busy-poll call took ~2,100 us instead of ~11 us.
+// 5 us is about half that 11 us round trip, so a spin whose peer runs on
+// the other CPU yields about once per reply, at ~1 us a yield here (when
+// nothing else wants the CPU it returns at once); and a peer sharing the
+// CPU waits at most this long for it.
+constexpr std::chrono::nanoseconds kYieldAfterQuiet = std::chrono::microseconds(5);
+
+// A caller whose PollUntil() finds the loop thread reading waits up to this
+// long for it to let go, instead of leaving its reply to the loop. The loop
+// is usually finishing the very delivery that woke this caller (it lets go
+// a few microseconds after its last OnFrame); a caller that gave up then
+// would have its next reply delivered by the loop again, which wakes it
+// early again: seen here as a run of calls, each read by the loop, that
+// never handed the socket back to the callers.
+constexpr std::chrono::nanoseconds kLoopHandOverWait = std::chrono::microseconds(50);
+
+// Unpolled requests tracked per connection (see Await()); past this many in
+// flight the connection stops tracking them and keeps its poller armed.
+// The channel's default max_calls_in_flight is 4096.
+constexpr size_t kMaxAwaited = 8192;
+
+// The spin of a busy-poll loop: CpuRelax() between looks, and a
+// sched_yield() after kYieldAfterQuiet without progress.
+class QuietSpin {
+ public:
+  explicit QuietSpin(SteadyClock::time_point now) : quiet_since_(now) {}
+  void Progress(SteadyClock::time_point now) { quiet_since_ = now; }
+  void Idle(SteadyClock::time_point now) {
+    if (now - quiet_since_ < kYieldAfterQuiet) {
+      CpuRelax();
+      return;
+    }
+    ::sched_yield();
+    quiet_since_ = now;
+  }
+
+ private:
+  SteadyClock::time_point quiet_since_;
+};
+
+// The request this thread last sent inside a PollsOwnReplyScope, and on
+// which connection (State::serial_: never reused, unlike an address), so
+// that its PollUntil() knows which reply it was going to read itself.
+struct OwnRequest {
+  uint64_t connection = 0;
+  uint64_t call_id = 0;
+};
+thread_local OwnRequest own_request;
+
+std::atomic<uint64_t> next_serial{1};
 
 std::string PeerUri(int fd) { return SocketUri(fd, /*peer=*/true); }
 
@@ -63,7 +123,8 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
         role_(role),
         phase_(phase),
         handshake_deadline_(Clock::Real().NowNanos() + options.connect_timeout.count()),
-        ready_(std::move(ready)) {}
+        ready_(std::move(ready)),
+        serial_(next_serial.fetch_add(1, std::memory_order_relaxed)) {}
 
   ~State() {
     if (id_ != 0) loop_->Remove(fd_.get(), id_);
@@ -109,8 +170,24 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
     if (close_.closed()) return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
     ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
     frame.SetLengthsFromParts();
+    const uint64_t call_id = frame.header.call_id;
+    bool awaiting = false;
+    if (frame.header.type == FrameType::kRequest && PollsOwnReplyScope::Active()) {
+      // This thread reads the reply itself (PollUntil): the loop stays as
+      // it is, off if callers have been reading.
+      own_request = {serial_, call_id};
+    } else {
+      // Before the frame leaves, so its reply cannot come back first.
+      if (frame.header.type == FrameType::kRequest) {
+        awaiting = Await(call_id);
+      } else if (frame.header.type == FrameType::kCancel) {
+        Forget(call_id);  // no reply comes to a cancelled call
+      }
+      WatchForReplies();
+    }
     FrameWriter::Result result = writer_.Send(std::move(frame));
     Apply(result);
+    if (!result.status.ok() && awaiting) Forget(call_id);
     return result.status;
   }
 
@@ -141,7 +218,8 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
     {
       std::lock_guard lock(arm_mu_);
       self = std::move(armed_self_);
-      read_armed_ = write_armed_ = false;
+      read_armed_ = write_armed_ = hangup_armed_ = false;
+      read_interest_.store(false, std::memory_order_release);
     }
     const Status stopped = absl::UnavailableError("tcp transport shut down");
     FailHandshake(stopped);
@@ -160,14 +238,25 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
     s.write_calls = writer_.write_calls();
     s.zerocopy_receive = reader_.zerocopy_receive_probe();
     s.queued_bytes = budget_.queued();
+    s.interest_changes = interest_changes_.load(std::memory_order_relaxed);
+    s.receive_stages_made = reader_.stages_made();
     return s;
   }
+
+  // EpollLoop::Watcher, for the lazy list (LetGo()).
+  bool OnLazyTick() override;
 
  private:
   // --- epoll interest: read and write share one one-shot mask ---
 
   uint32_t Mask() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(arm_mu_) {
-    return (read_armed_ ? uint32_t{EPOLLIN | EPOLLRDHUP} : 0u) | (write_armed_ ? uint32_t{EPOLLOUT} : 0u);
+    const uint32_t read = read_armed_ ? uint32_t{EPOLLIN | EPOLLRDHUP} : hangup_armed_ ? uint32_t{EPOLLRDHUP} : 0u;
+    return read | (write_armed_ ? uint32_t{EPOLLOUT} : 0u);
+  }
+
+  void ModifyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(arm_mu_) {
+    interest_changes_.fetch_add(1, std::memory_order_relaxed);
+    loop_->Modify(fd_.get(), id_, Mask());
   }
 
   // Adds `what` to the interest. The kernel's mask is set under arm_mu_, so
@@ -176,25 +265,142 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   void Arm(uint32_t what) {
     if (what == 0) return;
     std::lock_guard lock(arm_mu_);
-    const bool add_read = (what & kRead) && !read_armed_;
-    const bool add_write = (what & kWrite) && !write_armed_;
-    if (!add_read && !add_write) return;
-    read_armed_ = read_armed_ || add_read;
-    write_armed_ = write_armed_ || add_write;
+    bool changed = false;
+    if ((what & kRead) && !read_armed_) {
+      read_armed_ = true;
+      hangup_armed_ = false;  // EPOLLRDHUP comes with reading
+      changed = true;
+    } else if ((what & kHangup) && !read_armed_ && !hangup_armed_) {
+      hangup_armed_ = true;
+      changed = true;
+    }
+    if ((what & kWrite) && !write_armed_) {
+      write_armed_ = true;
+      changed = true;
+    }
+    if (!changed) return;
+    read_interest_.store(read_armed_, std::memory_order_release);
     // Keeps the state alive while the loop may wake it, even once the
     // handle is gone (a closing connection still reports OnClosed).
     if (!armed_self_) armed_self_ = shared_from_this();
-    loop_->Modify(fd_.get(), id_, Mask());
+    ModifyLocked();
   }
 
-  void DisarmRead() {
-    std::shared_ptr<State> self;
+  // A caller took the read side (PollUntil): the loop stops reading, so the
+  // reply wakes only that caller, sleeping in poll() on the socket; the
+  // loop keeps listening for the peer's close (kHangup). Left so when the
+  // caller lets go, while callers keep coming (LetGo()).
+  void TakeReadFromLoop() {
     std::lock_guard lock(arm_mu_);
     if (!read_armed_) return;
     read_armed_ = false;
-    loop_->Modify(fd_.get(), id_, Mask());
-    // The caller (PollUntil) holds a handle, so this is never the last one.
-    if (!write_armed_) self = std::move(armed_self_);
+    hangup_armed_ = true;
+    read_interest_.store(false, std::memory_order_release);
+    ModifyLocked();  // armed_self_ stays: kHangup is an interest too
+  }
+
+  // --- who watches for replies ---
+  //
+  // The socket's read interest is off while callers read their own replies
+  // (PollUntil), and stays off after one lets go as long as callers keep
+  // coming: no epoll_ctl per call. Every frame that can arrive is still
+  // read promptly, by someone:
+  //  - a reply a caller polls for: by that caller, who reads the socket
+  //    itself until its call is done (poll() on the socket is
+  //    level-triggered: bytes that came before it slept are seen at once);
+  //  - a reply nobody polls for (a callback call's, or a scoped caller's
+  //    whose PollUntil() could not take the socket): its call id is
+  //    "awaited" (Await()) until it arrives or is cancelled. A caller that
+  //    lets go while any is awaited re-arms the loop at once; one that
+  //    records an awaited call while nobody reads arms it itself
+  //    (WatchForReplies()). The recording and the letting go are each
+  //    followed by a sequentially consistent fence and then a look at the
+  //    other's variable (awaited_count_, the read ownership), so at least
+  //    one of the two sees the other and arms: the caller cannot leave
+  //    lazily unseen;
+  //  - the peer's close: the loop keeps EPOLLRDHUP (kHangup) while reading
+  //    is off, so OnClosed is never late;
+  //  - anything else nobody waits for (a server's go-away, a late reply to
+  //    a call that timed out): the next caller reads it, or, once callers
+  //    stop, the loop's lazy tick re-arms reading after a whole tick
+  //    without a caller (OnLazyTick()): two ticks at most (10 ms by
+  //    default).
+  // A loop woken while a caller reads parks (ReadOwnership), and the
+  // caller re-arms when it lets go, as before.
+
+  // Records `call_id` as a request whose reply the loop must deliver.
+  // False if it was not recorded (already there, or not tracking).
+  bool Await(uint64_t call_id) {
+    std::lock_guard lock(awaited_mu_);
+    if (awaited_untracked_ || call_id == 0) return false;
+    if (awaited_.size() >= kMaxAwaited) {
+      // Too many to be worth tracking: the loop stays armed for good.
+      awaited_untracked_ = true;
+      absl::flat_hash_set<uint64_t>().swap(awaited_);
+      awaited_count_.store(kMaxAwaited + 1, std::memory_order_relaxed);
+      return false;
+    }
+    if (!awaited_.insert(call_id).second) return false;
+    awaited_count_.store(awaited_.size(), std::memory_order_relaxed);
+    return true;
+  }
+
+  void Forget(uint64_t call_id) {
+    std::lock_guard lock(awaited_mu_);
+    if (awaited_untracked_ || awaited_.erase(call_id) == 0) return;
+    awaited_count_.store(awaited_.size(), std::memory_order_relaxed);
+  }
+
+  // A frame went out (or a caller gave up polling) with a reply the loop
+  // may have to deliver: make sure it watches the socket, unless someone
+  // reads it now (ReleaseRead() then sees awaited_count_ when it lets go;
+  // the loop re-arms after reading anyway).
+  void WatchForReplies() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (read_interest_.load(std::memory_order_relaxed) || !started_.load(std::memory_order_acquire)) return;
+    if (read_.held()) return;
+    Arm(kRead);
+  }
+
+  // A scoped caller cannot read its reply itself (another thread reads, or
+  // the connection has not started): the loop must deliver it.
+  void RelyOnLoop(uint64_t own_call_id, absl::FunctionRef<bool()> done) {
+    if (own_call_id == 0) return;
+    const bool awaiting = Await(own_call_id);
+    WatchForReplies();
+    // Delivered before it was recorded? Then nothing will forget it.
+    // (The deliverer fences and looks at awaited_count_ after delivering.)
+    if (awaiting && done()) Forget(own_call_id);
+  }
+
+  // Lets go of the read side taken by anyone but the loop's own read (a
+  // caller, a posted OnWritable): re-arms the loop if it was woken meanwhile
+  // (parked) or a reply nobody polls for is awaited. True if it did; false
+  // leaves reading as it was (off, while callers read). The loop's read
+  // re-arms after it lets go anyway.
+  bool ReleaseRead() {
+    const bool parked = read_.Release();
+    // Pairs with WatchForReplies() (see "who watches for replies").
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!parked && awaited_count_.load(std::memory_order_relaxed) == 0) return false;
+    if (started_.load(std::memory_order_acquire) && !close_.closed()) Arm(kRead);
+    return true;
+  }
+
+  // A caller lets go of the read side: unless someone needs the loop,
+  // reading stays off for the next caller, and the lazy tick re-arms it
+  // once callers stop coming. Leaving it off relies on kHangup being armed:
+  // every path that clears it either re-arms, leaves the re-arm to the
+  // thread that holds the read side (a park), or is a close. `open`: false
+  // once the connection failed (nothing left to read).
+  void LetGo(bool open) {
+    if (!ReleaseRead() && open) {
+      polled_since_tick_.store(true, std::memory_order_relaxed);
+      if (!lazy_listed_.load(std::memory_order_relaxed) && !lazy_listed_.exchange(true, std::memory_order_acq_rel)) {
+        loop_->WatchLazily(weak_from_this());
+      }
+    }
+    DeliverOwedWritable();
   }
 
   // --- setup ---
@@ -253,7 +459,7 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
     while (writable_owed_.load(std::memory_order_acquire)) {
       if (!read_.TryAcquire()) return;  // the holder calls this after letting go
       if (writable_owed_.exchange(false, std::memory_order_acq_rel)) CallOnWritable();
-      if (read_.Release()) Arm(kRead);
+      ReleaseRead();
     }
   }
 
@@ -275,7 +481,13 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
     writer_.Cork();
     Status status = reader_.ReadAvailable(
         [this](Frame frame) {
+          const uint64_t call_id = frame.header.call_id;
           if (handler_) handler_->OnFrame(std::move(frame));
+          // After the handler (which ends the call): pairs with
+          // RelyOnLoop(), which records the call and then asks whether it
+          // ended.
+          std::atomic_thread_fence(std::memory_order_seq_cst);
+          if (awaited_count_.load(std::memory_order_relaxed) > 0) Forget(call_id);
         },
         bytes);
     const FrameWriter::Result flushed = writer_.Uncork();
@@ -294,13 +506,20 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   // The reader's side of busy-poll: keep reading for `spin` after the last
   // bytes, or until a caller wants the socket.
   bool SpinRead(std::chrono::nanoseconds spin) {
-    SteadyClock::time_point last = SteadyClock::now();
-    while (SteadyClock::now() - last < spin) {
+    SteadyClock::time_point now = SteadyClock::now();
+    SteadyClock::time_point last = now;
+    QuietSpin quiet(now);
+    while (now - last < spin) {
       if (callers_waiting_.load(std::memory_order_relaxed) > 0) break;
       uint64_t bytes = 0;
       if (!ReadOnce(&bytes)) return false;
-      if (bytes > 0) last = SteadyClock::now();
-      else CpuRelax();
+      now = SteadyClock::now();
+      if (bytes > 0) {
+        last = now;
+        quiet.Progress(now);
+      } else {
+        quiet.Idle(now);
+      }
     }
     return true;
   }
@@ -317,9 +536,11 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   // True to re-arm reading.
   bool HandleReadable() {
     if (!read_.AcquireOrPark()) return false;  // a caller reads; it re-arms when it lets go
+    loop_reads_.store(true, std::memory_order_relaxed);
     uint64_t bytes = 0;
     bool open = ReadOnce(&bytes);
     if (open && options_.busy_poll.count() > 0) open = SpinRead(options_.busy_poll);
+    loop_reads_.store(false, std::memory_order_relaxed);
     read_.Release();  // parked meanwhile? this thread re-arms anyway when open
     DeliverOwedWritable();
     return open;
@@ -337,6 +558,7 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   internal::ReadOwnership read_;
   internal::SendBudget budget_;
   std::atomic<int> callers_waiting_{0};
+  std::atomic<bool> loop_reads_{false};  // a loop thread holds the read side (a hint)
   std::atomic<bool> writable_owed_{false};
   std::atomic<bool> started_{false};
 
@@ -355,14 +577,33 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   Ready ready_;
   Capabilities caps_;
 
+  const uint64_t serial_;  // this connection, for OwnRequest
+
   std::mutex arm_mu_;
   bool read_armed_ ABSL_GUARDED_BY(arm_mu_) = false;
   bool write_armed_ ABSL_GUARDED_BY(arm_mu_) = false;
+  bool hangup_armed_ ABSL_GUARDED_BY(arm_mu_) = false;  // meaningful while !read_armed_
   std::shared_ptr<State> armed_self_ ABSL_GUARDED_BY(arm_mu_);
+  // read_armed_, for lock-free looks that tolerate a stale answer (an
+  // extra Arm() is a no-op; a missed one ends in a park and a re-arm).
+  std::atomic<bool> read_interest_{false};
+  std::atomic<uint64_t> interest_changes_{0};  // epoll_ctl(MOD) calls
+
+  // Requests whose replies nobody polls for (Await()).
+  std::mutex awaited_mu_;
+  absl::flat_hash_set<uint64_t> awaited_ ABSL_GUARDED_BY(awaited_mu_);
+  bool awaited_untracked_ ABSL_GUARDED_BY(awaited_mu_) = false;
+  std::atomic<uint64_t> awaited_count_{0};  // awaited_.size(), or more once untracked
+
+  // Reading left to callers (LetGo()): the loop's lazy list holds this
+  // connection while lazy_listed_, and re-arms it after a tick in which
+  // no caller took the socket (polled_since_tick_ stayed false).
+  std::atomic<bool> lazy_listed_{false};
+  std::atomic<bool> polled_since_tick_{false};
 };
 
 void TcpConnection::State::OnReady(uint32_t events) {
-  bool was_read, was_write;
+  bool was_read, was_hangup, was_write;
   std::shared_ptr<State> self;
   {
     // The one-shot registration fired: the kernel armed nothing now. This
@@ -370,15 +611,20 @@ void TcpConnection::State::OnReady(uint32_t events) {
     // does not satisfy.
     std::lock_guard lock(arm_mu_);
     was_read = read_armed_;
+    was_hangup = hangup_armed_ && !read_armed_;
     was_write = write_armed_;
-    read_armed_ = write_armed_ = false;
+    read_armed_ = write_armed_ = hangup_armed_ = false;
+    read_interest_.store(false, std::memory_order_release);
     self = std::move(armed_self_);
   }
   if (!self) return;  // a wake-up from an arm already handled
   const bool failed = events & (EPOLLERR | EPOLLHUP);
-  const bool can_read = was_read && (failed || (events & (EPOLLIN | EPOLLRDHUP)));
+  // A hang-up (or an error, MSG_ZEROCOPY completions included) while
+  // callers read is read like bytes: the reader sees the end or reaps.
+  const bool can_read = (was_read || was_hangup) && (failed || (events & (EPOLLIN | EPOLLRDHUP)));
   const bool can_write = was_write && (failed || (events & EPOLLOUT));
-  uint32_t rearm = (was_read && !can_read ? kRead : 0) | (was_write && !can_write ? kWrite : 0);
+  uint32_t rearm = (was_read && !can_read ? kRead : 0) | (was_hangup && !can_read ? kHangup : 0) |
+                   (was_write && !can_write ? kWrite : 0);
 
   switch (phase_.load(std::memory_order_acquire)) {
     case Phase::kConnecting:
@@ -482,50 +728,83 @@ void TcpConnection::State::HandOver(const Preface& peer) {
 }
 
 bool TcpConnection::State::PollUntil(absl::FunctionRef<bool()> done, std::chrono::nanoseconds budget) {
-  if (close_.closed() || !started_.load(std::memory_order_acquire)) return false;
+  // The request this thread sent in a PollsOwnReplyScope, if on this
+  // connection: should this thread not read its reply after all, the loop
+  // must be told to (RelyOnLoop()).
+  const OwnRequest own = std::exchange(own_request, OwnRequest{});
+  const uint64_t own_call_id = own.connection == serial_ ? own.call_id : 0;
+  if (close_.closed()) return false;
+  if (!started_.load(std::memory_order_acquire)) {
+    RelyOnLoop(own_call_id, done);
+    return false;
+  }
   // Spinning here costs a system call per look, unlike on shm's rings, so
   // only a connection with busy_poll spins; the caller's budget is for
   // transports whose polling is free.
   (void)budget;
-  const SteadyClock::time_point spin_end = SteadyClock::now() + options_.busy_poll;
+  SteadyClock::time_point now = SteadyClock::now();
+  const SteadyClock::time_point spin_end = now + options_.busy_poll;
   // A loop thread spinning on the socket (busy-poll) sees the waiting
   // caller and lets go within one pass; wait that long for it.
   callers_waiting_.fetch_add(1, std::memory_order_relaxed);
   bool acquired = read_.TryAcquire();
-  while (!acquired && SteadyClock::now() < spin_end && !done()) {
-    CpuRelax();
+  QuietSpin quiet(now);
+  const SteadyClock::time_point handover_end = now + kLoopHandOverWait;
+  while (!acquired && !done() &&
+         (now < spin_end || (now < handover_end && loop_reads_.load(std::memory_order_relaxed)))) {
+    quiet.Idle(now);
     acquired = read_.TryAcquire();
+    now = SteadyClock::now();
   }
   callers_waiting_.fetch_sub(1, std::memory_order_relaxed);
-  if (!acquired) return false;
+  if (!acquired) {
+    RelyOnLoop(own_call_id, done);
+    return false;
+  }
 
+  // Take the socket from the loop before anything can arrive, or the reply
+  // would wake the loop thread too, for nothing. Once callers read, it
+  // stays theirs (LetGo()), so this is one epoll_ctl per spell of calls,
+  // not per call.
+  if (read_interest_.load(std::memory_order_acquire)) TakeReadFromLoop();
   bool open = true;
-  bool disarmed = false;
+  quiet = QuietSpin(now);
   while (open) {
     uint64_t bytes = 0;
     open = ReadOnce(&bytes);
     if (!open || done()) break;
-    if (SteadyClock::now() < spin_end) {
-      CpuRelax();
-      continue;
-    }
-    if (!disarmed) {
-      // About to sleep on the socket: take it from the loop first, or the
-      // reply would wake the loop thread too, for nothing. Then read once
-      // more, for bytes that came in before the loop let go.
-      DisarmRead();
-      disarmed = true;
+    now = SteadyClock::now();
+    if (bytes > 0) quiet.Progress(now);
+    if (now < spin_end) {
+      quiet.Idle(now);
       continue;
     }
     // Sleep on the socket itself: the kernel wakes this thread directly.
     pollfd p{fd_.get(), POLLIN, 0};
     ::poll(&p, 1, kBlockSliceMs);
   }
-  // Hand the socket back to the loop if it was taken from it or the loop
-  // was woken meanwhile; after a failure there is nothing left to read.
-  if ((read_.Release() || disarmed) && open) Arm(kRead);
-  DeliverOwedWritable();
+  // After a failure there is nothing left to read or re-arm.
+  LetGo(open);
   return true;
+}
+
+bool TcpConnection::State::OnLazyTick() {
+  if (close_.closed()) {
+    lazy_listed_.store(false, std::memory_order_relaxed);
+    return false;
+  }
+  // A caller took the socket since the last tick, or holds it now: callers
+  // are still reading; look again next tick.
+  if (polled_since_tick_.exchange(false, std::memory_order_relaxed)) return true;
+  if (read_.held()) return true;
+  // A whole tick without callers: the loop reads again, so a frame nobody
+  // polls for (a go-away) waits no longer. A caller that takes the socket
+  // meanwhile either sees the interest and takes it back, or took it just
+  // before: then a reply wakes the loop too, which parks, and the caller
+  // re-arms as it lets go (one extra wake-up, nothing lost).
+  lazy_listed_.store(false, std::memory_order_seq_cst);
+  if (!read_interest_.load(std::memory_order_acquire)) Arm(kRead);
+  return false;
 }
 
 void TcpConnection::StartConnect(internal::UniqueFd fd, std::shared_ptr<EpollLoop> loop,

@@ -16,10 +16,16 @@
 // reads at a time (internal::ReadOwnership): the epoll loop when the socket
 // wakes it, or a caller waiting for its reply (PollUntil), which then reads
 // the socket itself and is woken by the kernel directly instead of through
-// the loop thread (one cross-core wake-up instead of two). Handler calls
-// (OnFrame, OnWritable, OnClosed) come only from that reading thread.
+// the loop thread (one cross-core wake-up instead of two). While callers
+// keep reading their own replies (PollsOwnReplyScope), the loop's read
+// interest stays off between their calls, so a blocking call costs no
+// epoll_ctl; frames nobody polls for still arrive at once (tcp_connection.cc,
+// "who watches for replies"). Handler calls (OnFrame, OnWritable, OnClosed)
+// come only from that reading thread.
 // Busy-poll (TcpOptions::busy_poll): whoever reads spins on the
-// non-blocking socket for that long after the last bytes before blocking.
+// non-blocking socket for that long after the last bytes before blocking,
+// yielding the CPU after a few microseconds without bytes so a peer that
+// shares it can answer.
 //
 // The socket state is shared between the owner's handle and the epoll
 // registration, so the handle may be destroyed at any time, on any thread.
@@ -44,6 +50,8 @@ struct TcpConnectionStats {
   uint64_t frames_sent = 0;
   uint64_t write_calls = 0;  // sendmsg() calls that sent bytes
   uint64_t queued_bytes = 0; // queued by Send() and not yet handed to the kernel
+  uint64_t interest_changes = 0;    // epoll_ctl(MOD) calls: arming and disarming the loop
+  uint64_t receive_stages_made = 0; // receive stages allocated (the rest were reused)
 };
 
 class TcpConnection final : public Connection {

@@ -262,7 +262,7 @@ class TcpListener final : public Listener {
 }  // namespace
 
 TcpTransport::TcpTransport(Options options)
-    : options_(std::move(options)), loop_(std::make_shared<EpollLoop>(options_.poller_threads)) {}
+    : options_(std::move(options)), loop_(std::make_shared<EpollLoop>(options_.poller_threads, options_.lazy_tick)) {}
 
 TcpTransport::~TcpTransport() { loop_->Stop(); }
 

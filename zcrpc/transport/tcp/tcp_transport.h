@@ -13,6 +13,7 @@
 // closes every connection (UNAVAILABLE) and fails connects in progress.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -34,6 +35,13 @@ class TcpTransport final : public Transport {
     // version), with the peer's address in the message. For logs; on a
     // loop thread; must not block.
     std::function<void(const Status&)> on_handshake_error;
+    // The loop's lazy tick (EpollLoop): a connection whose blocking callers
+    // read their own replies leaves its loop unarmed between calls, and is
+    // armed again once no caller took it for a whole tick, so a frame
+    // nobody polls for (a server's go-away) waits at most about two ticks.
+    // Replies to callback calls and a peer's close never wait for it. Tests
+    // lengthen it to show that.
+    std::chrono::nanoseconds lazy_tick = EpollLoop::kDefaultLazyTick;
   };
 
   TcpTransport() : TcpTransport(Options{}) {}
