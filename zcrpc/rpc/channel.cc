@@ -399,13 +399,18 @@ Status Channel::CallUnary(const MethodDescriptor& method, ClientContext* context
         "only be read by this same thread. Use the callback form, or run handlers on ServerOptions::worker_threads"));
   }
   internal::BlockingCall call(context, response);
-  std::shared_ptr<Link> link;
-  Status started = StartCall(method, context, request, &call, /*may_wait=*/true, &link);
-  if (!started.ok()) return started;
-  // Where the transport can, read the reply on this thread rather than be
-  // woken by its poller (docs/architecture.md, "Threads").
-  if (link != nullptr) {
-    link->connection().PollUntil([&call] { return call.done(); }, options_.spin_before_sleep);
+  {
+    // This thread reads its own reply (PollUntil below), so the transport
+    // need not wake its poller for it (transport.h).
+    transport::PollsOwnReplyScope polls_own_reply;
+    std::shared_ptr<Link> link;
+    Status started = StartCall(method, context, request, &call, /*may_wait=*/true, &link);
+    if (!started.ok()) return started;
+    // Where the transport can, read the reply on this thread rather than be
+    // woken by its poller (docs/architecture.md, "Threads").
+    if (link != nullptr) {
+      link->connection().PollUntil([&call] { return call.done(); }, options_.spin_before_sleep);
+    }
   }
   Status result = call.Wait(options_.spin_before_sleep);
   context->call_id_.store(0, std::memory_order_release);
