@@ -35,10 +35,14 @@ class SendBudget {
 
   // `bytes` joined the queue.
   void Queued(uint64_t bytes) {
-    if (queued_.fetch_add(bytes, std::memory_order_acq_rel) == 0) {
-      // The queue was empty: its stall clock starts now.
+    // The queue is empty: its stall clock starts now. Set before the count
+    // makes the queue non-empty, so a stall check in between never pairs a
+    // non-empty queue with a clock from long ago (it reads the count first,
+    // with acquire, then the clock).
+    if (queued_.load(std::memory_order_acquire) == 0) {
       last_progress_nanos_.store(clock_->NowNanos(), std::memory_order_relaxed);
     }
+    queued_.fetch_add(bytes, std::memory_order_acq_rel);
   }
 
   // `bytes` left the queue. Returns true when the queue just fell under
