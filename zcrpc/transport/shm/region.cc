@@ -218,10 +218,7 @@ Status Region::ReclaimReturns(bool wait) {
   for (;;) {
     // Sticky: once the peer broke the return protocol, nothing more is
     // taken back (a later re-lend must not make a bad return look good).
-    if (reclaim_failed_.load(std::memory_order_acquire)) {
-      std::lock_guard lock(error_mu_);
-      return reclaim_error_;
-    }
+    if (reclaim_error_.failed()) return reclaim_error_.get();
     // Nothing returned since the last take: no token, no lock. (The poller
     // asks every millisecond; a caller whenever its cache runs dry.)
     if (send_control().returns_produced.load(std::memory_order_acquire) ==
@@ -243,7 +240,7 @@ Status Region::TakeReturns(std::unique_lock<std::mutex>& lock) {
   const uint64_t produced = ring.returns_produced.load(std::memory_order_acquire);
   uint64_t taken = returns_taken_.load(std::memory_order_relaxed);
   if (produced - taken > layout_.return_capacity) {
-    return FailReclaim(absl::DataLossError(absl::StrCat("shm peer's return ring index ", produced, " is beyond ", taken,
+    return reclaim_error_.Set(absl::DataLossError(absl::StrCat("shm peer's return ring index ", produced, " is beyond ", taken,
                                                         " + capacity ", layout_.return_capacity)));
   }
   const auto* slots = At<const uint64_t>(layout_.returns[send_dir_]);
@@ -258,7 +255,7 @@ Status Region::TakeReturns(std::unique_lock<std::mutex>& lock) {
       result = allocator_.Return(offset) ? SmallBlockCache::Result::kDone : SmallBlockCache::Result::kRefused;
     }
     if (result == SmallBlockCache::Result::kRefused) {
-      status = FailReclaim(absl::DataLossError(
+      status = reclaim_error_.Set(absl::DataLossError(
           absl::StrCat("shm peer returned a buffer at offset ", offset, " that it was not lent (or returned it twice)")));
       break;
     }
@@ -266,23 +263,6 @@ Status Region::TakeReturns(std::unique_lock<std::mutex>& lock) {
   ring.returns_consumed.store(taken, std::memory_order_release);
   returns_taken_.store(taken, std::memory_order_release);
   return status;
-}
-
-Status Region::FailReclaim(Status error) {
-  std::lock_guard lock(error_mu_);
-  if (!reclaim_failed_.load(std::memory_order_relaxed)) {
-    reclaim_error_ = std::move(error);
-    reclaim_failed_.store(true, std::memory_order_release);
-  }
-  return reclaim_error_;
-}
-
-void Region::FailReturns(Status error) {
-  std::lock_guard lock(error_mu_);
-  if (!returns_failed_.load(std::memory_order_relaxed)) {
-    returns_error_ = std::move(error);
-    returns_failed_.store(true, std::memory_order_release);
-  }
 }
 
 StatusOr<Buffer> Region::TakePeerBlock(uint64_t offset, uint64_t length) {
@@ -353,7 +333,7 @@ void Region::ForgetPeerBlock(uint64_t offset, size_t capacity) {
 
 void Region::ReturnPeerBlock(uint64_t offset, size_t capacity) {
   ForgetPeerBlock(offset, capacity);
-  if (!closed_.load(std::memory_order_acquire) && !returns_failed_.load(std::memory_order_acquire)) {
+  if (!closed_.load(std::memory_order_acquire) && !returns_error_.failed()) {
     const uint64_t capacity_slots = layout_.return_capacity;
     const uint64_t ticket = returns_reserved_.fetch_add(1, std::memory_order_relaxed);
     uint64_t seen = returns_taken_seen_.load(std::memory_order_acquire);
@@ -377,7 +357,7 @@ void Region::ReturnPeerBlock(uint64_t offset, size_t capacity) {
     if (ticket - seen >= capacity_slots) {
       // The ticket stays unpublished, so nothing after it is published
       // either: the connection closes on this error anyway.
-      FailReturns(absl::DataLossError("shm peer does not take back its buffers (its return ring is full)"));
+      (void)returns_error_.Set(absl::DataLossError("shm peer does not take back its buffers (its return ring is full)"));
     } else {
       At<uint64_t>(layout_.returns[receive_dir_])[ticket % capacity_slots] = offset;
       // Sequentially consistent: PublishReturns' argument needs this store

@@ -128,11 +128,7 @@ class Region {
   // A violation found while returning a block (on whatever thread released
   // it); the connection closes on it. Any thread; one atomic load while
   // there is none.
-  Status returns_error() {
-    if (!returns_failed_.load(std::memory_order_acquire)) return absl::OkStatus();
-    std::lock_guard lock(error_mu_);
-    return returns_error_;
-  }
+  Status returns_error() const { return returns_error_.get(); }
 
  private:
   class LocalOwner final : public BufferOwner {
@@ -182,8 +178,32 @@ class Region {
   // Advances returns_produced over the contiguous slots marked ready.
   void PublishReturns();
   void ForgetPeerBlock(uint64_t offset, size_t capacity);
-  void FailReturns(Status error);
-  Status FailReclaim(Status error);
+  // The first error a protocol check found, kept: set once (later ones
+  // are dropped), read with one atomic load while there is none. The mutex
+  // guards only the (rare) error's text.
+  class StickyError {
+   public:
+    bool failed() const { return failed_.load(std::memory_order_acquire); }
+    Status get() const {
+      if (!failed()) return absl::OkStatus();
+      std::lock_guard lock(mu_);
+      return error_;
+    }
+    // Keeps `error` unless one is kept already; returns the kept one.
+    Status Set(Status error) {
+      std::lock_guard lock(mu_);
+      if (!failed_.load(std::memory_order_relaxed)) {
+        error_ = std::move(error);
+        failed_.store(true, std::memory_order_release);
+      }
+      return error_;
+    }
+
+   private:
+    std::atomic<bool> failed_{false};
+    mutable std::mutex mu_;
+    Status error_ ABSL_GUARDED_BY(mu_);
+  };
 
   uint8_t* const base_;
   const int memfd_;
@@ -215,7 +235,7 @@ class Region {
   // the ring and writes returns_taken_ and returns_consumed.
   std::atomic<bool> reclaiming_{false};
   std::atomic<uint64_t> returns_taken_{0};  // read without the token only as a hint
-  std::atomic<bool> reclaim_failed_{false};
+  StickyError reclaim_error_;  // the peer broke the return protocol
 
   // --- the peer's slab ---
   // Per page of the peer's slab: 1 while we hold it. Set only by the reader
@@ -233,12 +253,7 @@ class Region {
   std::unique_ptr<std::atomic<uint64_t>[]> return_ready_;
   std::atomic<bool> publishing_{false};
   std::atomic<bool> closed_{false};
-  std::atomic<bool> returns_failed_{false};
-
-  // Only for the (sticky, rare) errors' texts.
-  std::mutex error_mu_;
-  Status returns_error_ ABSL_GUARDED_BY(error_mu_);
-  Status reclaim_error_ ABSL_GUARDED_BY(error_mu_);
+  StickyError returns_error_;  // returning the peer's blocks failed
 };
 
 }  // namespace zcrpc::transport::shm
