@@ -97,7 +97,12 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"OlderVersion", [](Bytes& b) { b[4] = 1; }, StatusCode::kInvalidArgument},
         Malformed{"NewerVersion", [](Bytes& b) { b[4] = 3; }, StatusCode::kInvalidArgument},
         Malformed{"TypeZero", [](Bytes& b) { b[5] = 0; }, StatusCode::kInvalidArgument},
-        Malformed{"ReservedStreamingType", [](Bytes& b) { b[5] = 5; }, StatusCode::kInvalidArgument},
+        Malformed{"ReservedType", [](Bytes& b) { b[5] = 8; }, StatusCode::kInvalidArgument},
+        Malformed{"StreamMessageWithMetadata", [](Bytes& b) { b[5] = 5; }, StatusCode::kInvalidArgument},
+        Malformed{"HalfCloseWithBody", [](Bytes& b) { b[5] = 6; }, StatusCode::kInvalidArgument},
+        Malformed{"CreditWithBody", [](Bytes& b) { b[5] = 7; }, StatusCode::kInvalidArgument},
+        Malformed{"StreamOpenWithAMessage", [](Bytes& b) { Poke<uint16_t>(b, 6, kFlagStream); },
+                  StatusCode::kInvalidArgument},
         Malformed{"GoAwayWithACallId", [](Bytes& b) { b[5] = 4; }, StatusCode::kInvalidArgument},
         Malformed{"UnknownFlags", [](Bytes& b) { Poke<uint16_t>(b, 6, 0x8000); }, StatusCode::kInvalidArgument},
         Malformed{"ZeroCallId", [](Bytes& b) { Poke<uint64_t>(b, 8, 0); }, StatusCode::kInvalidArgument},
@@ -117,6 +122,52 @@ INSTANTIATE_TEST_SUITE_P(
                   },
                   StatusCode::kInvalidArgument}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// Stream frames (docs/wire.md, "Streams"): the shapes a receiver accepts,
+// and the ones it closes the connection for.
+WireHeader Bodiless(FrameType type) {
+  WireHeader h;
+  h.type = type;
+  h.call_id = 9;
+  return h;
+}
+
+TEST(WireStreamFrames, WellFormedOnesDecode) {
+  WireHeader open = Bodiless(FrameType::kRequest);
+  open.flags = kFlagStream | kFlagMethodPath;
+  open.metadata_len = 40;
+  WireHeader message = Bodiless(FrameType::kStreamMessage);
+  message.message_len = 100;
+  message.attachment_count = 1;
+  message.attachments_len = kAttachmentLengthSize + 10;
+  WireHeader credit = Bodiless(FrameType::kCredit);
+  credit.set_credit_bytes(1 << 20);
+  for (const WireHeader& h : {open, message, Bodiless(FrameType::kHalfClose), credit}) {
+    auto decoded = DecodeWireHeader(Encode(h));
+    ASSERT_TRUE(decoded.ok()) << FrameTypeName(h.type) << ": " << decoded.status();
+    EXPECT_EQ(decoded->type, h.type);
+    EXPECT_EQ(decoded->flags, h.flags);
+    EXPECT_EQ(decoded->credit_bytes(), h.credit_bytes());
+  }
+}
+
+TEST(WireStreamFrames, MalformedOnesAreRejected) {
+  WireHeader zero_credit = Bodiless(FrameType::kCredit);
+  WireHeader huge_credit = Bodiless(FrameType::kCredit);
+  huge_credit.set_credit_bytes(kMaxStreamWindow + 1);
+  WireHeader stream_response = Bodiless(FrameType::kResponse);
+  stream_response.flags = kFlagStream;
+  WireHeader path_on_message = Bodiless(FrameType::kStreamMessage);
+  path_on_message.flags = kFlagMethodPath;
+  WireHeader open_with_attachment = Bodiless(FrameType::kRequest);
+  open_with_attachment.flags = kFlagStream;
+  open_with_attachment.attachment_count = 1;
+  open_with_attachment.attachments_len = kAttachmentLengthSize + 1;
+  for (const WireHeader& h : {zero_credit, huge_credit, stream_response, path_on_message, open_with_attachment}) {
+    auto decoded = DecodeWireHeader(Encode(h));
+    EXPECT_EQ(decoded.status().code(), StatusCode::kInvalidArgument) << FrameTypeName(h.type);
+  }
+}
 
 TEST(WireLimits, AcceptsWithinAndRejectsBeyond) {
   FrameLimits limits;

@@ -41,7 +41,7 @@ enum Offset : size_t {
   kPaddingLen = 56,
 };
 
-bool IsKnownType(uint8_t t) { return t >= 1 && t <= 4; }
+bool IsKnownType(uint8_t t) { return t >= 1 && t <= 7; }
 
 }  // namespace
 
@@ -113,14 +113,43 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
   if (h.attachments_len > (uint64_t{1} << 62)) {
     return absl::InvalidArgumentError("attachment section length overflows");
   }
-  if ((h.type == FrameType::kCancel || h.type == FrameType::kGoAway) && h.wire_body_len() != 0) {
-    return absl::InvalidArgumentError(h.type == FrameType::kCancel ? "cancel frame with a body"
-                                                                   : "go-away frame with a body");
+  const bool bodiless = h.type == FrameType::kCancel || h.type == FrameType::kGoAway ||
+                        h.type == FrameType::kHalfClose || h.type == FrameType::kCredit;
+  if (bodiless && h.wire_body_len() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(FrameTypeName(h.type), " frame with a body"));
+  }
+  if ((h.flags & kFlagStream) != 0) {
+    if (h.type != FrameType::kRequest) return absl::InvalidArgumentError("stream flag on a frame that is not a request");
+    if (h.message_len != 0 || h.attachments_len != 0) {
+      return absl::InvalidArgumentError("a stream's opening request carries a message (messages follow it)");
+    }
+  }
+  if ((h.flags & kFlagMethodPath) != 0 && h.type != FrameType::kRequest) {
+    return absl::InvalidArgumentError("method path flag on a frame that is not a request");
+  }
+  if (h.type == FrameType::kStreamMessage && h.metadata_len != 0) {
+    return absl::InvalidArgumentError("stream message with a metadata block");
+  }
+  if (h.type == FrameType::kCredit && (h.credit_bytes() == 0 || h.credit_bytes() > kMaxStreamWindow)) {
+    return absl::InvalidArgumentError(absl::StrCat("credit of ", h.credit_bytes(), " bytes (must be 1 to 2^40)"));
   }
   if (h.type == FrameType::kResponse && h.status_code > 16) {
     return absl::InvalidArgumentError(absl::StrCat("status code ", h.status_code, " out of range"));
   }
   return h;
+}
+
+const char* FrameTypeName(FrameType type) {
+  switch (type) {
+    case FrameType::kRequest: return "request";
+    case FrameType::kResponse: return "response";
+    case FrameType::kCancel: return "cancel";
+    case FrameType::kGoAway: return "go-away";
+    case FrameType::kStreamMessage: return "stream message";
+    case FrameType::kHalfClose: return "half-close";
+    case FrameType::kCredit: return "credit";
+  }
+  return "unknown";
 }
 
 Status CheckLimits(const WireHeader& h, const FrameLimits& limits) {

@@ -24,13 +24,17 @@ inline constexpr size_t kWireHeaderSize = 64;
 inline constexpr size_t kAttachmentLengthSize = 8;
 
 enum class FrameType : uint8_t {
-  kRequest = 1,   // client -> server: opens a unary call
-  kResponse = 2,  // server -> client: status, trailing metadata, message
+  kRequest = 1,   // client -> server: opens a unary call, or a stream (kFlagStream)
+  kResponse = 2,  // server -> client: status, trailing metadata, message; ends the call or stream
   kCancel = 3,    // client -> server: the caller gave up on call_id
   kGoAway = 4,    // server -> client: no new calls here; call_id 0, no body
-  // 5..15 are reserved for the streaming frames (stream message, half-close,
-  // stream end, flow-control credit); a version-2 receiver treats them as
-  // unknown types and closes the connection.
+  // Streams (docs/wire.md, "Streams"): sent only on a connection where both
+  // prefaces announced kFeatureStreams.
+  kStreamMessage = 5,  // either way: one message of stream call_id
+  kHalfClose = 6,      // client -> server: the client sends no more messages; no body
+  kCredit = 7,         // either way: the receiver may send credit_bytes() more; no body
+  // 8..15 are reserved; a receiver treats them as unknown types and closes
+  // the connection.
 };
 
 // Header flags. Unknown bits are a protocol error.
@@ -39,7 +43,17 @@ inline constexpr uint16_t kFlagNone = 0;
 // "/package.Service/Method"), and method_id is bound to that path for the
 // rest of the connection (docs/wire.md, "Method identity").
 inline constexpr uint16_t kFlagMethodPath = 0x0001;
-inline constexpr uint16_t kKnownFlags = kFlagMethodPath;
+// Requests: opens a stream rather than a unary call; the request carries no
+// message (messages follow as kStreamMessage frames).
+inline constexpr uint16_t kFlagStream = 0x0002;
+inline constexpr uint16_t kKnownFlags = kFlagMethodPath | kFlagStream;
+
+// Bytes of messages a stream's sender may send before the receiver grants
+// more with credit frames (docs/wire.md, "Flow control"): the same on both
+// sides, so the first messages need no round trip. HTTP/2's default.
+inline constexpr uint64_t kInitialStreamWindow = 64 << 10;
+// A window may never grow past this; more credit is a protocol error.
+inline constexpr uint64_t kMaxStreamWindow = uint64_t{1} << 40;
 
 struct WireHeader {
   FrameType type = FrameType::kRequest;
@@ -47,7 +61,7 @@ struct WireHeader {
   uint64_t call_id = 0;       // assigned by the caller's call table; never 0
   uint32_t method_id = 0;     // requests: a method binding of this connection, never 0
   uint32_t status_code = 0;   // responses: a gRPC status code
-  uint64_t timeout_us = 0;    // requests: time the caller still waits; 0 = none
+  uint64_t timeout_us = 0;    // requests: time the caller still waits; 0 = none; credit frames: the credit
   uint32_t metadata_len = 0;  // bytes of the metadata block
   uint32_t message_len = 0;   // bytes of the serialized message (or error text)
   uint32_t attachment_count = 0;
@@ -56,6 +70,10 @@ struct WireHeader {
   // parts start on a page (docs/wire.md, "Padding"); 0 where parts travel
   // separately (shm). Set and checked by the transport, not the runtime.
   uint64_t padding_len = 0;
+
+  // Credit frames keep the bytes granted in the timeout field.
+  uint64_t credit_bytes() const { return timeout_us; }
+  void set_credit_bytes(uint64_t bytes) { timeout_us = bytes; }
 
   // Bytes of the parts after the header, padding not included. Only
   // meaningful once DecodeWireHeader() accepted the header.
@@ -80,6 +98,9 @@ void EncodeWireHeader(const WireHeader& header, std::span<uint8_t, kWireHeaderSi
 //    receiver closes the connection.
 // Limits are checked separately by CheckLimits().
 StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> in);
+
+// "request", "stream message", ...: for error messages.
+const char* FrameTypeName(FrameType type);
 
 // RESOURCE_EXHAUSTED if a well-formed header asks for more than `limits`.
 Status CheckLimits(const WireHeader& header, const FrameLimits& limits);
@@ -113,9 +134,11 @@ StatusOr<std::string_view> TakeMethodPath(std::span<const uint8_t>& block);
 inline constexpr size_t kPrefaceSize = 64;
 inline constexpr uint32_t kPrefaceMagic = 0x4650435A;  // bytes "ZCPF" on the wire
 enum class PrefaceRole : uint8_t { kClient = 1, kServer = 2 };
-// Feature bits. None is defined yet; a receiver ignores bits it does not
-// know, and a feature is in use only when both sides announce it.
-inline constexpr uint64_t kKnownFeatures = 0;
+// Feature bits: a receiver ignores bits it does not know, and a feature is
+// in use only when both sides announce it.
+// The side sends and accepts stream frames (types 5-7, kFlagStream).
+inline constexpr uint64_t kFeatureStreams = 1;
+inline constexpr uint64_t kKnownFeatures = kFeatureStreams;
 
 struct Preface {
   uint8_t version = kWireVersion;

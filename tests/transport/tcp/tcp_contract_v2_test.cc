@@ -477,7 +477,7 @@ TEST(TcpCapabilities, ReflectThePeersLimitsAndRefuseLargerFrames) {
   EXPECT_EQ(caps.max_body_bytes, 100000u);
   EXPECT_EQ(caps.max_metadata_bytes, 1000u);
   EXPECT_EQ(caps.max_attachments, 3u);
-  EXPECT_EQ(caps.features, 0u);
+  EXPECT_EQ(caps.features, kKnownFeatures);  // both sides announce streams
   EXPECT_TRUE(caps.caller_can_poll);
   const Capabilities server_caps = pair.server->capabilities();  // the client's defaults
   EXPECT_EQ(server_caps.max_body_bytes, FrameLimits{}.max_body_bytes);
