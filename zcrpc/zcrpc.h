@@ -9,4 +9,5 @@
 #include "zcrpc/rpc/server.h"
 #include "zcrpc/rpc/server_context.h"
 #include "zcrpc/rpc/service.h"
+#include "zcrpc/rpc/stream.h"
 #include "zcrpc/base/status.h"

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/cpu_relax.h"
 #include "zcrpc/rpc/internal/client_call.h"
+#include "zcrpc/rpc/internal/client_stream.h"
 #include "zcrpc/rpc/internal/method_bindings.h"
 
 namespace zcrpc {
@@ -73,16 +74,27 @@ class Channel::Link final : public transport::ConnectionHandler, public std::ena
       if (auto channel = channel_.lock()) channel->OnGoAway(*this);
       return;
     }
-    if (frame.header.type != FrameType::kResponse) {
-      connection_->Close(absl::InvalidArgumentError(
-          absl::StrCat("server ", connection_->peer(), " sent a frame of type ",
-                       static_cast<int>(frame.header.type), " to a client")));
+    const FrameType type = frame.header.type;
+    const bool stream_frame = type == FrameType::kStreamMessage || type == FrameType::kCredit;
+    if (type != FrameType::kResponse &&
+        !(stream_frame && (connection_->capabilities().features & kFeatureStreams) != 0)) {
+      Fail(absl::StrCat("sent a ", FrameTypeName(type), " frame to a client"));
       return;
     }
-    if (auto channel = channel_.lock()) channel->OnResponse(*this, std::move(frame));
+    auto channel = channel_.lock();
+    if (channel == nullptr) return;
+    if (stream_frame) {
+      channel->OnStreamFrame(*this, std::move(frame));
+    } else {
+      channel->OnResponse(*this, std::move(frame));
+    }
   }
   void OnClosed(const Status& reason) override {
     if (auto channel = channel_.lock()) channel->OnLinkClosed(this, reason);
+  }
+  // The server broke the protocol: the connection closes, naming it.
+  void Fail(std::string_view what) {
+    connection_->Close(absl::InvalidArgumentError(absl::StrCat("server ", connection_->peer(), " ", ToAbsl(what))));
   }
 
  private:
@@ -278,7 +290,7 @@ Buffer Channel::AllocateBuffer(size_t size) {
 // call enters the table: once it is there a sweep or a cancel may complete
 // it, and a callback call's context is then the caller's again.
 Frame Channel::BuildRequest(Link* link, const MethodDescriptor& method, ClientContext* context,
-                            const google::protobuf::MessageLite& request, size_t size,
+                            const google::protobuf::MessageLite* request, size_t size,
                             internal::ClientMethodBindings::Binding* binding) {
   // Without a link yet (a callback call while connecting) the path goes
   // with this request only (binding 0), in pool memory.
@@ -287,7 +299,7 @@ Frame Channel::BuildRequest(Link* link, const MethodDescriptor& method, ClientCo
   Frame frame;
   frame.header.type = FrameType::kRequest;
   frame.header.method_id = binding->id;
-  frame.header.flags = binding->send_path ? kFlagMethodPath : kFlagNone;
+  frame.header.flags = (binding->send_path ? kFlagMethodPath : kFlagNone) | (request ? kFlagNone : kFlagStream);
   const size_t path_bytes = binding->send_path ? EncodedMethodPathSize(method.path) : 0;
   const size_t metadata_bytes = path_bytes + EncodedMetadataSize(context->metadata());
   if (metadata_bytes > 0) {
@@ -295,9 +307,11 @@ Frame Channel::BuildRequest(Link* link, const MethodDescriptor& method, ClientCo
     if (binding->send_path) EncodeMethodPath(method.path, frame.metadata.span());
     EncodeMetadata(context->metadata(), frame.metadata.span().subspan(path_bytes));
   }
-  frame.message = allocate(size);
-  request.SerializeWithCachedSizesToArray(frame.message.data());
-  frame.attachments = std::move(context->attachments_);
+  if (request != nullptr) {
+    frame.message = allocate(size);
+    request->SerializeWithCachedSizesToArray(frame.message.data());
+    frame.attachments = std::move(context->attachments_);
+  }
   context->attachments_.clear();
   context->response_attachments_.clear();
   return frame;
@@ -317,7 +331,7 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
   }
   ZCRPC_ASSIGN_OR_RETURN(std::shared_ptr<Link> link, GetLink(deadline, may_wait));
   internal::ClientMethodBindings::Binding binding;
-  Frame frame = BuildRequest(link.get(), method, context, request, size, &binding);
+  Frame frame = BuildRequest(link.get(), method, context, &request, size, &binding);
 
   ZCRPC_ASSIGN_OR_RETURN(CallId id, table_.Insert(call, deadline));
   if (deadline != 0) sweeper_->Wake();
@@ -426,6 +440,85 @@ void Channel::CallUnaryAsync(const MethodDescriptor& method, ClientContext* cont
   if (!started.ok()) call->Complete(started, Frame{});  // deletes call
 }
 
+std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescriptor& method, ClientContext* context,
+                                                            google::protobuf::MessageLite* response) {
+  internal::StreamState::Options stream_options;
+  stream_options.receive_window =
+      context->stream_window_bytes() != 0 ? context->stream_window_bytes() : options_.stream_window_bytes;
+  stream_options.poll_connection = true;
+  stream_options.spin = options_.spin_before_sleep;
+  stream_options.sends_half_close = true;
+  auto stream =
+      std::make_unique<internal::ClientStream>(shared_from_this(), method, context, response, stream_options);
+  if (method.kind == MethodKind::kUnary) {
+    stream->FailToOpen(absl::InvalidArgumentError(absl::StrCat(ToAbsl(method.path), " is a unary method, not a stream")));
+    return stream;
+  }
+  if (transport::InDeliveryThread()) {
+    stream->FailToOpen(absl::FailedPreconditionError(absl::StrCat(
+        "opening stream ", ToAbsl(method.path),
+        " on a thread that delivers a connection's frames (a callback, or a handler run inline): it would wait for "
+        "itself")));
+    return stream;
+  }
+  const int64_t deadline = context->deadline_nanos();
+  if (deadline != 0 && deadline <= Now()) {
+    stream->FailToOpen(absl::DeadlineExceededError("deadline passed before the stream opened"));
+    return stream;
+  }
+  StatusOr<std::shared_ptr<Link>> link = GetLink(deadline, /*may_wait=*/true);
+  if (!link.ok()) {
+    stream->FailToOpen(link.status());
+    return stream;
+  }
+  if (((*link)->connection().capabilities().features & kFeatureStreams) == 0) {
+    stream->FailToOpen(absl::UnimplementedError(
+        absl::StrCat("the server at ", target_, " does not take zcrpc streams (its preface did not announce them)")));
+    return stream;
+  }
+  internal::ClientMethodBindings::Binding binding;
+  Frame open = BuildRequest(link->get(), method, context, nullptr, 0, &binding);
+  context->response_attachments_.clear();
+
+  stream->SetInTable(true);
+  StatusOr<CallId> id = table_.Insert(stream.get(), deadline);
+  if (!id.ok()) {
+    stream->SetInTable(false);
+    stream->FailToOpen(id.status());
+    return stream;
+  }
+  if (deadline != 0) sweeper_->Wake();
+  context->channel_id_.store(id_, std::memory_order_release);
+  context->call_id_.store(*id, std::memory_order_release);
+  stream->Opened(*id, *link, &(*link)->connection(), deadline);
+  Status sent = SendRequest(**link, std::move(open), binding, *id, deadline, /*may_wait=*/true, stream.get());
+  if (!sent.ok()) {
+    if (internal::ClientCall* mine = table_.Remove(*id)) mine->Complete(sent, Frame{});
+    return stream;
+  }
+  stream->state().AnnounceWindow();
+  return stream;
+}
+
+void Channel::OnStreamFrame(Link& link, Frame frame) {
+  bool unary = false;
+  Status verdict;
+  const CallId id = frame.header.call_id;
+  internal::ClientCall* call = table_.Acquire(id, [&](internal::ClientCall* c) {
+    if (!c->is_stream()) {
+      unary = true;
+      return;
+    }
+    verdict = c->OnStreamFrame(std::move(frame));
+  });
+  if (call == nullptr) return;  // the stream is over here (a deadline, a cancel): dropped
+  if (unary) {
+    link.Fail(absl::StrCat("sent a ", FrameTypeName(frame.header.type), " frame for a unary call"));
+    return;
+  }
+  if (!verdict.ok()) CancelCall(id, std::move(verdict));
+}
+
 void Channel::OnResponse(Link& link, Frame frame) {
   internal::ClientCall* call = table_.Remove(frame.header.call_id);
   if (call == nullptr) return;  // a reply to a call that already ended (deadline, cancel): dropped
@@ -499,13 +592,13 @@ void Channel::SendCancel(CallId id, uint64_t link_epoch) {
   if (link->draining()) CloseIfDrained(*link);
 }
 
-void Channel::CancelCall(CallId id) {
+void Channel::CancelCall(CallId id, Status why) {
   internal::ClientCall* call = table_.Remove(id);
   if (call == nullptr) return;
   // The cancel goes out first: completing the call may let its caller
   // drop the last reference to this channel.
   SendCancel(id, call->link_epoch.load());
-  call->Complete(absl::CancelledError("call cancelled by the client"), Frame{});
+  call->Complete(std::move(why), Frame{});
 }
 
 void Channel::SweepExpired(int64_t now_nanos) {
@@ -533,6 +626,11 @@ Status ClientCall::Finish(Status status, Frame& reply) {
   if (code != StatusCode::kOk) {
     return Status(code, absl::string_view(reinterpret_cast<const char*>(reply.message.data()), reply.message.size()));
   }
+  if (response_ == nullptr) {
+    // A server or bidirectional stream ends with its status alone.
+    if (!reply.message.empty()) return absl::InternalError("the stream's final frame carried a message");
+    return absl::OkStatus();
+  }
   if (!response_->ParseFromArray(reply.message.data(), static_cast<int>(reply.message.size()))) {
     return absl::InternalError(absl::StrCat("cannot parse the response as ", response_->GetTypeName()));
   }
@@ -559,6 +657,8 @@ Status BlockingCall::Wait(std::chrono::nanoseconds spin) {
   while (done_.load(std::memory_order_acquire) != kReleased) CpuRelax();  // a few instructions at most
   return Finish(std::move(status_), reply_);
 }
+
+Status ClientCall::OnStreamFrame(Frame) { return absl::InternalError("not a stream"); }
 
 void CallbackCall::Complete(Status status, Frame reply) {
   Status result = Finish(std::move(status), reply);

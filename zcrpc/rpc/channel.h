@@ -48,6 +48,7 @@ namespace zcrpc {
 
 namespace internal {
 class ClientCall;
+class ClientStream;
 }
 
 struct ChannelOptions {
@@ -61,6 +62,10 @@ struct ChannelOptions {
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(20);
   uint64_t send_budget_bytes = 16u << 20;
   std::chrono::nanoseconds send_stall_timeout = std::chrono::seconds(20);
+  // Streams: bytes of messages a server may send ahead of the client's
+  // reads, per stream (docs/streaming.md, "Flow control"); at least 64 KiB.
+  // ClientContext::set_stream_window_bytes overrides it per call.
+  uint64_t stream_window_bytes = 1u << 20;
   // Reconnect backoff after a failed connect (gRPC's connection backoff).
   std::chrono::nanoseconds initial_backoff = std::chrono::seconds(1);
   std::chrono::nanoseconds max_backoff = std::chrono::seconds(120);
@@ -106,9 +111,17 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
                       const google::protobuf::MessageLite& request, google::protobuf::MessageLite* response,
                       std::function<void(Status)> done);
 
-  // Ends call `id` with CANCELLED if it is still in flight, and tells the
-  // server. For ClientContext::TryCancel.
-  void CancelCall(CallId id);
+  // Opens a stream of a streaming `method` (stream.h's OpenServerStream &
+  // co. are the way in). Never null: a stream that could not open has
+  // ended with why. `response`: client streaming only, else nullptr.
+  // Waits for the connection, no longer than the context's deadline. Any
+  // thread except a delivering one (there it fails FAILED_PRECONDITION).
+  std::unique_ptr<internal::ClientStream> OpenStream(const MethodDescriptor& method, ClientContext* context,
+                                                     google::protobuf::MessageLite* response);
+
+  // Ends call `id` with `why` if it is still in flight, and tells the
+  // server. For ClientContext::TryCancel, and streams that broke here.
+  void CancelCall(CallId id, Status why = absl::CancelledError("call cancelled by the client"));
 
   // The channel with this id (ClientContext keeps the id of its call's
   // channel), or nullptr once it is destroyed. Any thread.
@@ -127,9 +140,10 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
                    const google::protobuf::MessageLite& request, internal::ClientCall* call, bool may_wait,
                    std::shared_ptr<Link>* used_link);
   // The request frame, with all it takes from `context`; in `link`'s memory,
-  // or the pool's when there is no link yet.
+  // or the pool's when there is no link yet. No `request`: a stream's
+  // opening frame (no message).
   Frame BuildRequest(Link* link, const MethodDescriptor& method, ClientContext* context,
-                     const google::protobuf::MessageLite& request, size_t size,
+                     const google::protobuf::MessageLite* request, size_t size,
                      internal::ClientMethodBindings::Binding* binding);
   // Sends call `id`'s request on `link`. `live_call`: the call's record if it
   // is known to outlive the call (blocking calls), else nullptr (it is then
@@ -148,6 +162,8 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   void StartConnectLocked(std::unique_lock<std::mutex>& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::Connection>> connection);
   void OnResponse(Link& link, Frame frame);
+  // A stream message or credit frame: to its stream, or dropped if it ended.
+  void OnStreamFrame(Link& link, Frame frame);
   void OnLinkClosed(Link* link, const Status& reason);
   // The server is shutting down: no new calls on `link`, and it closes once
   // the calls on it have ended.

@@ -21,6 +21,7 @@ class Channel;
 namespace internal {
 class ClientCall;
 class CallbackCall;
+class ClientStream;
 }  // namespace internal
 
 class ClientContext {
@@ -58,12 +59,20 @@ class ClientContext {
   // server. Thread-safe; a no-op before the call starts or after it ends.
   void TryCancel();
 
+  // Streams: bytes of messages the server may send ahead of this side's
+  // reads (docs/streaming.md, "Flow control"). 0 (the default): the
+  // channel's ChannelOptions::stream_window_bytes. At least 64 KiB.
+  void set_stream_window_bytes(uint64_t bytes) { stream_window_bytes_ = bytes; }
+  uint64_t stream_window_bytes() const { return stream_window_bytes_; }
+
  private:
   friend class Channel;
   friend class internal::ClientCall;
   friend class internal::CallbackCall;
+  friend class internal::ClientStream;
 
   int64_t deadline_nanos_ = 0;
+  uint64_t stream_window_bytes_ = 0;
   Metadata metadata_;
   Metadata server_metadata_;
   std::vector<Buffer> attachments_;

@@ -46,14 +46,17 @@ class ServerConnection final : public transport::ConnectionHandler,
     switch (frame.header.type) {
       case FrameType::kRequest:
         return OnRequest(std::move(frame));
+      case FrameType::kStreamMessage:
+      case FrameType::kHalfClose:
+      case FrameType::kCredit:
+        return OnStreamFrame(std::move(frame));
       case FrameType::kCancel: {
         std::lock_guard lock(mu_);
         if (auto it = running_.find(frame.header.call_id); it != running_.end()) it->second->Cancel();
         return;
       }
       default:
-        connection_->Close(absl::InvalidArgumentError(absl::StrCat(
-            "client ", peer_, " sent a frame of type ", static_cast<int>(frame.header.type), " to a server")));
+        Fail(absl::StrCat("sent a ", FrameTypeName(frame.header.type), " frame to a server"));
     }
   }
 
@@ -74,6 +77,16 @@ class ServerConnection final : public transport::ConnectionHandler,
 
  private:
   void OnRequest(Frame frame);
+  // A stream message, half-close or credit frame: to its call's stream.
+  void OnStreamFrame(Frame frame);
+  // Ends `call` now with `status`, if nobody else has ended it: a stream
+  // that broke (the client exceeded its window, a write failed).
+  void EndEarly(internal::ServerCall* call, const Status& status);
+  // The client broke the protocol: the connection closes, naming it.
+  void Fail(std::string_view what) {
+    connection_->Close(absl::InvalidArgumentError(absl::StrCat("client ", peer_, " ", ToAbsl(what))));
+  }
+  bool TakesStreams() const { return (connection_->capabilities().features & kFeatureStreams) != 0; }
 
   Server* const server_;
   std::unique_ptr<transport::Connection> connection_;
@@ -129,6 +142,15 @@ void ServerConnection::OnRequest(Frame frame) {
                  nullptr, Buffer());
   }
   const Service::Method& method = *resolved->method;
+  const bool opens_stream = (h.flags & kFlagStream) != 0;
+  if (opens_stream && !TakesStreams()) return Fail("opened a stream on a connection without streams");
+  if (opens_stream != (method.descriptor.kind != MethodKind::kUnary)) {
+    return Reply(h.call_id,
+                 absl::UnimplementedError(absl::StrCat(ToAbsl(method.descriptor.path), " is a ",
+                                                       opens_stream ? "unary method" : "streaming method",
+                                                       "; it was called as a ", opens_stream ? "stream" : "unary call")),
+                 nullptr, Buffer());
+  }
   if (server_->draining()) {
     return Reply(h.call_id, absl::UnavailableError("the server is shutting down"), nullptr, Buffer());
   }
@@ -142,6 +164,13 @@ void ServerConnection::OnRequest(Frame frame) {
     return;
   }
   call->request = std::move(frame);
+  if (opens_stream) {
+    internal::StreamState::Options stream_options;
+    stream_options.receive_window = server_->options_.stream_window_bytes;
+    call->stream = std::make_unique<internal::StreamState>(
+        stream_options, [this, call](Status status) { EndEarly(call, status); });
+    call->stream->Attach(connection_.get(), h.call_id, deadline);
+  }
   call->Ref();  // the table's reference
   StatusOr<CallId> id = server_->calls_.Insert(call, deadline);
   if (!id.ok()) {
@@ -165,11 +194,38 @@ void ServerConnection::OnRequest(Frame frame) {
     running_[call->client_call_id] = call;
     if (closed_) call->Cancel();
   }
-  if (server_->workers_) {
+  if (call->stream) {
+    call->stream->AnnounceWindow();
+    server_->RunOnStreamThread([this, call] { Run(call); });
+  } else if (server_->workers_) {
     boost::asio::post(*server_->workers_, [this, call] { Run(call); });
   } else {
     Run(call);
   }
+}
+
+void ServerConnection::OnStreamFrame(Frame frame) {
+  if (!TakesStreams()) return Fail(absl::StrCat("sent a ", FrameTypeName(frame.header.type), " frame"));
+  internal::ServerCall* call = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    auto it = running_.find(frame.header.call_id);
+    if (it == running_.end()) return;  // the call is over here: dropped
+    call = it->second;
+    if (call->stream) call->Ref();  // held while the frame goes in, outside the lock
+  }
+  if (call->stream == nullptr) {
+    return Fail(absl::StrCat("sent a ", FrameTypeName(frame.header.type), " frame for a unary call"));
+  }
+  if (Status verdict = call->stream->OnFrame(std::move(frame)); !verdict.ok()) EndEarly(call, verdict);
+  call->Unref();
+}
+
+void ServerConnection::EndEarly(internal::ServerCall* call, const Status& status) {
+  if (!server_->RemoveCall(call)) return;  // ended already, by whoever removed it
+  call->Cancel();
+  Reply(call->client_call_id, status, nullptr, Buffer());
+  call->Unref();  // the table's reference, handed over by the removal
 }
 
 void ServerConnection::Run(internal::ServerCall* call) {
@@ -178,7 +234,8 @@ void ServerConnection::Run(internal::ServerCall* call) {
   Buffer response;
   Status status;
   try {
-    status = call->method.handler(&ctx, call->request.message.span(), &response);
+    status = call->stream ? call->method.stream_handler(&ctx, call->stream.get(), &response)
+                          : call->method.handler(&ctx, call->request.message.span(), &response);
   } catch (const std::exception& e) {
     // A handler that throws fails its call, not the process or the poller.
     status = absl::InternalError(absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path),
@@ -232,10 +289,30 @@ void ServerConnection::Reply(CallId call_id, const Status& status, ServerContext
   }
 }
 
+struct Server::StreamThreads {
+  std::mutex mu;
+  std::condition_variable none_left;
+  int running ABSL_GUARDED_BY(mu) = 0;
+};
+
+void Server::RunOnStreamThread(std::function<void()> handler) {
+  {
+    std::lock_guard lock(stream_threads_->mu);
+    ++stream_threads_->running;
+  }
+  std::thread([handler = std::move(handler), threads = stream_threads_]() mutable {
+    handler();
+    handler = nullptr;  // what it holds goes before the server may
+    std::lock_guard lock(threads->mu);
+    if (--threads->running == 0) threads->none_left.notify_all();
+  }).detach();
+}
+
 Server::Server(ServerOptions options)
     : options_(options),
       registry_(options.registry ? *options.registry : transport::Registry::Default()),
       sweeper_(options.sweeper ? options.sweeper : &DeadlineSweeper::Default()),
+      stream_threads_(std::make_shared<StreamThreads>()),
       calls_(std::max<uint32_t>(1, options.max_calls_in_flight)) {
   int workers = options_.worker_threads;
   if (workers == ServerOptions::kAutoWorkerThreads) {
@@ -387,6 +464,10 @@ void Server::Shutdown(std::chrono::steady_clock::time_point deadline) {
   for (auto& c : connections) c->connection().Close(absl::UnavailableError("server shut down"));
   connections.clear();
   if (workers_) workers_->join();
+  {
+    std::unique_lock lock(stream_threads_->mu);
+    stream_threads_->none_left.wait(lock, [this] { return stream_threads_->running == 0; });
+  }
   std::unique_lock lock(mu_);
   // Every connection reports OnClosed on a delivering thread, then leaves the set.
   changed_.wait(lock, [this] { return connections_.empty(); });

@@ -3,7 +3,9 @@
 // full path (docs/wire.md, "Method identity"); an unknown path gets
 // UNIMPLEMENTED naming it.
 //
-// Threads: by default handlers run on a pool of worker threads, so a
+// Threads: a streaming method's handler runs on a thread of its own for the
+// stream's life (it waits for messages). By default unary handlers run on a
+// pool of worker threads, so a
 // handler that blocks (on a lock, a disk, another RPC) never stalls the
 // transport's poller or calls on other connections, and may make blocking
 // calls itself. ServerOptions::worker_threads = 0 opts in to running
@@ -21,6 +23,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +64,9 @@ struct ServerOptions {
   // The send queue of each connection (transport.h, ConnectionOptions).
   uint64_t send_budget_bytes = 16u << 20;
   std::chrono::nanoseconds send_stall_timeout = std::chrono::seconds(20);
+  // Streams: bytes of messages a client may send ahead of the handler's
+  // reads, per stream (docs/streaming.md, "Flow control"); at least 64 KiB.
+  uint64_t stream_window_bytes = 1u << 20;
   // Where schemes are looked up; nullptr means Registry::Default().
   transport::Registry* registry = nullptr;
   // Who cancels calls at their deadline; nullptr means the process's
@@ -112,6 +118,9 @@ class Server final : private DeadlineSweeper::Client {
 
   // Takes `call` out of the table if it is still there (exactly once).
   bool RemoveCall(internal::ServerCall* call);
+  // Runs `handler` on a thread of its own (a streaming method's handler);
+  // Shutdown waits for it.
+  void RunOnStreamThread(std::function<void()> handler);
 
   void SweepExpired(int64_t now_nanos) override;
   bool HasCallsInFlight() const override { return calls_.size() > 0; }
@@ -122,6 +131,10 @@ class Server final : private DeadlineSweeper::Client {
   // Written before the first listener, read-only after: lookups take no lock.
   absl::flat_hash_map<std::string, const Service::Method*> methods_;
   std::unique_ptr<boost::asio::thread_pool> workers_;
+  // Streaming handlers' threads still running; shared with them, so the
+  // last one may finish after the server is gone.
+  struct StreamThreads;
+  std::shared_ptr<StreamThreads> stream_threads_;
   CallTable<internal::ServerCall> calls_;
   std::atomic<bool> draining_{false};
 

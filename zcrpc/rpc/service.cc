@@ -4,11 +4,24 @@
 
 namespace zcrpc {
 
-void Service::AddUnsupportedMethod(const MethodDescriptor& descriptor) {
-  methods_.push_back({descriptor, [path = descriptor.path](ServerContext*, std::span<const uint8_t>, Buffer*) {
-                        return absl::UnimplementedError(
-                            absl::StrCat(ToAbsl(path), " is a streaming method; zcrpc does not serve streaming yet"));
-                      }});
+namespace {
+// ServerStreamBase's reading, without a message type.
+struct UntypedReader : ServerStreamBase {
+  using ServerStreamBase::ServerStreamBase;
+  using ServerStreamBase::ReadMessage;
+};
+}  // namespace
+
+bool Service::ReadSingleRequest(internal::StreamState* stream, ServerContext* ctx,
+                                google::protobuf::MessageLite* request) {
+  UntypedReader reader(stream, ctx);
+  return reader.ReadMessage(request, nullptr);
+}
+
+Status Service::MissingRequest(ServerContext* ctx, std::string_view path) {
+  if (ctx->IsCancelled()) return absl::CancelledError("the call was cancelled before its request arrived");
+  return absl::InternalError(
+      absl::StrCat("the client of server streaming method ", ToAbsl(path), " closed its writes without a request"));
 }
 
 Status UnimplementedMethod(std::string_view path) {

@@ -15,6 +15,7 @@
 #include "zcrpc/base/buffer.h"
 #include "zcrpc/rpc/method.h"
 #include "zcrpc/rpc/server_context.h"
+#include "zcrpc/rpc/stream.h"
 #include "zcrpc/base/status.h"
 
 namespace zcrpc {
@@ -25,9 +26,14 @@ class Service {
   // response in `*response`.
   using UnaryHandler = std::function<Status(ServerContext*, std::span<const uint8_t> request, Buffer* response)>;
 
+  // Runs a streaming method on `stream` (valid while it runs); a client
+  // streaming method leaves its serialized response in `*response`.
+  using StreamHandler = std::function<Status(ServerContext*, internal::StreamState* stream, Buffer* response)>;
+
   struct Method {
     MethodDescriptor descriptor;
-    UnaryHandler handler;
+    UnaryHandler handler;          // unary methods
+    StreamHandler stream_handler;  // streaming methods
   };
 
   virtual ~Service() = default;
@@ -59,14 +65,59 @@ class Service {
            *out = ctx->AllocateBuffer(size);
            response.SerializeWithCachedSizesToArray(out->data());
            return absl::OkStatus();
-         }});
+         },
+         nullptr});
   }
 
-  // Marks a method the generator could not yet build (streaming before the
-  // streaming issue): calls to it fail with UNIMPLEMENTED, saying why.
-  void AddUnsupportedMethod(const MethodDescriptor& descriptor);
+  // Registers a client streaming method: (self->*fn)(ctx, reader, response).
+  template <typename Req, typename Resp, typename Self>
+  void AddClientStreamingMethod(const MethodDescriptor& descriptor, Self* self,
+                                Status (Self::*fn)(ServerContext*, ServerReader<Req>*, Resp*)) {
+    AddStreamingMethod(descriptor, [self, fn](ServerContext* ctx, internal::StreamState* stream, Buffer* out) {
+      ServerReader<Req> reader(stream, ctx);
+      Resp response;
+      ZCRPC_RETURN_IF_ERROR((self->*fn)(ctx, &reader, &response));
+      *out = ctx->AllocateBuffer(response.ByteSizeLong());
+      response.SerializeWithCachedSizesToArray(out->data());
+      return absl::OkStatus();
+    });
+  }
+
+  // Registers a server streaming method: (self->*fn)(ctx, request, writer).
+  // The client's one request is read before the method runs.
+  template <typename Req, typename Resp, typename Self>
+  void AddServerStreamingMethod(const MethodDescriptor& descriptor, Self* self,
+                                Status (Self::*fn)(ServerContext*, const Req*, ServerWriter<Resp>*)) {
+    AddStreamingMethod(descriptor,
+                       [self, fn, path = descriptor.path](ServerContext* ctx, internal::StreamState* stream, Buffer*) {
+                         Req request;
+                         if (!ReadSingleRequest(stream, ctx, &request)) return MissingRequest(ctx, path);
+                         ServerWriter<Resp> writer(stream, ctx);
+                         return (self->*fn)(ctx, &request, &writer);
+                       });
+  }
+
+  // Registers a bidirectional streaming method: (self->*fn)(ctx, stream).
+  template <typename Req, typename Resp, typename Self>
+  void AddBidiStreamingMethod(const MethodDescriptor& descriptor, Self* self,
+                              Status (Self::*fn)(ServerContext*, ServerReaderWriter<Resp, Req>*)) {
+    AddStreamingMethod(descriptor, [self, fn](ServerContext* ctx, internal::StreamState* stream, Buffer*) {
+      ServerReaderWriter<Resp, Req> both(stream, ctx);
+      return (self->*fn)(ctx, &both);
+    });
+  }
 
  private:
+  void AddStreamingMethod(const MethodDescriptor& descriptor, StreamHandler handler) {
+    methods_.push_back({descriptor, nullptr, std::move(handler)});
+  }
+  // Reads a server streaming call's one request; false if none came.
+  static bool ReadSingleRequest(internal::StreamState* stream, ServerContext* ctx,
+                                google::protobuf::MessageLite* request);
+  // Why a server streaming call got no request (cancelled, or the client
+  // closed its writes without one).
+  static Status MissingRequest(ServerContext* ctx, std::string_view path);
+
   std::string name_;
   std::vector<Method> methods_;
 };

@@ -28,8 +28,16 @@ class ClientCall {
   virtual ~ClientCall() = default;
 
   // `status` is a local failure (deadline, connection lost, cancelled) or
-  // OK with the server's reply in `reply`.
+  // OK with the server's reply in `reply` (for a stream: its status and
+  // trailing metadata).
   virtual void Complete(Status status, Frame reply) = 0;
+
+  // A stream message or credit frame for this call, delivered while the
+  // call is pinned in the table (it must be quick). Non-OK: the peer broke
+  // the stream's rules and the channel ends the call with that status. A
+  // unary call has no stream: INTERNAL, and the connection closes.
+  virtual Status OnStreamFrame(Frame frame);
+  virtual bool is_stream() const { return false; }
 
   std::atomic<uint64_t> link_epoch{0};
   // The method binding this call's request announced (carried the path

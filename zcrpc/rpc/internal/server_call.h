@@ -17,6 +17,7 @@
 
 #include "zcrpc/base/frame.h"
 #include "zcrpc/rpc/call_table.h"
+#include "zcrpc/rpc/internal/stream_state.h"
 #include "zcrpc/rpc/server_context.h"
 #include "zcrpc/rpc/service.h"
 
@@ -40,7 +41,11 @@ class ServerCall {
   void Unref() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
-  void Cancel() { context.MarkCancelled(); }
+  // The context turns IsCancelled(), and a stream's reads and writes end.
+  void Cancel() {
+    context.MarkCancelled();
+    if (stream) stream->End(absl::CancelledError("the call was cancelled"));
+  }
 
   const std::shared_ptr<ServerConnection> connection;  // kept alive while the call runs
   const Service::Method& method;
@@ -48,6 +53,8 @@ class ServerCall {
   CallId server_call_id = 0;    // this call's slot in the server's table
   ServerContext context;
   Frame request;
+  // Streaming methods only: set before the call is shared.
+  std::unique_ptr<StreamState> stream;
 
  private:
   ~ServerCall() = default;

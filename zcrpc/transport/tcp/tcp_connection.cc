@@ -482,12 +482,15 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
     Status status = reader_.ReadAvailable(
         [this](Frame frame) {
           const uint64_t call_id = frame.header.call_id;
+          // Only a response ends a call; a stream keeps getting frames
+          // until its final one, so it stays awaited until then.
+          const bool ends_call = frame.header.type == FrameType::kResponse;
           if (handler_) handler_->OnFrame(std::move(frame));
           // After the handler (which ends the call): pairs with
           // RelyOnLoop(), which records the call and then asks whether it
           // ended.
           std::atomic_thread_fence(std::memory_order_seq_cst);
-          if (awaited_count_.load(std::memory_order_relaxed) > 0) Forget(call_id);
+          if (ends_call && awaited_count_.load(std::memory_order_relaxed) > 0) Forget(call_id);
         },
         bytes);
     const FrameWriter::Result flushed = writer_.Uncork();

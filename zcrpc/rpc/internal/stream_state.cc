@@ -1,0 +1,245 @@
+#include "zcrpc/rpc/internal/stream_state.h"
+
+#include <algorithm>
+#include <limits>
+
+#include <google/protobuf/message_lite.h>
+
+#include "absl/strings/str_cat.h"
+#include "zcrpc/transport/transport.h"
+
+namespace zcrpc::internal {
+namespace {
+
+Status WaitsOnADeliveringThread() {
+  return absl::FailedPreconditionError(
+      "blocking stream operation on a thread that delivers a connection's frames (a callback, or a handler run "
+      "inline): it could wait for itself");
+}
+
+}  // namespace
+
+StreamState::StreamState(Options options, Abort abort)
+    : options_(options), abort_(std::move(abort)), window_(std::max(options.receive_window, kInitialStreamWindow)) {}
+
+void StreamState::Attach(transport::Connection* connection, CallId wire_call_id, int64_t deadline_nanos) {
+  connection_ = connection;
+  wire_call_id_ = wire_call_id;
+  deadline_nanos_ = deadline_nanos;
+}
+
+void StreamState::AnnounceWindow() {
+  if (window_ <= kInitialStreamWindow) return;
+  const uint64_t extra = window_ - kInitialStreamWindow;
+  {
+    std::lock_guard lock(mu_);
+    peer_credit_ += static_cast<int64_t>(extra);  // before the frame: a message may follow it at once
+  }
+  SendCredit(extra);
+}
+
+Status StreamState::OnFrame(Frame frame) {
+  std::lock_guard lock(mu_);
+  if (ended_) return absl::OkStatus();  // late: the stream is over here
+  switch (frame.header.type) {
+    case FrameType::kStreamMessage: {
+      if (input_closed_) return absl::InternalError("protocol error: the peer sent a message after closing its writes");
+      if (frame.body_discarded) {
+        return absl::ResourceExhaustedError(absl::StrCat("a stream message of ", frame.header.body_len(),
+                                                         " bytes exceeds the receiver's limits"));
+      }
+      if (peer_credit_ <= 0) {
+        return absl::ResourceExhaustedError("protocol error: the peer sent past its flow-control window");
+      }
+      peer_credit_ -= static_cast<int64_t>(CreditCost(frame.header));
+      inbox_.push_back(std::move(frame));
+      break;
+    }
+    case FrameType::kHalfClose:
+      if (input_closed_) return absl::InternalError("protocol error: the peer closed its writes twice");
+      input_closed_ = true;
+      break;
+    case FrameType::kCredit: {
+      const uint64_t credit = frame.header.credit_bytes();
+      if (send_credit_ > 0 && static_cast<uint64_t>(send_credit_) + credit > kMaxStreamWindow) {
+        return absl::InternalError("protocol error: flow-control credit grew the window past 2^40 bytes");
+      }
+      send_credit_ += static_cast<int64_t>(credit);
+      break;
+    }
+    default:
+      return absl::InternalError(
+          absl::StrCat("protocol error: a ", FrameTypeName(frame.header.type), " frame inside a stream"));
+  }
+  ChangedLocked();
+  return absl::OkStatus();
+}
+
+void StreamState::End(const Status& status, bool keep_messages) {
+  std::deque<Frame> dropped;  // released after the lock
+  {
+    std::lock_guard lock(mu_);
+    if (ended_) return;
+    ended_ = true;
+    end_status_ = status;
+    input_closed_ = true;
+    if (!keep_messages) dropped.swap(inbox_);
+    ChangedLocked();
+  }
+}
+
+bool StreamState::ended() const {
+  std::lock_guard lock(mu_);
+  return ended_;
+}
+
+bool StreamState::Read(google::protobuf::MessageLite* message, std::vector<Buffer>* attachments) {
+  Frame frame;
+  uint64_t credit = 0;
+  {
+    std::unique_lock lock(mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !inbox_.empty() || input_closed_; };
+    if (!ready() && transport::InDeliveryThread()) {
+      lock.unlock();
+      FailHere(WaitsOnADeliveringThread());
+      return false;
+    }
+    WaitLocked(lock, ready);
+    if (inbox_.empty()) return false;
+    frame = std::move(inbox_.front());
+    inbox_.pop_front();
+    consumed_ += CreditCost(frame.header);
+    // Given back in quarters of the window: few credit frames, and the
+    // peer never waits for one while a quarter is still free.
+    if (!input_closed_ && consumed_ >= window_ / 4) {
+      credit = consumed_;
+      consumed_ = 0;
+      peer_credit_ += static_cast<int64_t>(credit);
+    }
+  }
+  if (credit > 0) SendCredit(credit);
+  if (!message->ParseFromArray(frame.message.data(), static_cast<int>(frame.message.size()))) {
+    FailHere(absl::InternalError(absl::StrCat("cannot parse a stream message as ", message->GetTypeName())));
+    return false;
+  }
+  if (attachments != nullptr) *attachments = std::move(frame.attachments);
+  return true;
+}
+
+WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std::vector<Buffer> attachments,
+                               bool may_wait) {
+  {
+    std::unique_lock lock(mu_);
+    if (ended_ || writes_closed_) return WriteStatus::kClosed;
+    if (send_credit_ <= 0) {
+      if (!may_wait) return WriteStatus::kWouldBlock;
+      if (transport::InDeliveryThread()) {
+        lock.unlock();
+        FailHere(WaitsOnADeliveringThread());
+        return WriteStatus::kClosed;
+      }
+      WaitLocked(lock, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return send_credit_ > 0 || ended_; });
+      if (ended_) return WriteStatus::kClosed;
+    }
+  }
+  // The connection's own send queue: a writer that may wait does, no
+  // longer than the call's deadline; nothing waits on a delivering thread.
+  if (!connection_->writable()) {
+    if (!may_wait) return WriteStatus::kWouldBlock;
+    if (Status room = connection_->WaitWritable(deadline_nanos_); !room.ok()) {
+      FailHere(room);
+      return WriteStatus::kClosed;
+    }
+  }
+  const size_t size = message.ByteSizeLong();
+  if (size > std::numeric_limits<uint32_t>::max()) {
+    FailHere(absl::ResourceExhaustedError(absl::StrCat("a stream message of ", size, " bytes is over 4 GiB")));
+    return WriteStatus::kClosed;
+  }
+  Frame frame;
+  frame.header.type = FrameType::kStreamMessage;
+  frame.header.call_id = wire_call_id_;
+  frame.message = connection_->Allocate(size);
+  message.SerializeWithCachedSizesToArray(frame.message.data());
+  frame.attachments = std::move(attachments);
+  frame.SetLengthsFromParts();
+  {
+    std::lock_guard lock(mu_);
+    if (ended_) return WriteStatus::kClosed;
+    send_credit_ -= static_cast<int64_t>(CreditCost(frame.header));
+  }
+  if (Status sent = connection_->Send(std::move(frame)); !sent.ok()) {
+    FailHere(sent);
+    return WriteStatus::kClosed;
+  }
+  return WriteStatus::kWritten;
+}
+
+bool StreamState::CloseWrites() {
+  {
+    std::lock_guard lock(mu_);
+    if (ended_) return false;
+    if (writes_closed_) return true;
+    writes_closed_ = true;
+  }
+  if (!options_.sends_half_close) return true;
+  Frame half_close;
+  half_close.header.type = FrameType::kHalfClose;
+  half_close.header.call_id = wire_call_id_;
+  if (Status sent = connection_->Send(std::move(half_close)); !sent.ok()) {
+    FailHere(sent);
+    return false;
+  }
+  return true;
+}
+
+Status StreamState::WaitEnded() {
+  std::unique_lock lock(mu_);
+  if (!ended_ && transport::InDeliveryThread()) {
+    lock.unlock();
+    FailHere(WaitsOnADeliveringThread());
+    lock.lock();
+  }
+  WaitLocked(lock, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ended_; });
+  return end_status_;
+}
+
+template <typename Ready>
+void StreamState::WaitLocked(std::unique_lock<std::mutex>& lock, Ready ready) {
+  bool may_poll = options_.poll_connection && connection_ != nullptr;
+  while (!ready()) {
+    const uint64_t seen = version_.load(std::memory_order_relaxed);
+    if (may_poll) {
+      // Read the connection on this thread rather than be woken by its
+      // poller (docs/architecture.md, "Threads"). Again only after it
+      // brought news: a poll that ended without any (its budget spent,
+      // another thread reading) gives way to sleeping.
+      lock.unlock();
+      connection_->PollUntil([this, seen] { return version_.load(std::memory_order_acquire) != seen; },
+                             options_.spin);
+      lock.lock();
+      may_poll = version_.load(std::memory_order_relaxed) != seen;
+      continue;
+    }
+    changed_.wait(lock, [this, seen] { return version_.load(std::memory_order_relaxed) != seen; });
+  }
+}
+
+void StreamState::ChangedLocked() {
+  version_.fetch_add(1, std::memory_order_release);
+  changed_.notify_all();
+}
+
+void StreamState::SendCredit(uint64_t bytes) {
+  Frame credit;
+  credit.header.type = FrameType::kCredit;
+  credit.header.call_id = wire_call_id_;
+  credit.header.set_credit_bytes(std::min(bytes, kMaxStreamWindow));
+  (void)connection_->Send(std::move(credit));  // never waits; a closed connection ends the stream anyway
+}
+
+void StreamState::FailHere(const Status& status) {
+  if (abort_) abort_(status);
+}
+
+}  // namespace zcrpc::internal

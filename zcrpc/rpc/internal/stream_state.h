@@ -1,0 +1,140 @@
+// StreamState: one end of a stream, as the client and the server both keep
+// it: messages that arrived and wait to be read, the credit each side has
+// (docs/wire.md, "Flow control"), and whether and how the stream ended.
+//
+// Credit, in bytes of message + attachment section:
+//  - sending: `send_credit_` starts at kInitialStreamWindow and grows with
+//    each credit frame; a message may go while it is positive (so one
+//    message larger than the window still goes, alone) and takes its size
+//    off, possibly below zero;
+//  - receiving: the peer's credit is mirrored in `peer_credit_`; a message
+//    that arrives while it is not positive broke the window. As the
+//    application reads, the bytes it consumed go back to the peer in a
+//    credit frame once they reach a quarter of the window, so at most the
+//    window plus one message waits here.
+//
+// Threads: OnFrame() and End() run on delivering threads (or whoever ends
+// the call); Read() on one application thread, Write()/CloseWrites() on
+// one other at most. Everything is under one mutex; nothing is sent under
+// it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "zcrpc/base/frame.h"
+#include "zcrpc/base/status.h"
+#include "zcrpc/rpc/call_table.h"
+#include "zcrpc/rpc/stream.h"
+
+namespace google::protobuf {
+class MessageLite;
+}
+namespace zcrpc::transport {
+class Connection;
+}
+
+namespace zcrpc::internal {
+
+class StreamState {
+ public:
+  struct Options {
+    // Bytes of messages the peer may send ahead of this side's reads
+    // (clamped to at least kInitialStreamWindow).
+    uint64_t receive_window = 1 << 20;
+    // The application's threads may read the connection themselves while
+    // they wait (transport::Connection::PollUntil): the client's side.
+    bool poll_connection = false;
+    std::chrono::nanoseconds spin = std::chrono::microseconds(5);
+    // This side closes its writes with a half-close frame (the client); the
+    // server's writes end with its status instead.
+    bool sends_half_close = false;
+  };
+  // Called, outside the mutex, when this side finds the stream broken
+  // (a message over the limits, the peer's window exceeded, a send that
+  // failed): the owner ends the call with `status` and tells the peer.
+  using Abort = std::function<void(Status status)>;
+
+  StreamState(Options options, Abort abort);
+  StreamState(const StreamState&) = delete;
+  StreamState& operator=(const StreamState&) = delete;
+
+  // Where frames go, and the id they carry; before any frame can arrive.
+  // `connection` must outlive this state (its owner keeps it alive).
+  void Attach(transport::Connection* connection, CallId wire_call_id, int64_t deadline_nanos);
+  // The credit frame that tells the peer this side's whole window, if it is
+  // larger than the initial one; sent by the owner right after the stream
+  // opened (client) or was accepted (server). No-op if not needed.
+  void AnnounceWindow();
+
+  // --- delivering threads ---
+
+  // A stream message, half-close or credit frame for this stream. Non-OK
+  // if the peer broke the stream's rules; the caller then ends the stream
+  // with that status (Abort is not called from here).
+  Status OnFrame(Frame frame);
+  // The stream is over, with `status`. `keep_messages`: messages that
+  // arrived before stay readable (the peer ended it: a server's status at
+  // the client); otherwise (a cancel, a deadline, a lost connection) they
+  // are dropped. Wakes every waiter. The first call counts.
+  void End(const Status& status, bool keep_messages = false);
+
+  // --- application threads ---
+
+  // Waits for the next message and parses it into `message`, its
+  // attachments into `*attachments` (if given). False once no more will
+  // come: the peer closed its writes, or the stream ended.
+  bool Read(google::protobuf::MessageLite* message, std::vector<Buffer>* attachments);
+  // Serializes `message` into the connection's memory and sends it, once
+  // the peer's window has room (`may_wait`), or not (kWouldBlock).
+  WriteStatus Write(const google::protobuf::MessageLite& message, std::vector<Buffer> attachments, bool may_wait);
+  // Sends the half-close frame (the client's side); false if over already.
+  bool CloseWrites();
+  // Waits until End(); returns its status.
+  Status WaitEnded();
+
+  bool ended() const;
+
+ private:
+  // Waits until `ready()` (under the lock), reading the connection on this
+  // thread where the options allow.
+  template <typename Ready>
+  void WaitLocked(std::unique_lock<std::mutex>& lock, Ready ready) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendCredit(uint64_t bytes);
+  void FailHere(const Status& status);
+
+  const Options options_;
+  const Abort abort_;
+  transport::Connection* connection_ = nullptr;  // set by Attach, before sharing
+  CallId wire_call_id_ = 0;
+  int64_t deadline_nanos_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  // Bumped (under mu_) on every change a waiter may wait for; read without
+  // it by a thread polling the connection.
+  std::atomic<uint64_t> version_{0};
+  std::deque<Frame> inbox_ ABSL_GUARDED_BY(mu_);
+  bool input_closed_ ABSL_GUARDED_BY(mu_) = false;   // the peer sends no more messages
+  bool writes_closed_ ABSL_GUARDED_BY(mu_) = false;  // this side sends no more
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  Status end_status_ ABSL_GUARDED_BY(mu_);
+  int64_t send_credit_ ABSL_GUARDED_BY(mu_) = kInitialStreamWindow;
+  int64_t peer_credit_ ABSL_GUARDED_BY(mu_) = kInitialStreamWindow;
+  uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;  // read, not yet given back as credit
+  uint64_t window_ = 0;                          // this side's receive window
+};
+
+// Bytes a message frame takes from the window: message and attachment
+// section, as the header counts them.
+inline uint64_t CreditCost(const WireHeader& h) { return uint64_t{h.message_len} + h.attachments_len; }
+
+}  // namespace zcrpc::internal
