@@ -1,10 +1,62 @@
 // The server shape: `Name::Service`, a zcrpc::Service whose virtual
-// handlers default to UNIMPLEMENTED.
+// handlers default to UNIMPLEMENTED. Streaming handlers get the server's
+// stream objects (zcrpc/rpc/stream.h), in gRPC's synchronous shapes:
+//   unary             Name(context, const Req* request, Resp* response)
+//   client streaming  Name(context, ServerReader<Req>* reader, Resp* response)
+//   server streaming  Name(context, const Req* request, ServerWriter<Resp>* writer)
+//   bidirectional     Name(context, ServerReaderWriter<Resp, Req>* stream)
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "stubgen/emit.h"
 
 namespace zcrpc::stubgen {
+namespace {
+
+// A handler's parameters after `context`, as (type, name); one list per kind.
+using Params = std::vector<std::pair<std::string, std::string>>;
+
+Params UnaryParams(const MethodModel& m) {
+  return {{"const " + m.request_type + "*", "request"}, {m.response_type + "*", "response"}};
+}
+
+Params ClientStreamingParams(const MethodModel& m) {
+  return {{"::zcrpc::ServerReader<" + m.request_type + ">*", "reader"}, {m.response_type + "*", "response"}};
+}
+
+Params ServerStreamingParams(const MethodModel& m) {
+  return {{"const " + m.request_type + "*", "request"}, {"::zcrpc::ServerWriter<" + m.response_type + ">*", "writer"}};
+}
+
+Params BidiStreamingParams(const MethodModel& m) {
+  return {{"::zcrpc::ServerReaderWriter<" + m.response_type + ", " + m.request_type + ">*", "stream"}};
+}
+
+Params ParamsOf(const MethodModel& m) {
+  if (m.client_streaming && m.server_streaming) return BidiStreamingParams(m);
+  if (m.client_streaming) return ClientStreamingParams(m);
+  if (m.server_streaming) return ServerStreamingParams(m);
+  return UnaryParams(m);
+}
+
+// The Service member that registers a handler of m's kind.
+const char* Registrar(const MethodModel& m) {
+  if (m.client_streaming && m.server_streaming) return "AddBidiStreamingMethod";
+  if (m.client_streaming) return "AddClientStreamingMethod";
+  if (m.server_streaming) return "AddServerStreamingMethod";
+  return "AddUnaryMethod";
+}
+
+// "(::zcrpc::ServerContext* context, T1 n1, ...)"; without names for the
+// default bodies, which use none (-Wunused-parameter).
+std::string ParameterList(const MethodModel& m, bool named) {
+  std::string out = named ? "(::zcrpc::ServerContext* context" : "(::zcrpc::ServerContext*";
+  for (const auto& [type, name] : ParamsOf(m)) out += ", " + type + (named ? " " + name : "");
+  return out + ")";
+}
+
+}  // namespace
 
 std::string ServerDeclaration(const ServiceModel& service) {
   std::ostringstream out;
@@ -16,15 +68,9 @@ std::string ServerDeclaration(const ServiceModel& service) {
       << "   public:\n"
       << "    Service();\n";
   for (const MethodModel& m : service.methods) {
-    out << "\n";
-    if (!m.unary()) {
-      out << "    // " << m.name << " (" << m.kind_name()
-          << "): not generated yet; calls to it answer UNIMPLEMENTED.\n";
-      continue;
-    }
-    out << DocComment(m.comment_lines, "    ")
-        << "    virtual ::zcrpc::Status " << m.name << "(::zcrpc::ServerContext* context, const "
-        << m.request_type << "* request, " << m.response_type << "* response);\n";
+    out << "\n"
+        << DocComment(m.comment_lines, "    ")
+        << "    virtual ::zcrpc::Status " << m.name << ParameterList(m, /*named=*/true) << ";\n";
   }
   out << "  };\n";
   return out.str();
@@ -34,17 +80,12 @@ std::string ServerDefinitions(const ServiceModel& service) {
   std::ostringstream out;
   out << service.name << "::Service::Service() : ::zcrpc::Service(kServiceName) {\n";
   for (const MethodModel& m : service.methods) {
-    if (m.unary()) {
-      out << "  AddUnaryMethod(k" << m.name << "Method, this, &Service::" << m.name << ");\n";
-    } else {
-      out << "  AddUnsupportedMethod(k" << m.name << "Method);\n";
-    }
+    out << "  " << Registrar(m) << "(k" << m.name << "Method, this, &Service::" << m.name << ");\n";
   }
   out << "}\n\n";
   for (const MethodModel& m : service.methods) {
-    if (!m.unary()) continue;
-    out << "::zcrpc::Status " << service.name << "::Service::" << m.name
-        << "(::zcrpc::ServerContext*, const " << m.request_type << "*, " << m.response_type << "*) {\n"
+    out << "::zcrpc::Status " << service.name << "::Service::" << m.name << ParameterList(m, /*named=*/false)
+        << " {\n"
         << "  return ::zcrpc::UnimplementedMethod(k" << m.name << "Method.path);\n"
         << "}\n\n";
   }
