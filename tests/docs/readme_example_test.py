@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""The README's complete example is examples/consumer/main.cc, which the
-install test compiles with -Wall -Wextra -Werror and runs: this checks the
-README shows that file as it is, from its first #include on."""
+"""The README's examples are files the build compiles with -Wall -Wextra
+-Werror and runs: examples/consumer/main.cc (also built against an installed
+zcrpc by the install test) and examples/streaming/main.cc. This checks the
+README shows each file as it is, from its first #include on."""
 import pathlib
 import sys
 
 root = pathlib.Path(sys.argv[1])
 readme = (root / "README.md").read_text()
-source = (root / "examples/consumer/main.cc").read_text()
-source = source[source.index("#include <cstdio>"):]
-start = readme.index("```cpp\n#include <cstdio>") + len("```cpp\n")
-shown = readme[start:readme.index("```\n", start)]
-if shown != source:
-    import difflib
-    sys.stdout.writelines(difflib.unified_diff(source.splitlines(True), shown.splitlines(True),
-                                               "examples/consumer/main.cc", "README.md"))
-    sys.exit(1)
-print("README example == examples/consumer/main.cc")
+failed = False
+for example, first_line in [("examples/consumer/main.cc", "#include <cstdio>"),
+                            ("examples/streaming/main.cc", "#include <cinttypes>")]:
+    source = (root / example).read_text()
+    source = source[source.index(first_line):]
+    start = readme.index("```cpp\n" + first_line) + len("```cpp\n")
+    shown = readme[start:readme.index("```\n", start)]
+    if shown != source:
+        import difflib
+        sys.stdout.writelines(difflib.unified_diff(source.splitlines(True), shown.splitlines(True), example,
+                                                   "README.md"))
+        failed = True
+    else:
+        print(f"README example == {example}")
+sys.exit(1 if failed else 0)
