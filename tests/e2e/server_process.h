@@ -47,6 +47,7 @@ class ServerProcess {
 
   // Empty if the server did not start.
   const std::string& uri() const { return uri_; }
+  pid_t pid() const { return pid_; }
   // "127.0.0.1:PORT" part of a tcp URI.
   std::string address() const { return uri_.substr(uri_.find("://") + 3); }
 
