@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 FIGURES = ["p50_us", "p99_us", "calls_per_s", "gbytes_per_s", "cpu_us_per_call", "copied_bytes_per_call",
-           "peak_rss_mb"]
+           "peak_rss_mb", "client_peak_rss_mb", "server_peak_rss_mb"]
+# The table's figure columns: the RSS sum (peak_rss_mb) is in the JSON only.
+TABLE_FIGURES = [key for key in FIGURES if key != "peak_rss_mb"]
 
 # The floor each system is held to: the same work with no framework over the
 # same kind of path. Floors are matched by workload and payload size.
@@ -227,7 +229,8 @@ def markdown(document):
         "(latency for unary, calls/s for rate, GB/s for bulk; >1 is better). *vs floor*: the system's cost "
         "relative to the same work with no framework (latency: 1.00 is the floor, higher is slower; GB/s: the "
         "fraction of the floor's throughput). CPU is client + server per call; copied is framework bytes copied "
-        "per call (zcrpc's counters; gRPC does not count). RSS is client + server peak. *stability*: "
+        "per call (zcrpc's counters; gRPC does not count). RSS: each process's peak resident set (VmHWM), the "
+        "client's and the server's. *stability*: "
         f"⚠ unstable when the repetitions' headline figures (p50, GB/s for bulk, calls/s for rate) differ by "
         f"more than {UNSTABLE_SPREAD}× (max/min); a warm-up that reached its cap without settling; and the "
         f"share of the CPUs other processes used during the row when above {100 * BUSY_MACHINE_SHARE:.0f} %; "
@@ -242,18 +245,18 @@ def markdown(document):
         lines += [f"**The machine was busy**: {busy_summary(results)}.", ""]
     lines += [
         "| system | workload | payload | p50 µs | p99 µs | calls/s | GB/s | CPU µs/call | copied B/call | "
-        "peak RSS MiB | busy-poll | vs grpc | vs floor | stability |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
+        "client RSS MiB | server RSS MiB | busy-poll | vs grpc | vs floor | stability |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for row in results:
         system = row["system"] + (f" ({row['variant']})" if row.get("variant") else "")
         head = f"| {system} | {row['workload']} | {size_label(row['payload_bytes'])} |"
         if row["error"]:
-            lines.append(head + f" **FAILED: {row['error']}** |" + " |" * 10)
+            lines.append(head + f" **FAILED: {row['error']}** |" + " |" * (len(TABLE_FIGURES) + 3))
             continue
         busy = {True: "yes", False: "no", None: "—"}[row.get("busy_poll")]
-        cells = [number(row[key]) for key in FIGURES] + [busy, vs_grpc(row, results), vs_floor(row, results),
-                                                         stability(row)]
+        cells = [number(row.get(key)) for key in TABLE_FIGURES] + [busy, vs_grpc(row, results),
+                                                                  vs_floor(row, results), stability(row)]
         lines.append(head + " " + " | ".join(cells) + " |")
     lines.append("")
     probe = document.get("zero_copy_probe")

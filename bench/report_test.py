@@ -91,6 +91,25 @@ def with_reps(r, figure, values, **extra):
     return r
 
 
+class PeakRss(unittest.TestCase):
+    def test_client_and_server_rss_are_columns_of_their_own(self):
+        r = row("zcrpc-shm", "unary", 64, p50_us=2.0, peak_rss_mb=21.5, client_peak_rss_mb=9.5,
+                server_peak_rss_mb=12.0)
+        doc = document([r])
+        report.validate(doc)
+        table = report.markdown(doc)
+        self.assertIn("| client RSS MiB | server RSS MiB |", table)
+        self.assertIn("| 9.5 | 12.0 |", table)
+
+    def test_rss_may_be_absent_from_older_results_but_not_negative(self):
+        old = row("grpc", "unary", 64, p50_us=1.0)
+        del old["client_peak_rss_mb"], old["server_peak_rss_mb"]
+        report.validate(document([old]))
+        self.assertIn("| — | — |", report.markdown(document([old])))
+        with self.assertRaises(Exception):
+            report.validate(document([row("grpc", "unary", 64, client_peak_rss_mb=-1.0)]))
+
+
 class Stability(unittest.TestCase):
     def test_dispersion_uses_the_workloads_headline_figure(self):
         unary = with_reps(row("zcrpc-tcp", "unary", 64, p50_us=20.0), "p50_us", [20.0, 22.0, 25.0])

@@ -231,7 +231,26 @@ void SummarizeReps(Row* row, std::vector<Rep> reps) {
   row->reps = std::move(reps);
 }
 
+// Each process's peak resident set, read at the end of the repetitions:
+// VmHWM, the kernel's high-water mark of the process's own memory. Not
+// getrusage()'s ru_maxrss, which after a vfork+exec (how Python's
+// subprocess starts these programs) keeps the parent's peak: a program
+// whose VmHWM was 1.2 MiB reported 215 MiB there, started by a Python
+// holding 210 MiB.
+void FillPeakRss(Row* row, const Plan& plan) {
+  constexpr double kMiB = 1024.0 * 1024.0;
+  const int64_t client = PeakRssBytes(0);
+  row->client_peak_rss_mb = static_cast<double>(client) / kMiB;
+  int64_t server = 0;
+  if (plan.server_pid) {
+    server = PeakRssBytes(plan.server_pid);
+    row->server_peak_rss_mb = static_cast<double>(server) / kMiB;
+  }
+  row->peak_rss_mb = static_cast<double>(client + server) / kMiB;
+}
+
 void FillUsage(Row* row, const Plan& plan, const Usage& before, const Usage& after, int64_t calls) {
+  FillPeakRss(row, plan);
   if (calls <= 0) return;
   const int64_t ours = (after.self_cpu_ns - before.self_cpu_ns) + after.server.Since(before.server);
   row->cpu_us_per_call = static_cast<double>(ours) / 1000.0 / static_cast<double>(calls);
@@ -244,8 +263,6 @@ void FillUsage(Row* row, const Plan& plan, const Usage& before, const Usage& aft
     const double capacity = static_cast<double>(cpus) * static_cast<double>(after.wall_ns - before.wall_ns);
     row->others_cpu_share = std::clamp(others / capacity, 0.0, 1.0);
   }
-  int64_t rss = PeakRssBytes(0) + (plan.server_pid ? PeakRssBytes(plan.server_pid) : 0);
-  row->peak_rss_mb = static_cast<double>(rss) / (1024.0 * 1024.0);
 }
 
 }  // namespace
@@ -278,11 +295,13 @@ Plan ParsePlan(int argc, char** argv, std::string_view usage) {
 void PrintRow(const Row& row) {
   std::printf(
       "RESULT {\"p50_us\": %s, \"p99_us\": %s, \"calls_per_s\": %s, \"gbytes_per_s\": %s, "
-      "\"cpu_us_per_call\": %s, \"copied_bytes_per_call\": %s, \"peak_rss_mb\": %s, \"transport\": %s, "
+      "\"cpu_us_per_call\": %s, \"copied_bytes_per_call\": %s, \"peak_rss_mb\": %s, "
+      "\"client_peak_rss_mb\": %s, \"server_peak_rss_mb\": %s, \"transport\": %s, "
       "\"repetitions\": %s, \"warmup\": %s, \"others_cpu_share\": %s, \"error\": %s}\n",
       JsonNumber(row.p50_us).c_str(), JsonNumber(row.p99_us).c_str(), JsonNumber(row.calls_per_s).c_str(),
       JsonNumber(row.gbytes_per_s).c_str(), JsonNumber(row.cpu_us_per_call).c_str(),
       JsonNumber(row.copied_bytes_per_call).c_str(), JsonNumber(row.peak_rss_mb).c_str(),
+      JsonNumber(row.client_peak_rss_mb).c_str(), JsonNumber(row.server_peak_rss_mb).c_str(),
       row.transport.empty() ? "null" : JsonString(row.transport).c_str(), RepsJson(row.reps).c_str(),
       WarmupJson(row.warmup).c_str(), JsonNumber(row.others_cpu_share).c_str(),
       row.error.empty() ? "null" : JsonString(row.error).c_str());

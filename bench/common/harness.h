@@ -93,6 +93,10 @@ struct Warmup {
 struct Row {
   std::optional<double> p50_us, p99_us, calls_per_s, gbytes_per_s, cpu_us_per_call, copied_bytes_per_call,
       peak_rss_mb;
+  // Each process's own peak resident set (VmHWM) at the end of the
+  // repetitions, in MiB; peak_rss_mb is their sum. The server's is unset
+  // where there is no server process (floor-memcpy).
+  std::optional<double> client_peak_rss_mb, server_peak_rss_mb;
   // Non-empty when the system failed the workload; the figures are then unset.
   std::string error;
   // What the transport decided on this row's path (zero-copy probes,
