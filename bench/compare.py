@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Compares runs of bench/run.sh row by row: each row's headline figure (p50
-for unary, GB/s for bulk, calls/s for rate) in every run, and the spread
+for unary and stream, GB/s for bulk, calls/s for rate, messages/s or GB/s
+for stream-throughput) in every run, and the spread
 (largest / smallest) across runs. For judging quick runs against quick runs
 (docs/benchmarks.md, "Quick against quick"):
 
@@ -22,7 +23,7 @@ def spreads(documents):
                               for document in documents for r in document["results"]))
     out = []
     for key in keys:
-        figure, _ = report.headline(key[1])
+        figure, _ = report.headline(key[1], key[2])
         values = []
         for document in documents:
             row = report.find(document["results"], *key)

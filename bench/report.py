@@ -9,6 +9,9 @@ FIGURES = ["p50_us", "p99_us", "calls_per_s", "gbytes_per_s", "cpu_us_per_call",
            "peak_rss_mb", "client_peak_rss_mb", "server_peak_rss_mb"]
 # The table's figure columns: the RSS sum (peak_rss_mb) is in the JSON only.
 TABLE_FIGURES = [key for key in FIGURES if key != "peak_rss_mb"]
+# stream-throughput with messages this large is judged by GB/s; smaller
+# ones by messages/s.
+STREAM_GBYTES_FROM = 64 * 1024
 
 # The floor each system is held to: the same work with no framework over the
 # same kind of path. Floors are matched by workload and payload size.
@@ -32,20 +35,35 @@ UNSTABLE_SPREAD = 1.3
 BUSY_MACHINE_SHARE = 0.25
 
 
-def headline(workload):
-    """The figure a workload is judged by, and its unit for the table."""
+def headline(workload, payload_bytes=None):
+    """The figure a workload (at this payload size) is judged by, and its
+    unit for the table."""
     if workload in ("bulk", "bulk-attach"):
         return "gbytes_per_s", "GB/s"
     if workload == "rate":
         return "calls_per_s", "calls/s"
+    if workload == "stream-throughput":
+        # calls_per_s counts messages here (docs/benchmarks.md).
+        if payload_bytes is not None and payload_bytes >= STREAM_GBYTES_FROM:
+            return "gbytes_per_s", "GB/s"
+        return "calls_per_s", "msgs/s"
     return "p50_us", "µs"
+
+
+def calls_unit(workload):
+    """What calls_per_s counts for this workload."""
+    return "msgs/s" if workload == "stream-throughput" else "calls/s"
+
+
+def row_headline(row):
+    return headline(row["workload"], row["payload_bytes"])
 
 
 def dispersion(row):
     """How far the row's repetitions disagree on its headline figure:
     {figure, min, max, max_over_min}, or None without two repetitions that
     have it."""
-    figure, _ = headline(row["workload"])
+    figure, _ = row_headline(row)
     values = [rep.get(figure) for rep in row.get("repetitions") or []]
     values = [v for v in values if v is not None]
     if len(values) < 2:
@@ -64,8 +82,8 @@ def unstable_note(row):
     ratio = spread["max_over_min"]
     if ratio is not None and ratio <= UNSTABLE_SPREAD:
         return None
-    figure, unit = headline(row["workload"])
-    name = {"p50_us": "p50s", "gbytes_per_s": "GB/s", "calls_per_s": "calls/s"}[figure]
+    figure, unit = row_headline(row)
+    name = "p50s" if figure == "p50_us" else unit
     values = f"{number(spread['min'])}–{number(spread['max'])}"
     return f"{name} {values}" if unit == name else f"{name} {values} {unit}"
 
@@ -102,10 +120,13 @@ def stability(row):
     if warmup and warmup.get("first_batch") and warmup.get("last_batch"):
         # Warm-up makes a row faster; one that got slower met something
         # else (a busy machine, client and server pushed onto one CPU).
+        # Its batch figure is a rate (higher is better) for rate and
+        # stream-throughput, a time per call for the others.
         first, last = warmup["first_batch"], warmup["last_batch"]
-        slower = first / last if row["workload"] == "rate" else last / first
+        is_rate = row["workload"] in ("rate", "stream-throughput")
+        slower = first / last if is_rate else last / first
         if slower > UNSTABLE_SPREAD:
-            unit = "calls/s" if row["workload"] == "rate" else "µs per call"
+            unit = calls_unit(row["workload"]) if is_rate else "µs per call"
             notes.append(f"warm-up got slower: {number(first)} → {number(last)} {unit}")
     others = row.get("others_cpu_share")
     if others is not None and others > BUSY_MACHINE_SHARE:
@@ -146,9 +167,12 @@ def row_summary(row):
     if row["p50_us"] is not None:
         parts.append(f"p50 {number(row['p50_us'])} µs")
     if row["calls_per_s"] is not None:
-        parts.append(f"{number(row['calls_per_s'])} calls/s")
+        parts.append(f"{number(row['calls_per_s'])} {calls_unit(row['workload'])}")
     if row["gbytes_per_s"] is not None:
         parts.append(f"{number(row['gbytes_per_s'])} GB/s")
+    if row.get("client_peak_rss_mb") is not None and row["workload"].startswith("stream"):
+        server = row.get("server_peak_rss_mb")
+        parts.append(f"RSS {number(row['client_peak_rss_mb'])} + {number(server)} MiB")
     return ", ".join(parts)
 
 
@@ -164,8 +188,9 @@ def speedup(row, other):
     figure (>1: row is better)."""
     if other is None or row["error"]:
         return None
-    if row["workload"] == "rate":
-        a, b = row["calls_per_s"], other["calls_per_s"]
+    if row["workload"] in ("rate", "stream-throughput"):
+        figure, _ = row_headline(row)
+        a, b = row[figure], other[figure]
         return a / b if a and b else None
     if row["workload"] in ("bulk", "bulk-attach") and row["gbytes_per_s"] and other["gbytes_per_s"]:
         return row["gbytes_per_s"] / other["gbytes_per_s"]
@@ -226,12 +251,15 @@ def markdown(document):
            if machine.get("quiet_wait_s") else ""),
         "",
         "Medians over repetitions. *vs grpc*: how many times better than stock gRPC on the same workload and size "
-        "(latency for unary, calls/s for rate, GB/s for bulk; >1 is better). *vs floor*: the system's cost "
+        "(latency for unary and stream, calls/s for rate, GB/s for bulk and stream-throughput of 1 MiB, "
+        "messages/s for stream-throughput of 64 B; >1 is better). *vs floor*: the system's cost "
         "relative to the same work with no framework (latency: 1.00 is the floor, higher is slower; GB/s: the "
-        "fraction of the floor's throughput). CPU is client + server per call; copied is framework bytes copied "
+        "fraction of the floor's throughput). For `stream` a call is one round trip on an open stream; for "
+        "`stream-throughput` it is one message received, and the calls/s column counts messages. CPU is client + "
+        "server per call; copied is framework bytes copied "
         "per call (zcrpc's counters; gRPC does not count). RSS: each process's peak resident set (VmHWM), the "
         "client's and the server's. *stability*: "
-        f"⚠ unstable when the repetitions' headline figures (p50, GB/s for bulk, calls/s for rate) differ by "
+        f"⚠ unstable when the repetitions' headline figures (the figure *vs grpc* compares) differ by "
         f"more than {UNSTABLE_SPREAD}× (max/min); a warm-up that reached its cap without settling; and the "
         f"share of the CPUs other processes used during the row when above {100 * BUSY_MACHINE_SHARE:.0f} %; "
         "repetitions that ended with the client's calling thread and the server's busiest thread on one CPU.",
@@ -313,7 +341,8 @@ def plot(document, path):
     latency.set_ylabel("p50 latency, µs (log)")
     latency.set_title("unary, one call in flight")
     latency.grid(True, which="both", alpha=0.3)
-    latency.legend()
+    if latency.lines:  # --only without unary rows draws none
+        latency.legend()
 
     def bars(axis, workload, key, title, ylabel, log):
         rows = [row for row in results if row["workload"] in workload and row[key]]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
+import driver  # noqa: E402
 import report  # noqa: E402
 
 
@@ -108,6 +109,58 @@ class PeakRss(unittest.TestCase):
         self.assertIn("| — | — |", report.markdown(document([old])))
         with self.assertRaises(Exception):
             report.validate(document([row("grpc", "unary", 64, client_peak_rss_mb=-1.0)]))
+
+
+class Streams(unittest.TestCase):
+    def test_stream_is_judged_by_latency_like_unary(self):
+        results = [row("grpc", "stream", 64, p50_us=140.0), row("zcrpc-shm", "stream", 64, p50_us=35.0)]
+        self.assertEqual(report.headline("stream", 64), ("p50_us", "µs"))
+        self.assertEqual(report.vs_grpc(results[1], results), "4.00×")
+        self.assertEqual(report.vs_floor(results[1], results), "—")  # no floor streams
+
+    def test_stream_throughput_is_judged_by_messages_or_gigabytes_by_size(self):
+        self.assertEqual(report.headline("stream-throughput", 64), ("calls_per_s", "msgs/s"))
+        self.assertEqual(report.headline("stream-throughput", 1 << 20), ("gbytes_per_s", "GB/s"))
+        results = [row("grpc", "stream-throughput", 64, calls_per_s=50_000.0, gbytes_per_s=0.0032),
+                   row("zcrpc-tcp", "stream-throughput", 64, calls_per_s=150_000.0, gbytes_per_s=0.0096),
+                   row("grpc", "stream-throughput", 1 << 20, calls_per_s=1000.0, gbytes_per_s=1.0),
+                   row("zcrpc-tcp", "stream-throughput", 1 << 20, calls_per_s=1000.0, gbytes_per_s=2.5)]
+        self.assertEqual(report.vs_grpc(results[1], results), "3.00×")
+        self.assertEqual(report.vs_grpc(results[3], results), "2.50×")
+        self.assertEqual(report.row_summary(results[1]), "150,000 msgs/s, 0.0096 GB/s")
+
+    def test_stream_throughput_dispersion_and_warm_up_use_its_own_figures(self):
+        small = with_reps(row("zcrpc-tcp", "stream-throughput", 64, calls_per_s=1e5), "calls_per_s", [6e4, 1e5],
+                          warmup=dict(seconds=0.6, batches=20, steady=True, first_batch=2e5, last_batch=7e4))
+        self.assertEqual(small["dispersion"]["figure"], "calls_per_s")
+        self.assertEqual(report.stability(small),
+                         "⚠ unstable: msgs/s 60,000–100,000; warm-up got slower: 200,000 → 70,000 msgs/s")
+        large = with_reps(row("zcrpc-tcp", "stream-throughput", 1 << 20, gbytes_per_s=2.0), "gbytes_per_s",
+                          [1.9, 2.0], warmup=dict(seconds=0.6, batches=20, steady=True, first_batch=200.0,
+                                                  last_batch=1900.0))
+        self.assertEqual(large["dispersion"]["figure"], "gbytes_per_s")
+        self.assertEqual(report.stability(large), "")  # a warm-up that sped up is normal
+        report.validate(document([small, large]))
+
+    def test_the_progress_line_gives_a_stream_rows_rss_per_side(self):
+        r = row("zcrpc-shm", "stream-throughput", 64, calls_per_s=4e5, gbytes_per_s=0.0256, peak_rss_mb=143.0,
+                client_peak_rss_mb=11.0, server_peak_rss_mb=132.0)
+        report.validate(document([r]))
+        self.assertEqual(report.row_summary(r), "400,000 msgs/s, 0.0256 GB/s, RSS 11.0 + 132 MiB")
+
+    def test_every_rpc_system_gets_the_stream_rows(self):
+        rows = driver.matrix()
+        for system in ("grpc", "zcrpc-tcp", "zcrpc-tcp-busypoll", "zcrpc-shm"):
+            for workload, payload in (("stream", 64), ("stream-throughput", 64), ("stream-throughput", 1 << 20)):
+                self.assertIn((system, workload, payload), rows)
+        self.assertFalse([r for r in rows if r[0].startswith("floor-") and r[1].startswith("stream")])
+
+    def test_the_faster_grpc_variant_by_the_rows_own_figure(self):
+        slow = dict(p50_us=None, calls_per_s=900.0, gbytes_per_s=0.94)
+        fast = dict(p50_us=None, calls_per_s=1200.0, gbytes_per_s=1.26)
+        self.assertTrue(driver.faster("stream-throughput", 1 << 20, fast, slow))
+        self.assertFalse(driver.faster("stream-throughput", 64, slow, fast))
+        self.assertTrue(driver.faster("stream", 64, dict(p50_us=100.0), dict(p50_us=150.0)))
 
 
 class Stability(unittest.TestCase):

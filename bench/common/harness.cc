@@ -19,7 +19,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 
-ABSL_FLAG(std::string, workload, "unary", "unary | unary-attach | bulk | bulk-attach | rate");
+ABSL_FLAG(std::string, workload, "unary",
+          "unary | unary-attach | bulk | bulk-attach | rate | stream | stream-throughput");
 ABSL_FLAG(uint64_t, payload_bytes, 64, "payload bytes per request (and per reply for unary)");
 ABSL_FLAG(double, warmup_s, 0.2, "seconds of warm-up calls before measuring, at least");
 ABSL_FLAG(double, warmup_max_s, 2.0, "seconds of warm-up at most, steady or not");
@@ -265,6 +266,10 @@ void FillUsage(Row* row, const Plan& plan, const Usage& before, const Usage& aft
   }
 }
 
+void SleepSeconds(double s) {
+  std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<int64_t>(s * 1e9)));
+}
+
 }  // namespace
 
 Plan ParsePlan(int argc, char** argv, std::string_view usage) {
@@ -277,6 +282,8 @@ Plan ParsePlan(int argc, char** argv, std::string_view usage) {
   else if (workload == "bulk") plan.workload = Workload::kBulk;
   else if (workload == "bulk-attach") plan.workload = Workload::kBulkAttach;
   else if (workload == "rate") plan.workload = Workload::kRate;
+  else if (workload == "stream") plan.workload = Workload::kStream;
+  else if (workload == "stream-throughput") plan.workload = Workload::kStreamThroughput;
   else FailRow("unknown --workload " + workload);
   plan.payload_bytes = absl::GetFlag(FLAGS_payload_bytes);
   plan.warmup_s = absl::GetFlag(FLAGS_warmup_s);
@@ -315,12 +322,15 @@ void FailRow(std::string_view error) {
   std::exit(1);
 }
 
-Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, const CopyCounter& copies) {
+Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, const CopyCounter& copies,
+                       const AroundRepetitions& around) {
   auto fail = [](std::string error) {
     Row row;
     row.error = std::move(error);
     return row;
   };
+  auto open = [&]() -> std::string { return around.open ? around.open() : ""; };
+  auto close = [&]() -> std::string { return around.close ? around.close() : ""; };
   // Warm-up: batches of at least warmup_batch_s and kMinBatchCalls calls.
   // A batch's figure is its p50, or for bulk its time per call (what GB/s
   // is made of).
@@ -328,6 +338,7 @@ Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, 
   std::vector<int64_t> latencies;
   latencies.reserve(static_cast<size_t>(std::min<int64_t>(plan.max_calls_per_rep, 4'000'000)));
   SteadyState warmup(plan);
+  if (std::string error = open(); !error.empty()) return fail(error);
   for (bool done = false; !done;) {
     latencies.clear();
     const int64_t batch_start = NowNanos();
@@ -346,12 +357,14 @@ Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, 
     done = warmup.Add(figure);
   }
   const Warmup warmed = warmup.Result();
+  if (std::string error = close(); !error.empty()) return fail(error);
 
   std::vector<Rep> reps;
   int64_t calls = 0;
   BusiestThreadCpu server_cpu(plan.server_pid);
   const Usage before = Usage::Now(plan, copies);
   for (int rep = 0; rep < plan.reps; ++rep) {
+    if (std::string error = open(); !error.empty()) return fail(error);
     latencies.clear();
     const int64_t rep_start = NowNanos();
     const int64_t rep_end = rep_start + static_cast<int64_t>(plan.rep_s * 1e9);
@@ -371,6 +384,7 @@ Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, 
     const int caller_cpu = sched_getcpu();
     if (const std::optional<int> cpu = server_cpu.Sample(); cpu && caller_cpu >= 0) r.same_cpu = *cpu == caller_cpu;
     reps.push_back(r);
+    if (std::string error = close(); !error.empty()) return fail(error);
   }
   const Usage after = Usage::Now(plan, copies);
 
@@ -416,7 +430,7 @@ Row InFlightRunner::Run(const CopyCounter& copies) {
     started_ns_[static_cast<size_t>(slot)] = NowNanos();
     start_(slot);
   }
-  auto sleep_s = [](double s) { std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<int64_t>(s * 1e9))); };
+  auto sleep_s = SleepSeconds;
   std::vector<int64_t> latencies;
   // Warm-up: a batch's figure is its calls/s.
   SteadyState warmup(plan_);
@@ -458,6 +472,73 @@ Row InFlightRunner::Run(const CopyCounter& copies) {
   SummarizeReps(&row, std::move(reps));
   row.warmup = warmed;
   FillUsage(&row, plan_, before, after, calls);
+  return row;
+}
+
+void ReceiveCounter::Fail(std::string_view error) {
+  std::lock_guard lock(mu_);
+  if (failed_.load(std::memory_order_relaxed)) return;
+  error_ = std::string(error);
+  failed_.store(true, std::memory_order_release);
+}
+
+std::string ReceiveCounter::error() const {
+  std::lock_guard lock(mu_);
+  return error_;
+}
+
+Row MeasureReceiveRate(const Plan& plan, const ReceiveCounter& counter, const CopyCounter& copies) {
+  auto fail = [](std::string error) {
+    Row row;
+    row.error = std::move(error);
+    return row;
+  };
+  // Warm-up: a batch's figure is its messages/s. A batch lasts at least
+  // warmup_batch_s and until kMinBatchMessages more have arrived (1 MiB
+  // messages can be few per batch), unless the warm-up's cap comes first.
+  constexpr int64_t kMinBatchMessages = 8;
+  SteadyState warmup(plan);
+  int64_t seen = counter.received();
+  const int64_t first_seen = seen;
+  for (bool done = false; !done;) {
+    const int64_t batch_start = NowNanos();
+    SleepSeconds(plan.warmup_batch_s);
+    while (counter.received() - seen < kMinBatchMessages && !counter.failed() &&
+           warmup.elapsed_s() < plan.warmup_max_s) {
+      SleepSeconds(0.001);
+    }
+    if (counter.failed()) return fail(counter.error());
+    const int64_t now_seen = counter.received();
+    const double batch_s = static_cast<double>(NowNanos() - batch_start) / 1e9;
+    done = warmup.Add(static_cast<double>(now_seen - seen) / batch_s);
+    seen = now_seen;
+  }
+  const Warmup warmed = warmup.Result();
+  if (seen == first_seen) return fail("no message arrived in " + std::to_string(warmed.seconds) + " s of warm-up");
+
+  std::vector<Rep> reps;
+  int64_t messages = 0;
+  const Usage before = Usage::Now(plan, copies);
+  for (int rep = 0; rep < plan.reps; ++rep) {
+    const int64_t rep_start = NowNanos();
+    const int64_t start_seen = counter.received();
+    SleepSeconds(plan.rep_s);
+    const int64_t got = counter.received() - start_seen;
+    const double elapsed_s = static_cast<double>(NowNanos() - rep_start) / 1e9;
+    if (counter.failed()) return fail(counter.error());
+    messages += got;
+    Rep r;
+    r.calls_per_s = static_cast<double>(got) / elapsed_s;
+    r.gbytes_per_s = static_cast<double>(got) * static_cast<double>(plan.payload_bytes) / elapsed_s / 1e9;
+    reps.push_back(r);
+  }
+  const Usage after = Usage::Now(plan, copies);
+  if (counter.failed()) return fail(counter.error());
+
+  Row row;
+  SummarizeReps(&row, std::move(reps));
+  row.warmup = warmed;
+  FillUsage(&row, plan, before, after, messages);
   return row;
 }
 

@@ -29,7 +29,15 @@ namespace zcrpc::bench {
 // message (zcrpc only). kBulkAttach: bulk with the request's payload as an
 // attachment, written into a fresh buffer by the client for every call; the
 // reply is the 8-byte checksum in the message (zcrpc only).
-enum class Workload { kUnary, kUnaryAttach, kBulk, kBulkAttach, kRate };
+// kStream: BenchmarkService.StreamingCall, bidirectional ping-pong: one
+// stream per repetition (and one for the warm-up), on which the client
+// writes one request of payload_bytes and reads its reply of the same size,
+// again and again; a "call" is one such round trip.
+// kStreamThroughput: BenchmarkService.StreamingFromServer: one call for the
+// whole row, on which the server writes replies of payload_bytes as fast as
+// flow control lets it and the client reads and checksums each; a "call" is
+// one message received.
+enum class Workload { kUnary, kUnaryAttach, kBulk, kBulkAttach, kRate, kStream, kStreamThroughput };
 
 struct Plan {
   Workload workload = Workload::kUnary;
@@ -58,7 +66,8 @@ struct Plan {
   // The server process, for its CPU time and peak RSS; 0 if there is none.
   pid_t server_pid = 0;
 
-  size_t request_bytes() const { return payload_bytes; }
+  // stream-throughput's one request carries no payload: it only asks.
+  size_t request_bytes() const { return workload == Workload::kStreamThroughput ? 0 : payload_bytes; }
   // Bulk replies carry just the 8-byte checksum.
   bool bulk() const { return workload == Workload::kBulk || workload == Workload::kBulkAttach; }
   size_t reply_bytes() const { return bulk() ? 8 : payload_bytes; }
@@ -117,9 +126,45 @@ void PrintRow(const Row& row);
 // system that does not count its copies.
 using CopyCounter = std::function<std::optional<uint64_t>()>;
 
+// For calls made on a stream (the stream workload): `open` starts a fresh
+// stream before the warm-up and before each repetition, `close` ends it
+// after each. Neither is timed (their CPU is in the row's CPU per call, a
+// few streams against thousands of calls). Each returns "" on success, else
+// what went wrong. Unset: calls need nothing around them.
+struct AroundRepetitions {
+  std::function<std::string()> open, close;
+};
+
 // Measures with one call in flight. `call` makes one call and returns an
 // empty string on success, else what went wrong.
-Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, const CopyCounter& copies);
+Row MeasureOneInFlight(const Plan& plan, absl::FunctionRef<std::string()> call, const CopyCounter& copies,
+                       const AroundRepetitions& around = {});
+
+// Counts the messages a stream delivers, for MeasureReceiveRate: the thread
+// that reads them (a reader thread, a reactor's callbacks) calls
+// Received() per message, or Fail() once something is wrong.
+class ReceiveCounter {
+ public:
+  void Received() { received_.fetch_add(1, std::memory_order_relaxed); }
+  // Keeps the first error; measuring stops at its next look.
+  void Fail(std::string_view error);
+  int64_t received() const { return received_.load(std::memory_order_relaxed); }
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
+  std::string error() const;
+
+ private:
+  std::atomic<int64_t> received_{0};
+  std::atomic<bool> failed_{false};
+  mutable std::mutex mu_;
+  std::string error_;
+};
+
+// Measures a stream that is already flowing into `counter`, one message of
+// plan.payload_bytes at a time: a warm-up until steady on each batch's
+// messages/s, then plan.reps repetitions of plan.rep_s, each giving
+// messages/s (calls_per_s) and payload GB/s. No latencies: a message's
+// arrival is not a round trip. The measuring thread only sleeps and looks.
+Row MeasureReceiveRate(const Plan& plan, const ReceiveCounter& counter, const CopyCounter& copies);
 
 // Measures with plan.in_flight calls in flight. The system's `start(slot)`
 // begins one asynchronous call; its completion must call Done(slot, error)

@@ -80,4 +80,24 @@ void ServeUnaryCall(const SimpleRequest& request, SimpleResponse* response) {
   FillReplyBody(response->mutable_payload()->mutable_body(), reply_size, sum);
 }
 
+// BenchmarkService.StreamingCall (the stream workload) answers each request
+// on the stream as UnaryCall does (ServeUnaryCall). StreamingFromServer
+// (stream-throughput) makes the one reply UnaryCall would make to its
+// request and writes it again and again until the client cancels.
+//
+// The stream-throughput client reads every byte it receives, as bulk's
+// server does: it checksums each reply body whole and compares it with the
+// checksum of the body it expects, which this gives.
+inline uint64_t ExpectedReplyBodyChecksum(size_t size, uint64_t request_checksum) {
+  std::string body;
+  FillReplyBody(&body, size, request_checksum);
+  return Checksum(body);
+}
+
+// True when a received stream message's body is the expected one, every
+// byte read.
+inline bool StreamBodyMatches(std::string_view body, size_t expected_size, uint64_t expected_body_checksum) {
+  return body.size() == expected_size && Checksum(body) == expected_body_checksum;
+}
+
 }  // namespace zcrpc::bench

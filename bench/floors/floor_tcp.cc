@@ -44,7 +44,9 @@ void Serve(int fd) {
 
 int main(int argc, char** argv) {
   bench::Plan plan = bench::ParsePlan(argc, argv, "bench_floor_tcp --workload unary|bulk [harness flags]");
-  if (plan.workload == bench::Workload::kRate) bench::FailRow("floor-tcp measures unary and bulk only");
+  if (plan.workload != bench::Workload::kUnary && plan.workload != bench::Workload::kBulk) {
+    bench::FailRow("floor-tcp measures unary and bulk only");
+  }
   int port = 0;
   const int listener = floor::ListenLoopback(&port);
   plan.server_pid = floor::ForkServer([&] { Serve(floor::AcceptOne(listener)); });

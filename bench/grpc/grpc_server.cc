@@ -1,5 +1,6 @@
-// Stock gRPC's side of the benchmark: BenchmarkService.UnaryCall with the
-// same work as zcrpc's server (bench/common/work.h), until SIGTERM.
+// Stock gRPC's side of the benchmark: BenchmarkService.UnaryCall,
+// StreamingCall and StreamingFromServer with the same work as zcrpc's server
+// (bench/common/work.h), until SIGTERM.
 //   bench_grpc_server --listen 127.0.0.1:0 --api callback
 // --api callback is what gRPC's performance guide recommends for C++
 // servers; --api sync (thread pool) is kept so the driver can measure both
@@ -25,6 +26,53 @@ namespace {
 using grpc::testing::SimpleRequest;
 using grpc::testing::SimpleResponse;
 
+// stream: read a request, answer it as UnaryCall does, read the next; one
+// operation outstanding at a time, so Finish comes once.
+class PingPongReactor final : public grpc::ServerBidiReactor<SimpleRequest, SimpleResponse> {
+ public:
+  PingPongReactor() { StartRead(&request_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client closed its writes (or cancelled)
+      Finish(grpc::Status::OK);
+      return;
+    }
+    zcrpc::bench::ServeUnaryCall(request_, &response_);
+    StartWrite(&response_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    StartRead(&request_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  SimpleRequest request_;
+  SimpleResponse response_;
+};
+
+// stream-throughput: the same reply, each write started as the last one
+// completes, until a write fails (the client cancelled).
+class FloodReactor final : public grpc::ServerWriteReactor<SimpleResponse> {
+ public:
+  explicit FloodReactor(const SimpleRequest& request) {
+    zcrpc::bench::ServeUnaryCall(request, &response_);
+    StartWrite(&response_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (ok) StartWrite(&response_);
+    else Finish(grpc::Status::OK);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  SimpleResponse response_;
+};
+
 class CallbackImpl final : public grpc::testing::BenchmarkService::CallbackService {
   grpc::ServerUnaryReactor* UnaryCall(grpc::CallbackServerContext* context, const SimpleRequest* request,
                                       SimpleResponse* response) override {
@@ -33,11 +81,40 @@ class CallbackImpl final : public grpc::testing::BenchmarkService::CallbackServi
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
+
+  grpc::ServerBidiReactor<SimpleRequest, SimpleResponse>* StreamingCall(grpc::CallbackServerContext*) override {
+    return new PingPongReactor();
+  }
+
+  grpc::ServerWriteReactor<SimpleResponse>* StreamingFromServer(grpc::CallbackServerContext*,
+                                                                const SimpleRequest* request) override {
+    return new FloodReactor(*request);
+  }
 };
 
 class SyncImpl final : public grpc::testing::BenchmarkService::Service {
   grpc::Status UnaryCall(grpc::ServerContext*, const SimpleRequest* request, SimpleResponse* response) override {
     zcrpc::bench::ServeUnaryCall(*request, response);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status StreamingCall(grpc::ServerContext*,
+                             grpc::ServerReaderWriter<SimpleResponse, SimpleRequest>* stream) override {
+    SimpleRequest request;
+    SimpleResponse response;
+    while (stream->Read(&request)) {
+      zcrpc::bench::ServeUnaryCall(request, &response);
+      if (!stream->Write(response)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status StreamingFromServer(grpc::ServerContext*, const SimpleRequest* request,
+                                   grpc::ServerWriter<SimpleResponse>* writer) override {
+    SimpleResponse response;
+    zcrpc::bench::ServeUnaryCall(*request, &response);
+    while (writer->Write(response)) {
+    }
     return grpc::Status::OK;
   }
 };

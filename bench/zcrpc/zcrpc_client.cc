@@ -2,9 +2,12 @@
 // running bench_zcrpc_server and prints one RESULT line (harness.h).
 //   bench_zcrpc_client --target tcp://127.0.0.1:PORT --workload unary --payload_bytes 64
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -23,6 +26,7 @@ using grpc::testing::BenchmarkService;
 using grpc::testing::SimpleRequest;
 using grpc::testing::SimpleResponse;
 namespace bench = zcrpc::bench;
+using PingPongStream = zcrpc::ClientReaderWriter<SimpleRequest, SimpleResponse>;
 
 std::string CheckReply(const zcrpc::Status& status, const SimpleResponse& response, const bench::Plan& plan,
                        uint64_t request_checksum) {
@@ -134,6 +138,61 @@ int main(int argc, char** argv) {
           return CheckReply(status, response, plan, payload_checksum);
         },
         copies);
+  } else if (plan.workload == bench::Workload::kStream) {
+    // One StreamingCall per repetition; a call is one request written and
+    // its reply read on it. Opening makes one untimed round trip, so a
+    // repetition's first timed one does not wait for the server's handler
+    // thread to start.
+    SimpleResponse response;
+    std::unique_ptr<zcrpc::ClientContext> context;
+    std::unique_ptr<PingPongStream> stream;
+    auto round_trip = [&]() -> std::string {
+      if (!stream->Write(request)) return "stream write failed: " + stream->Finish().ToString();
+      if (!stream->Read(&response)) return "stream ended early: " + stream->Finish().ToString();
+      return bench::CheckReplyBody(response, plan.reply_bytes(), request_checksum);
+    };
+    bench::AroundRepetitions around;
+    around.open = [&]() -> std::string {
+      stream.reset();
+      context = std::make_unique<zcrpc::ClientContext>();
+      stream = stub.StreamingCall(context.get());
+      return round_trip();
+    };
+    around.close = [&]() -> std::string {
+      // Finish closes the writes; the server's handler then returns OK.
+      zcrpc::Status status = stream->Finish();
+      stream.reset();
+      return status.ok() ? "" : "stream failed: " + status.ToString();
+    };
+    row = bench::MeasureOneInFlight(plan, round_trip, copies, around);
+    stream.reset();  // after a failure: cancels a stream still open
+  } else if (plan.workload == bench::Workload::kStreamThroughput) {
+    // One StreamingFromServer for the whole row, read by a thread of its
+    // own that checksums every message; the harness samples the count.
+    // The client stops the server by cancelling the call.
+    zcrpc::ClientContext context;
+    std::unique_ptr<zcrpc::ClientReader<SimpleResponse>> reader = stub.StreamingFromServer(&context, request);
+    const uint64_t expected = bench::ExpectedReplyBodyChecksum(plan.reply_bytes(), request_checksum);
+    bench::ReceiveCounter counter;
+    std::atomic<bool> stopping{false};
+    std::thread reading([&] {
+      SimpleResponse response;
+      while (reader->Read(&response)) {
+        if (!bench::StreamBodyMatches(response.payload().body(), plan.reply_bytes(), expected)) {
+          counter.Fail("stream message does not match the request (size or checksum)");
+          break;
+        }
+        counter.Received();
+      }
+      const bool stopped = stopping.load();
+      context.TryCancel();  // a no-op once the call has ended
+      const zcrpc::Status status = reader->Finish();
+      if (!stopped) counter.Fail("stream ended before the client stopped it: " + status.ToString());
+    });
+    row = bench::MeasureReceiveRate(plan, counter, copies);
+    stopping.store(true);
+    context.TryCancel();
+    reading.join();
   } else {
     SimpleResponse response;
     row = bench::MeasureOneInFlight(

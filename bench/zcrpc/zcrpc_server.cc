@@ -1,5 +1,7 @@
-// zcrpc's side of the benchmark: BenchmarkService.UnaryCall (the shared
-// work in bench/common/work.h) plus BenchControl, until SIGTERM.
+// zcrpc's side of the benchmark: BenchmarkService.UnaryCall, StreamingCall
+// and StreamingFromServer (the shared work in bench/common/work.h) plus
+// BenchControl, until SIGTERM. Each stream's handler runs on a thread of
+// its own for the stream's life (the runtime's rule for streams).
 //   bench_zcrpc_server --listen tcp://127.0.0.1:0
 // Prints "LISTENING <uri>" once it accepts calls.
 #include <csignal>
@@ -39,6 +41,31 @@ class BenchmarkServiceImpl final : public grpc::testing::BenchmarkService::Servi
       const uint64_t sum = zcrpc::bench::Checksum(attachment.data(), attachment.size());
       if (attachment.size() >= 8) std::memcpy(attachment.data(), &sum, 8);
       ctx->AddResponseAttachment(std::move(attachment));
+    }
+    return zcrpc::Status();
+  }
+
+  // stream: each request answered as UnaryCall answers it, until the client
+  // closes its writes.
+  zcrpc::Status StreamingCall(
+      zcrpc::ServerContext*,
+      zcrpc::ServerReaderWriter<grpc::testing::SimpleResponse, grpc::testing::SimpleRequest>* stream) override {
+    grpc::testing::SimpleRequest request;
+    grpc::testing::SimpleResponse response;
+    while (stream->Read(&request)) {
+      zcrpc::bench::ServeUnaryCall(request, &response);
+      if (!stream->Write(response)) break;
+    }
+    return zcrpc::Status();
+  }
+
+  // stream-throughput: the same reply as fast as the client's window lets
+  // it go, until the client cancels (then Write fails).
+  zcrpc::Status StreamingFromServer(zcrpc::ServerContext*, const grpc::testing::SimpleRequest* request,
+                                    zcrpc::ServerWriter<grpc::testing::SimpleResponse>* writer) override {
+    grpc::testing::SimpleResponse response;
+    zcrpc::bench::ServeUnaryCall(*request, &response);
+    while (writer->Write(response)) {
     }
     return zcrpc::Status();
   }
