@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -889,6 +890,7 @@ TEST(TcpAccept, OutOfDescriptorsBacksOffThenAcceptsOnceTheyAreFree) {
   int out_of_descriptors = 0;
   std::promise<Status> handshake_failed;
   bool accepted = false;
+  std::string first_handshake_error;
   TcpTransport::Options transport_options;
   transport_options.on_handshake_error = [&](const Status& s) {
     std::lock_guard lock(mu);
@@ -896,13 +898,16 @@ TEST(TcpAccept, OutOfDescriptorsBacksOffThenAcceptsOnceTheyAreFree) {
       ++out_of_descriptors;
     } else if (!accepted) {
       accepted = true;
+      first_handshake_error = s.ToString();
       handshake_failed.set_value(s);
     }
   };
   TcpTransport transport(transport_options);
   ConnectionOptions options;
   options.connect_timeout = std::chrono::milliseconds(200);
-  auto listener = transport.Listen(Uri{"tcp", "127.0.0.1:0"}, options, [](std::unique_ptr<Connection>) {});
+  std::atomic<int> handed_over{0};
+  auto listener = transport.Listen(Uri{"tcp", "127.0.0.1:0"}, options,
+                                   [&](std::unique_ptr<Connection>) { handed_over.fetch_add(1); });
   ASSERT_TRUE(listener.ok()) << listener.status();
   const uint16_t port = static_cast<uint16_t>(std::stoi((*listener)->uri().substr((*listener)->uri().rfind(':') + 1)));
 
@@ -911,10 +916,24 @@ TEST(TcpAccept, OutOfDescriptorsBacksOffThenAcceptsOnceTheyAreFree) {
   // object's memory through a pipe(); out of descriptors that probe fails
   // and UBSan reports the listener's valid Watcher as "not an object of
   // type 'Watcher'". Once seen, the type is cached and never probed again.
+  auto open_descriptors = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{});
+  };
+  const auto descriptors_before = open_descriptors();
   {
     auto warm = ConnectAndWait(transport, Uri{"tcp", (*listener)->uri().substr(6)}, options);
     ASSERT_TRUE(warm.ok()) << warm.status();
+    // Kept open until the server has finished its side of the handshake:
+    // closed earlier, the server could see it fail, which this test counts.
+    for (int i = 0; i < 500 && handed_over.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(handed_over.load(), 1);
   }
+  // Both ends of it close on the loop thread, a little later: a descriptor
+  // freed after the ones below are used up would let an accept through.
+  for (int i = 0; i < 500 && open_descriptors() > descriptors_before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_LE(open_descriptors(), descriptors_before);
 
   const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(client, 0);
@@ -943,7 +962,7 @@ TEST(TcpAccept, OutOfDescriptorsBacksOffThenAcceptsOnceTheyAreFree) {
   EXPECT_LT(cpu_used, 0.25) << "the listener spins while out of descriptors";
   {
     std::lock_guard lock(mu);
-    EXPECT_FALSE(accepted) << "accepted although no descriptor was free";
+    EXPECT_FALSE(accepted) << "accepted although no descriptor was free: " << first_handshake_error;
     // One try per 100 ms back-off, not one per wake-up.
     EXPECT_GE(out_of_descriptors, 1);
     EXPECT_LE(out_of_descriptors, 10);
