@@ -20,11 +20,25 @@
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/clock.h"
+#include "zcrpc/base/frame.h"
 #include "zcrpc/base/status.h"
 #include "zcrpc/transport/internal/close_once.h"
 #include "zcrpc/transport/internal/delivery_scope.h"
 
 namespace zcrpc::transport::internal {
+
+// What a queued frame holds in memory, for the budget: its header and each
+// part rounded up to whole pages (a frame waiting in a queue keeps its parts
+// in page-aligned buffers). Counting wire bytes instead would let a queue
+// of small messages hold a page each for a few bytes counted: 4096 frames of
+// 68 bytes would count 0.5 MiB and hold 16 MiB.
+inline uint64_t QueuedMemory(const Frame& frame) {
+  constexpr uint64_t kPage = 4096;
+  auto pages = [](uint64_t bytes) { return (bytes + kPage - 1) / kPage * kPage; };
+  uint64_t total = kWireHeaderSize + pages(frame.metadata.size()) + pages(frame.message.size());
+  for (const Buffer& attachment : frame.attachments) total += pages(attachment.size());
+  return total;
+}
 
 class SendBudget {
  public:

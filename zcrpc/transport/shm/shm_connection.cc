@@ -232,7 +232,7 @@ Status State::Send(Frame frame) {
           break;
       }
     }
-    const uint64_t bytes = kWireHeaderSize + frame.header.body_len();
+    const uint64_t bytes = internal::QueuedMemory(frame);
     first_pending = pending_.empty();
     // Blocks go to frames in queue order; one behind others holds none (it
     // was built before the queue began, or on another thread meanwhile).
