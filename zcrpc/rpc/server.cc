@@ -167,6 +167,9 @@ void ServerConnection::OnRequest(Frame frame) {
   if (opens_stream) {
     internal::StreamState::Options stream_options;
     stream_options.receive_window = server_->options_.stream_window_bytes;
+    // The handler's thread reads the connection itself while it waits for
+    // a message, as a blocking client does: no wake-up per message.
+    stream_options.poll_connection = true;
     call->stream = std::make_unique<internal::StreamState>(
         stream_options, [this, call](Status status) { EndEarly(call, status); });
     call->stream->Attach(connection_.get(), h.call_id, deadline);

@@ -394,6 +394,15 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   // thread that holds the read side (a park), or is a close. `open`: false
   // once the connection failed (nothing left to read).
   void LetGo(bool open) {
+    // A server's connection gets requests at any time, from nobody's call:
+    // its loop always reads again once a caller (a stream handler reading
+    // its messages) lets go.
+    if (role_ == PrefaceRole::kServer) {
+      read_.Release();
+      if (open && started_.load(std::memory_order_acquire) && !close_.closed()) Arm(kRead);
+      DeliverOwedWritable();
+      return;
+    }
     if (!ReleaseRead() && open) {
       polled_since_tick_.store(true, std::memory_order_relaxed);
       if (!lazy_listed_.load(std::memory_order_relaxed) && !lazy_listed_.exchange(true, std::memory_order_acq_rel)) {
