@@ -4,6 +4,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <system_error>
 #include <thread>
 
 #include <boost/asio/post.hpp>
@@ -199,7 +200,15 @@ void ServerConnection::OnRequest(Frame frame) {
   }
   if (call->stream) {
     call->stream->AnnounceWindow();
-    server_->RunOnStreamThread([this, call] { Run(call); });
+    if (!server_->RunOnStreamThread([this, call] { Run(call); })) {
+      // Out of threads: this call fails, the connection and the rest go on.
+      {
+        std::lock_guard lock(mu_);
+        running_.erase(call->client_call_id);
+      }
+      EndEarly(call, absl::ResourceExhaustedError("the server could not start a thread for the stream's handler"));
+      call->Unref();  // the reference Run would have dropped
+    }
   } else if (server_->workers_) {
     boost::asio::post(*server_->workers_, [this, call] { Run(call); });
   } else {
@@ -298,17 +307,24 @@ struct Server::StreamThreads {
   int running ABSL_GUARDED_BY(mu) = 0;
 };
 
-void Server::RunOnStreamThread(std::function<void()> handler) {
+bool Server::RunOnStreamThread(std::function<void()> handler) {
   {
     std::lock_guard lock(stream_threads_->mu);
     ++stream_threads_->running;
   }
-  std::thread([handler = std::move(handler), threads = stream_threads_]() mutable {
-    handler();
-    handler = nullptr;  // what it holds goes before the server may
-    std::lock_guard lock(threads->mu);
-    if (--threads->running == 0) threads->none_left.notify_all();
-  }).detach();
+  try {
+    std::thread([handler = std::move(handler), threads = stream_threads_]() mutable {
+      handler();
+      handler = nullptr;  // what it holds goes before the server may
+      std::lock_guard lock(threads->mu);
+      if (--threads->running == 0) threads->none_left.notify_all();
+    }).detach();
+    return true;
+  } catch (const std::system_error&) {  // the process is out of threads
+    std::lock_guard lock(stream_threads_->mu);
+    if (--stream_threads_->running == 0) stream_threads_->none_left.notify_all();
+    return false;
+  }
 }
 
 Server::Server(ServerOptions options)

@@ -119,8 +119,8 @@ class Server final : private DeadlineSweeper::Client {
   // Takes `call` out of the table if it is still there (exactly once).
   bool RemoveCall(internal::ServerCall* call);
   // Runs `handler` on a thread of its own (a streaming method's handler);
-  // Shutdown waits for it.
-  void RunOnStreamThread(std::function<void()> handler);
+  // Shutdown waits for it. False if no thread could be started.
+  bool RunOnStreamThread(std::function<void()> handler);
 
   void SweepExpired(int64_t now_nanos) override;
   bool HasCallsInFlight() const override { return calls_.size() > 0; }
