@@ -10,7 +10,10 @@
 #include <cerrno>
 #include <cstring>
 #include <algorithm>
+#include <condition_variable>
+#include <memory>
 #include <mutex>
+#include <system_error>
 #include <optional>
 #include <thread>
 
@@ -61,53 +64,54 @@ std::optional<SocketAddress> NumericAddress(const TcpAddress& address) {
   return std::nullopt;
 }
 
-// Resolves `address` on the calling thread, waiting for a host name's
-// lookup at most `timeout` (DEADLINE_EXCEEDED then). getaddrinfo takes no
-// timeout, so the lookup runs as getaddrinfo_a and this waits for it with
-// one; after a timeout this thread still waits for the lookup to end (it
-// owns the request) but the answer is already given.
+// Resolves `address`, waiting for a host name's lookup at most `timeout`
+// (DEADLINE_EXCEEDED then). getaddrinfo takes no timeout, so a name is
+// looked up on a thread of its own that this one waits for with one; after
+// a timeout that thread finishes the lookup alone and drops the answer.
+// (Not getaddrinfo_a: glibc starts its helper thread in a way sanitizers
+// cannot see, and TSan then crashes in the lookup's first malloc.)
 StatusOr<SocketAddress> Resolve(const Uri& uri, const TcpAddress& address,
                                 std::chrono::nanoseconds timeout = std::chrono::hours(1)) {
   if (std::optional<SocketAddress> numeric = NumericAddress(address)) return *numeric;
-  SocketAddress out;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  const std::string port = std::to_string(address.port);
-  gaicb request{};
-  request.ar_name = address.host.c_str();
-  request.ar_service = port.c_str();
-  request.ar_request = &hints;
-  gaicb* requests[1] = {&request};
-  if (int rc = ::getaddrinfo_a(GAI_NOWAIT, requests, 1, nullptr); rc != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": ", ::gai_strerror(rc)));
+  struct Lookup {
+    std::mutex mu;
+    std::condition_variable done_cv;
+    bool done = false;
+    int rc = 0;
+    SocketAddress result;
+  };
+  auto lookup = std::make_shared<Lookup>();
+  try {
+    std::thread([lookup, host = address.host, port = std::to_string(address.port)] {
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      hints.ai_flags = AI_NUMERICSERV;
+      addrinfo* found = nullptr;
+      const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
+      std::lock_guard lock(lookup->mu);
+      lookup->rc = rc != 0 ? rc : (found == nullptr ? EAI_NONAME : 0);
+      if (lookup->rc == 0) {
+        std::memcpy(&lookup->result.storage, found->ai_addr, found->ai_addrlen);
+        lookup->result.len = found->ai_addrlen;
+      }
+      if (found != nullptr) ::freeaddrinfo(found);
+      lookup->done = true;
+      lookup->done_cv.notify_all();
+    }).detach();
+  } catch (const std::system_error& e) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": no thread for the lookup: ",
+                                               e.what()));
   }
-  const int64_t end = Clock::Real().NowNanos() + timeout.count();
-  while (::gai_error(&request) == EAI_INPROGRESS) {
-    const int64_t left = end - Clock::Real().NowNanos();
-    if (left <= 0) break;
-    const timespec wait{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
-    ::gai_suspend(requests, 1, &wait);  // returns early on completion or a signal
+  std::unique_lock lock(lookup->mu);
+  if (!lookup->done_cv.wait_for(lock, timeout, [&] { return lookup->done; })) {
+    return absl::DeadlineExceededError(absl::StrCat("resolving ", uri.ToString(), " took longer than ",
+                                                    timeout.count() / 1'000'000, " ms"));
   }
-  int rc = ::gai_error(&request);
-  Status timed_out;
-  if (rc == EAI_INPROGRESS) {
-    timed_out = absl::DeadlineExceededError(absl::StrCat("resolving ", uri.ToString(), " took longer than ",
-                                                         timeout.count() / 1'000'000, " ms"));
-    if (::gai_cancel(&request) != EAI_CANCELED) {
-      while ((rc = ::gai_error(&request)) == EAI_INPROGRESS) ::gai_suspend(requests, 1, nullptr);
-    }
-    if (request.ar_result != nullptr) ::freeaddrinfo(request.ar_result);
-    return timed_out;
+  if (lookup->rc != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": ", ::gai_strerror(lookup->rc)));
   }
-  if (rc != 0 || request.ar_result == nullptr) {
-    return absl::UnavailableError(absl::StrCat("cannot resolve ", uri.ToString(), ": ", ::gai_strerror(rc)));
-  }
-  std::memcpy(&out.storage, request.ar_result->ai_addr, request.ar_result->ai_addrlen);
-  out.len = request.ar_result->ai_addrlen;
-  ::freeaddrinfo(request.ar_result);
-  return out;
+  return lookup->result;
 }
 
 // Opens a socket to `where` and starts the non-blocking connect; every
@@ -312,7 +316,8 @@ void TcpTransport::Connect(const Uri& uri, const ConnectionOptions& options, Con
   }
   // A host name: looked up on a thread of its own, so the caller never
   // waits on DNS; the lookup counts against connect_timeout.
-  std::thread([loop = loop_, uri, address = *std::move(address), options, done = std::move(done)]() mutable {
+  auto resolve_and_connect = [loop = loop_, uri, address = *std::move(address), options,
+                              done = done]() mutable {
     const int64_t start = Clock::Real().NowNanos();
     StatusOr<SocketAddress> where = Resolve(uri, address, options.connect_timeout);
     if (!where.ok()) {
@@ -323,7 +328,13 @@ void TcpTransport::Connect(const Uri& uri, const ConnectionOptions& options, Con
     rest.connect_timeout = std::max(std::chrono::nanoseconds(1),
                                     options.connect_timeout - std::chrono::nanoseconds(Clock::Real().NowNanos() - start));
     ConnectTo(loop, uri, address, *where, rest, std::move(done));
-  }).detach();
+  };
+  try {
+    std::thread(std::move(resolve_and_connect)).detach();
+  } catch (const std::system_error& e) {
+    fail(absl::UnavailableError(absl::StrCat("cannot connect to ", uri.ToString(), ": no thread to resolve it: ",
+                                             e.what())));
+  }
 }
 
 }  // namespace zcrpc::transport::tcp
