@@ -60,13 +60,15 @@ class Channel::Link final : public transport::ConnectionHandler, public std::ena
   Link(std::weak_ptr<Channel> channel, std::unique_ptr<transport::Connection> connection, uint64_t epoch)
       : channel_(std::move(channel)),
         connection_(std::move(connection)),
-        epoch_(epoch) {}
+        epoch_(epoch),
+        takes_streams_((connection_->capabilities().features & kFeatureStreams) != 0) {}
 
   transport::Connection& connection() { return *connection_; }
   uint64_t epoch() const { return epoch_; }
   internal::ClientMethodBindings& bindings() { return bindings_; }
   // The server said go away: no new calls here; closed once the last ends.
   bool draining() const { return draining_.load(std::memory_order_acquire); }
+  bool takes_streams() const { return takes_streams_; }
 
   void OnFrame(Frame frame) override {
     if (frame.header.type == FrameType::kGoAway) {
@@ -76,8 +78,7 @@ class Channel::Link final : public transport::ConnectionHandler, public std::ena
     }
     const FrameType type = frame.header.type;
     const bool stream_frame = type == FrameType::kStreamMessage || type == FrameType::kCredit;
-    if (type != FrameType::kResponse &&
-        !(stream_frame && (connection_->capabilities().features & kFeatureStreams) != 0)) {
+    if (type != FrameType::kResponse && !(stream_frame && takes_streams_)) {
       Fail(absl::StrCat("sent a ", FrameTypeName(type), " frame to a client"));
       return;
     }
@@ -101,6 +102,8 @@ class Channel::Link final : public transport::ConnectionHandler, public std::ena
   std::weak_ptr<Channel> channel_;
   std::unique_ptr<transport::Connection> connection_;
   const uint64_t epoch_;
+  // Both prefaces announced streams (capabilities are fixed once connected).
+  const bool takes_streams_;
   internal::ClientMethodBindings bindings_;
   std::atomic<bool> draining_{false};
 };
@@ -471,7 +474,7 @@ std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescript
     stream->FailToOpen(link.status());
     return stream;
   }
-  if (((*link)->connection().capabilities().features & kFeatureStreams) == 0) {
+  if (!(*link)->takes_streams()) {
     stream->FailToOpen(absl::UnimplementedError(
         absl::StrCat("the server at ", target_, " does not take zcrpc streams (its preface did not announce them)")));
     return stream;

@@ -39,7 +39,8 @@ class ServerConnection final : public transport::ConnectionHandler,
   ServerConnection(Server* server, std::unique_ptr<transport::Connection> connection)
       : server_(server),
         connection_(std::move(connection)),
-        peer_(connection_->peer()) {}
+        peer_(connection_->peer()),
+        takes_streams_((connection_->capabilities().features & kFeatureStreams) != 0) {}
 
   transport::Connection& connection() { return *connection_; }
 
@@ -87,11 +88,12 @@ class ServerConnection final : public transport::ConnectionHandler,
   void Fail(std::string_view what) {
     connection_->Close(absl::InvalidArgumentError(absl::StrCat("client ", peer_, " ", ToAbsl(what))));
   }
-  bool TakesStreams() const { return (connection_->capabilities().features & kFeatureStreams) != 0; }
 
   Server* const server_;
   std::unique_ptr<transport::Connection> connection_;
   const std::string peer_;
+  // Both prefaces announced streams (capabilities are fixed once connected).
+  const bool takes_streams_;
   // Touched only by the thread delivering this connection's frames.
   internal::ServerMethodBindings<Service::Method> bindings_;
   std::mutex mu_;
@@ -144,7 +146,7 @@ void ServerConnection::OnRequest(Frame frame) {
   }
   const Service::Method& method = *resolved->method;
   const bool opens_stream = (h.flags & kFlagStream) != 0;
-  if (opens_stream && !TakesStreams()) return Fail("opened a stream on a connection without streams");
+  if (opens_stream && !takes_streams_) return Fail("opened a stream on a connection without streams");
   if (opens_stream != (method.descriptor.kind != MethodKind::kUnary)) {
     return Reply(h.call_id,
                  absl::UnimplementedError(absl::StrCat(ToAbsl(method.descriptor.path), " is a ",
@@ -217,7 +219,7 @@ void ServerConnection::OnRequest(Frame frame) {
 }
 
 void ServerConnection::OnStreamFrame(Frame frame) {
-  if (!TakesStreams()) return Fail(absl::StrCat("sent a ", FrameTypeName(frame.header.type), " frame"));
+  if (!takes_streams_) return Fail(absl::StrCat("sent a ", FrameTypeName(frame.header.type), " frame"));
   internal::ServerCall* call = nullptr;
   {
     std::lock_guard lock(mu_);
