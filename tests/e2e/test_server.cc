@@ -3,7 +3,6 @@
 // Prints "LISTENING <bound uri>" once it accepts calls; stops on SIGTERM.
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +10,7 @@
 #include <thread>
 
 #include "test_service.zcrpc.h"
+#include "tests/e2e/serve_until_signal.h"
 
 namespace {
 
@@ -60,27 +60,6 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--workers") == 0) options.worker_threads = std::atoi(argv[i + 1]);
     else if (std::strcmp(argv[i], "--max-body-bytes") == 0) options.limits.max_body_bytes = std::strtoull(argv[i + 1], nullptr, 10);
   }
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   TestServiceImpl service;
-  zcrpc::Server server(options);
-  if (auto s = server.RegisterService(&service); !s.ok()) {
-    std::fprintf(stderr, "test_server: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  auto bound = server.AddListener(listen);
-  if (!bound.ok()) {
-    std::fprintf(stderr, "test_server: %s\n", bound.status().ToString().c_str());
-    return 1;
-  }
-  std::printf("LISTENING %s\n", bound->c_str());
-  std::fflush(stdout);
-  int signal = 0;
-  sigwait(&signals, &signal);
-  server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(2));
-  return 0;
+  return zcrpc::testing::ServeUntilSignal("test_server", service, options, listen);
 }
