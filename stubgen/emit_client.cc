@@ -5,6 +5,11 @@
 //   server streaming  std::unique_ptr<ClientReader<Resp>>          Name(context, request)
 //   client streaming  std::unique_ptr<ClientWriter<Req>>           Name(context, response)
 //   bidirectional     std::unique_ptr<ClientReaderWriter<Req, Resp>> Name(context)
+// and a reactor overload per streaming method (zcrpc/rpc/reactor.h), in
+// gRPC's callback shapes, which binds the caller's reactor to the call:
+//   server streaming  void Name(context, const Req* request, ClientReadReactor<Resp>*)
+//   client streaming  void Name(context, Resp* response, ClientWriteReactor<Req>*)
+//   bidirectional     void Name(context, ClientBidiReactor<Req, Resp>*)
 #include <sstream>
 
 #include "stubgen/emit.h"
@@ -19,22 +24,30 @@ struct StreamShape {
   std::string open;         // "OpenServerStream"
   std::string open_args;    // after `context`: ", request"
   const char* usage;        // one line for the doc comment
+  std::string reactor_type;    // "::zcrpc::ClientReadReactor<Resp>"
+  std::string reactor_params;  // after `context`: ", const Req* request"
+  std::string bind_args;       // after `context`: ", request, nullptr"
 };
 
 StreamShape ServerStreamingShape(const MethodModel& m) {
   return {"::zcrpc::ClientReader<" + m.response_type + ">", ", const " + m.request_type + "& request",
-          "OpenServerStream", ", request", "Read() until false, then Finish()."};
+          "OpenServerStream", ", request", "Read() until false, then Finish().",
+          "::zcrpc::ClientReadReactor<" + m.response_type + ">", ", const " + m.request_type + "* request",
+          ", request, nullptr"};
 }
 
 StreamShape ClientStreamingShape(const MethodModel& m) {
   return {"::zcrpc::ClientWriter<" + m.request_type + ">", ", " + m.response_type + "* response",
           "OpenClientStream", ", response",
-          "Write() each message, then Finish(), which fills `response` (it must outlive the stream)."};
+          "Write() each message, then Finish(), which fills `response` (it must outlive the stream).",
+          "::zcrpc::ClientWriteReactor<" + m.request_type + ">", ", " + m.response_type + "* response",
+          ", nullptr, response"};
 }
 
 StreamShape BidiStreamingShape(const MethodModel& m) {
   return {"::zcrpc::ClientReaderWriter<" + m.request_type + ", " + m.response_type + ">", "", "OpenBidiStream",
-          "", "Read() and Write() (one thread each at most), WritesDone(), then Finish()."};
+          "", "Read() and Write() (one thread each at most), WritesDone(), then Finish().",
+          "::zcrpc::ClientBidiReactor<" + m.request_type + ", " + m.response_type + ">", "", ", nullptr, nullptr"};
 }
 
 StreamShape ShapeOf(const MethodModel& m) {
@@ -59,7 +72,11 @@ void DeclareStreaming(const MethodModel& m, std::ostringstream& out) {
   out << DocComment(m.comment_lines, "    ") << (m.comment_lines.empty() ? "" : "    //\n")
       << "    // " << shape.usage << "\n"
       << "    std::unique_ptr<" << shape.stream_type << "> " << m.name << "(::zcrpc::ClientContext* context"
-      << shape.params << ");\n";
+      << shape.params << ");\n"
+      << "    // Reactor form: binds `reactor` to the call; start its operations,\n"
+      << "    // then reactor->StartCall(). Pointers must stay valid until OnDone.\n"
+      << "    void " << m.name << "(::zcrpc::ClientContext* context" << shape.reactor_params << ", "
+      << shape.reactor_type << "* reactor);\n";
 }
 
 void DefineUnary(const ServiceModel& service, const MethodModel& m, std::ostringstream& out) {
@@ -82,6 +99,11 @@ void DefineStreaming(const ServiceModel& service, const MethodModel& m, std::ost
       << "(::zcrpc::ClientContext* context" << shape.params << ") {\n"
       << "  return std::make_unique<" << shape.stream_type << ">(::zcrpc::" << shape.open << "(*channel_, "
       << service.name << "::k" << m.name << "Method, context" << shape.open_args << "));\n"
+      << "}\n\n"
+      << "void " << service.name << "::Stub::" << m.name << "(::zcrpc::ClientContext* context"
+      << shape.reactor_params << ", " << shape.reactor_type << "* reactor) {\n"
+      << "  reactor->Bind(channel_, " << service.name << "::k" << m.name << "Method, context" << shape.bind_args
+      << ");\n"
       << "}\n\n";
 }
 

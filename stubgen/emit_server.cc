@@ -5,6 +5,13 @@
 //   client streaming  Name(context, ServerReader<Req>* reader, Resp* response)
 //   server streaming  Name(context, const Req* request, ServerWriter<Resp>* writer)
 //   bidirectional     Name(context, ServerReaderWriter<Resp, Req>* stream)
+// and `Name::CallbackService`, the same service in gRPC's callback shapes
+// (zcrpc/rpc/reactor.h): each method returns the reactor that serves the
+// call, and defaults to nullptr, which answers UNIMPLEMENTED:
+//   unary             ServerUnaryReactor*          Name(context, const Req*, Resp*)
+//   client streaming  ServerReadReactor<Req>*      Name(context, Resp*)
+//   server streaming  ServerWriteReactor<Resp>*    Name(context, const Req*)
+//   bidirectional     ServerBidiReactor<Req, Resp>* Name(context)
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -48,6 +55,37 @@ const char* Registrar(const MethodModel& m) {
   return "AddUnaryMethod";
 }
 
+// The callback form of m: its reactor type, its parameters after
+// `context`, and the Service member that registers it.
+struct CallbackShape {
+  std::string reactor;
+  Params params;
+  const char* registrar;
+};
+
+CallbackShape CallbackShapeOf(const MethodModel& m) {
+  const std::string& req = m.request_type;
+  const std::string& resp = m.response_type;
+  if (m.client_streaming && m.server_streaming) {
+    return {"::zcrpc::ServerBidiReactor<" + req + ", " + resp + ">", {}, "AddCallbackBidiStreamingMethod"};
+  }
+  if (m.client_streaming) {
+    return {"::zcrpc::ServerReadReactor<" + req + ">", {{resp + "*", "response"}}, "AddCallbackClientStreamingMethod"};
+  }
+  if (m.server_streaming) {
+    return {"::zcrpc::ServerWriteReactor<" + resp + ">", {{"const " + req + "*", "request"}},
+            "AddCallbackServerStreamingMethod"};
+  }
+  return {"::zcrpc::ServerUnaryReactor", {{"const " + req + "*", "request"}, {resp + "*", "response"}},
+          "AddCallbackUnaryMethod"};
+}
+
+std::string CallbackParameterList(const MethodModel& m, bool named) {
+  std::string out = named ? "(::zcrpc::ServerContext* context" : "(::zcrpc::ServerContext*";
+  for (const auto& [type, name] : CallbackShapeOf(m).params) out += ", " + type + (named ? " " + name : "");
+  return out + ")";
+}
+
 // "(::zcrpc::ServerContext* context, T1 n1, ...)"; without names for the
 // default bodies, which use none (-Wunused-parameter).
 std::string ParameterList(const MethodModel& m, bool named) {
@@ -72,6 +110,19 @@ std::string ServerDeclaration(const ServiceModel& service) {
         << DocComment(m.comment_lines, "    ")
         << "    virtual ::zcrpc::Status " << m.name << ParameterList(m, /*named=*/true) << ";\n";
   }
+  out << "  };\n\n"
+      << "  // The callback form of the same service: derive, override, and return\n"
+      << "  // a reactor (zcrpc/rpc/reactor.h) from each method you serve; it runs\n"
+      << "  // on a transport thread and must not block. nullptr (the default)\n"
+      << "  // answers UNIMPLEMENTED.\n"
+      << "  class CallbackService : public ::zcrpc::Service {\n"
+      << "   public:\n"
+      << "    CallbackService();\n";
+  for (const MethodModel& m : service.methods) {
+    out << "\n"
+        << DocComment(m.comment_lines, "    ") << "    virtual " << CallbackShapeOf(m).reactor << "* " << m.name
+        << CallbackParameterList(m, /*named=*/true) << ";\n";
+  }
   out << "  };\n";
   return out.str();
 }
@@ -87,6 +138,18 @@ std::string ServerDefinitions(const ServiceModel& service) {
     out << "::zcrpc::Status " << service.name << "::Service::" << m.name << ParameterList(m, /*named=*/false)
         << " {\n"
         << "  return ::zcrpc::UnimplementedMethod(k" << m.name << "Method.path);\n"
+        << "}\n\n";
+  }
+  out << service.name << "::CallbackService::CallbackService() : ::zcrpc::Service(kServiceName) {\n";
+  for (const MethodModel& m : service.methods) {
+    out << "  " << CallbackShapeOf(m).registrar << "(k" << m.name << "Method, this, &CallbackService::" << m.name
+        << ");\n";
+  }
+  out << "}\n\n";
+  for (const MethodModel& m : service.methods) {
+    out << CallbackShapeOf(m).reactor << "* " << service.name << "::CallbackService::" << m.name
+        << CallbackParameterList(m, /*named=*/false) << " {\n"
+        << "  return nullptr;\n"
         << "}\n\n";
   }
   return out.str();

@@ -6,6 +6,7 @@
 #include "zcrpc/rpc/client_context.h"
 #include "zcrpc/base/copy_stats.h"
 #include "zcrpc/rpc/method.h"
+#include "zcrpc/rpc/reactor.h"
 #include "zcrpc/rpc/server.h"
 #include "zcrpc/rpc/server_context.h"
 #include "zcrpc/rpc/service.h"

@@ -1,6 +1,8 @@
 #include "zcrpc/rpc/server.h"
 
 #include <algorithm>
+
+#include <google/protobuf/message_lite.h>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -12,6 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/rpc/internal/method_bindings.h"
+#include "zcrpc/rpc/internal/reactor_driver.h"
+#include "zcrpc/rpc/internal/server_callback.h"
 #include "zcrpc/rpc/internal/server_call.h"
 #include "zcrpc/rpc/server_context.h"
 #include "zcrpc/transport/transport.h"
@@ -53,8 +57,17 @@ class ServerConnection final : public transport::ConnectionHandler,
       case FrameType::kCredit:
         return OnStreamFrame(std::move(frame));
       case FrameType::kCancel: {
-        std::lock_guard lock(mu_);
-        if (auto it = running_.find(frame.header.call_id); it != running_.end()) it->second->Cancel();
+        internal::ServerCall* call = nullptr;
+        {
+          std::lock_guard lock(mu_);
+          auto it = running_.find(frame.header.call_id);
+          if (it == running_.end()) return;
+          call = it->second;
+          call->Ref();
+        }
+        // Outside the lock: a reactor's reactions may run inside Cancel().
+        call->Cancel();
+        call->Unref();
         return;
       }
       default:
@@ -63,10 +76,19 @@ class ServerConnection final : public transport::ConnectionHandler,
   }
 
   void OnClosed(const Status&) override {
+    std::vector<internal::ServerCall*> calls;
     {
       std::lock_guard lock(mu_);
       closed_ = true;
-      for (auto& [id, call] : running_) call->Cancel();
+      for (auto& [id, call] : running_) {
+        call->Ref();
+        calls.push_back(call);
+      }
+    }
+    // Outside the lock: a reactor's reactions may run inside Cancel().
+    for (internal::ServerCall* call : calls) {
+      call->Cancel();
+      call->Unref();
     }
     server_->OnConnectionClosed(this);
   }
@@ -76,8 +98,15 @@ class ServerConnection final : public transport::ConnectionHandler,
   void Reply(CallId call_id, const Status& status, ServerContext* ctx, Buffer response);
 
   void Run(internal::ServerCall* call);
+  // Ends `call` with `status` and `response` (if OK), unless the sweep, a
+  // cancel or Shutdown ended it first: the tail of every handler, blocking
+  // or reactor.
+  void EndCall(internal::ServerCall* call, const Status& status, Buffer response);
 
  private:
+  friend class internal::ServerCallbackCall;
+  // A callback method: its adapter runs here, on the delivering thread.
+  void StartCallback(internal::ServerCall* call);
   void OnRequest(Frame frame);
   // A stream message, half-close or credit frame: to its call's stream.
   void OnStreamFrame(Frame frame);
@@ -198,10 +227,12 @@ void ServerConnection::OnRequest(Frame frame) {
   {
     std::lock_guard lock(mu_);
     running_[call->client_call_id] = call;
-    if (closed_) call->Cancel();
+    if (closed_) call->Cancel();  // under the lock, safe: no reactor listens yet
   }
-  if (call->stream) {
-    call->stream->AnnounceWindow();
+  if (call->stream) call->stream->AnnounceWindow();
+  if (call->method.callback_handler) {
+    StartCallback(call);
+  } else if (call->stream) {
     if (!server_->RunOnStreamThread([this, call] { Run(call); })) {
       // Out of threads: this call fails, the connection and the rest go on.
       {
@@ -259,6 +290,11 @@ void ServerConnection::Run(internal::ServerCall* call) {
   }
   call->request = Frame{};  // the request's buffers go back to the pool before the reply goes out
   ctx.request_attachments_.clear();
+  EndCall(call, status, std::move(response));
+  call->Unref();
+}
+
+void ServerConnection::EndCall(internal::ServerCall* call, const Status& status, Buffer response) {
   {
     std::lock_guard lock(mu_);
     running_.erase(call->client_call_id);
@@ -267,12 +303,28 @@ void ServerConnection::Run(internal::ServerCall* call) {
   // cancel or Shutdown did, the client already has (or gets) its status.
   const bool mine = server_->RemoveCall(call);
   if (mine) {
-    if (!ctx.cancelled_.load(std::memory_order_acquire)) {
-      Reply(call->client_call_id, status, &ctx, std::move(response));
+    if (!call->context.cancelled_.load(std::memory_order_acquire)) {
+      Reply(call->client_call_id, status, &call->context, std::move(response));
     }
     call->Unref();  // the table's reference, handed over by the removal
   }
-  call->Unref();
+  // A reactor's reads still outstanding end; nothing more arrives.
+  if (call->stream) call->stream->End(status);
+}
+
+void ServerConnection::StartCallback(internal::ServerCall* call) {
+  call->context.request_attachments_ = std::move(call->request.attachments);
+  const internal::ServerCallbackCall handle(this, call);
+  try {
+    call->method.callback_handler(handle);
+  } catch (const std::exception& e) {
+    handle.EndNow(absl::InternalError(
+        absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path), " threw: ", e.what())));
+  } catch (...) {
+    handle.EndNow(absl::InternalError(absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path), " threw")));
+  }
+  call->request = Frame{};  // parsed by now
+  call->Unref();            // OnRequest's reference; a bound reactor holds its own
 }
 
 void ServerConnection::Reply(CallId call_id, const Status& status, ServerContext* ctx, Buffer response) {
@@ -303,28 +355,119 @@ void ServerConnection::Reply(CallId call_id, const Status& status, ServerContext
   }
 }
 
-struct Server::StreamThreads {
-  std::mutex mu;
-  std::condition_variable none_left;
-  int running ABSL_GUARDED_BY(mu) = 0;
+namespace internal {
+
+ServerContext* ServerCallbackCall::context() const { return &call_->context; }
+
+std::span<const uint8_t> ServerCallbackCall::request() const { return call_->request.message.span(); }
+
+void ServerCallbackCall::EndNow(const Status& status) const { connection_->EndCall(call_, status, Buffer()); }
+
+void ServerCallbackCall::Bind(ReactorCore* reactor, std::function<Status(Buffer*)> respond,
+                              std::shared_ptr<void> keep_alive) const {
+  std::shared_ptr<ReactorDriver> driver = DriverOf(*reactor).shared_from_this();
+  ServerConnection* connection = connection_;
+  ServerCall* call = call_;
+  call->Ref();  // the reactor's, until its Done
+  std::shared_ptr<Server::Handlers> handlers = connection->server_->handlers_;
+  handlers->Enter();
+  ReactorDriver::Binding binding;
+  binding.stream = call->stream.get();
+  binding.cancelled = [call] { return call->context.IsCancelled(); };
+  binding.finish = [connection, call, respond = std::move(respond)](Status status) {
+    Buffer response;
+    if (status.ok() && respond) status = respond(&response);
+    connection->EndCall(call, status, std::move(response));
+  };
+  binding.release = [call, handlers, keep_alive = std::move(keep_alive)] {
+    call->SetReactor(nullptr);
+    call->Unref();
+    handlers->Leave();
+  };
+  call->SetReactor(driver);
+  if (call->stream) call->stream->SetListener(driver);
+  driver->Bind(std::move(binding));
+}
+
+// Waits for a server streaming call's request with no thread: the stream's
+// listener until the message (or the end) is there.
+class RequestWaiter final : public StreamState::Listener, public std::enable_shared_from_this<RequestWaiter> {
+ public:
+  RequestWaiter(ServerCallbackCall call, ServerCall* record, google::protobuf::MessageLite* request,
+                std::function<void()> then)
+      : call_(call), record_(record), request_(request), then_(std::move(then)) {
+    record_->Ref();
+  }
+  ~RequestWaiter() { record_->Unref(); }
+
+  void OnStreamChanged() override {
+    StreamState::ReadResult result;
+    {
+      std::lock_guard lock(mu_);
+      if (done_) return;
+      result = record_->stream->TryRead(request_, nullptr);
+      if (result == StreamState::ReadResult::kNotYet) return;
+      done_ = true;
+    }
+    const std::shared_ptr<RequestWaiter> self = shared_from_this();
+    record_->stream->SetListener(nullptr);
+    if (result == StreamState::ReadResult::kMessage) {
+      try {
+        then_();
+      } catch (const std::exception& e) {
+        call_.EndNow(absl::InternalError(
+            absl::StrCat("the handler of ", ToAbsl(record_->method.descriptor.path), " threw: ", e.what())));
+      } catch (...) {
+        call_.EndNow(
+            absl::InternalError(absl::StrCat("the handler of ", ToAbsl(record_->method.descriptor.path), " threw")));
+      }
+    } else if (record_->context.IsCancelled()) {
+      call_.EndNow(absl::CancelledError("the call was cancelled before its request arrived"));
+    } else {
+      call_.EndNow(absl::InternalError(absl::StrCat("the client of server streaming method ",
+                                                    ToAbsl(record_->method.descriptor.path),
+                                                    " closed its writes without a request")));
+    }
+  }
+
+ private:
+  const ServerCallbackCall call_;
+  ServerCall* const record_;
+  google::protobuf::MessageLite* const request_;
+  const std::function<void()> then_;
+  std::mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+void ServerCallbackCall::AwaitRequest(google::protobuf::MessageLite* request, std::function<void()> then) const {
+  auto waiter = std::make_shared<RequestWaiter>(*this, call_, request, std::move(then));
+  call_->stream->SetListener(waiter);
+  waiter->OnStreamChanged();  // it may have ended already (a cancel)
+}
+
+}  // namespace internal
+
+void Server::Handlers::Enter() {
+  std::lock_guard lock(mu);
+  ++running;
+}
+
+void Server::Handlers::Leave() {
+  std::lock_guard lock(mu);
+  if (--running == 0) none_left.notify_all();
+}
+
 bool Server::RunOnStreamThread(std::function<void()> handler) {
-  {
-    std::lock_guard lock(stream_threads_->mu);
-    ++stream_threads_->running;
-  }
+  handlers_->Enter();
   try {
-    std::thread([handler = std::move(handler), threads = stream_threads_]() mutable {
+    std::thread([handler = std::move(handler), handlers = handlers_]() mutable {
       handler();
       handler = nullptr;  // what it holds goes before the server may
-      std::lock_guard lock(threads->mu);
-      if (--threads->running == 0) threads->none_left.notify_all();
+      handlers->Leave();
     }).detach();
     return true;
   } catch (const std::system_error&) {  // the process is out of threads
-    std::lock_guard lock(stream_threads_->mu);
-    if (--stream_threads_->running == 0) stream_threads_->none_left.notify_all();
+    handlers_->Leave();
     return false;
   }
 }
@@ -333,7 +476,7 @@ Server::Server(ServerOptions options)
     : options_(options),
       registry_(options.registry ? *options.registry : transport::Registry::Default()),
       sweeper_(options.sweeper ? options.sweeper : &DeadlineSweeper::Default()),
-      stream_threads_(std::make_shared<StreamThreads>()),
+      handlers_(std::make_shared<Handlers>()),
       calls_(std::max<uint32_t>(1, options.max_calls_in_flight)) {
   int workers = options_.worker_threads;
   if (workers == ServerOptions::kAutoWorkerThreads) {
@@ -486,8 +629,10 @@ void Server::Shutdown(std::chrono::steady_clock::time_point deadline) {
   connections.clear();
   if (workers_) workers_->join();
   {
-    std::unique_lock lock(stream_threads_->mu);
-    stream_threads_->none_left.wait(lock, [this] { return stream_threads_->running == 0; });
+    // Streaming handlers' threads, and reactors not yet at OnDone (they
+    // were cancelled above; each must still call Finish()).
+    std::unique_lock lock(handlers_->mu);
+    handlers_->none_left.wait(lock, [this] { return handlers_->running == 0; });
   }
   std::unique_lock lock(mu_);
   // Every connection reports OnClosed on a delivering thread, then leaves the set.

@@ -47,6 +47,7 @@ namespace zcrpc {
 class ServerConnection;
 namespace internal {
 class ServerCall;
+class ServerCallbackCall;
 }
 
 struct ServerOptions {
@@ -110,6 +111,7 @@ class Server final : private DeadlineSweeper::Client {
 
  private:
   friend class ServerConnection;
+  friend class internal::ServerCallbackCall;
   const Service::Method* FindMethod(std::string_view path) const;
   void OnAccept(std::unique_ptr<transport::Connection> connection);
   void OnConnectionClosed(ServerConnection* connection);
@@ -131,10 +133,17 @@ class Server final : private DeadlineSweeper::Client {
   // Written before the first listener, read-only after: lookups take no lock.
   absl::flat_hash_map<std::string, const Service::Method*> methods_;
   std::unique_ptr<boost::asio::thread_pool> workers_;
-  // Streaming handlers' threads still running; shared with them, so the
-  // last one may finish after the server is gone.
-  struct StreamThreads;
-  std::shared_ptr<StreamThreads> stream_threads_;
+  // Handlers still running that Shutdown waits for: streaming handlers'
+  // threads and reactors not yet at OnDone. Shared with them, so the last
+  // one may let go after the server is gone.
+  struct Handlers {
+    void Enter();
+    void Leave();
+    std::mutex mu;
+    std::condition_variable none_left;
+    int running ABSL_GUARDED_BY(mu) = 0;
+  };
+  std::shared_ptr<Handlers> handlers_;
   CallTable<internal::ServerCall> calls_;
   std::atomic<bool> draining_{false};
 

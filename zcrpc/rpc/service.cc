@@ -1,5 +1,7 @@
 #include "zcrpc/rpc/service.h"
 
+#include <google/protobuf/message_lite.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace zcrpc {
@@ -23,6 +25,14 @@ Status Service::MissingRequest(ServerContext* ctx, std::string_view path) {
   return absl::InternalError(
       absl::StrCat("the client of server streaming method ", ToAbsl(path), " closed its writes without a request"));
 }
+
+Status Service::SerializeResponse(ServerContext* ctx, const google::protobuf::MessageLite& response, Buffer* out) {
+  *out = ctx->AllocateBuffer(response.ByteSizeLong());
+  response.SerializeWithCachedSizesToArray(out->data());
+  return absl::OkStatus();
+}
+
+Status Service::UnimplementedMethodStatus(std::string_view path) { return UnimplementedMethod(path); }
 
 Status UnimplementedMethod(std::string_view path) {
   return absl::UnimplementedError(absl::StrCat(ToAbsl(path), " is not implemented by this server"));

@@ -7,13 +7,17 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <utility>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/buffer.h"
+#include "zcrpc/rpc/internal/server_callback.h"
 #include "zcrpc/rpc/method.h"
+#include "zcrpc/rpc/reactor.h"
 #include "zcrpc/rpc/server_context.h"
 #include "zcrpc/rpc/stream.h"
 #include "zcrpc/base/status.h"
@@ -30,10 +34,15 @@ class Service {
   // streaming method leaves its serialized response in `*response`.
   using StreamHandler = std::function<Status(ServerContext*, internal::StreamState* stream, Buffer* response)>;
 
+  // Starts a callback method's reactor for one call (reactor.h), on the
+  // thread that delivered the request.
+  using CallbackHandler = std::function<void(const internal::ServerCallbackCall& call)>;
+
   struct Method {
     MethodDescriptor descriptor;
     UnaryHandler handler;          // unary methods
     StreamHandler stream_handler;  // streaming methods
+    CallbackHandler callback_handler = nullptr;  // callback methods, any kind
   };
 
   virtual ~Service() = default;
@@ -66,7 +75,7 @@ class Service {
            response.SerializeWithCachedSizesToArray(out->data());
            return absl::OkStatus();
          },
-         nullptr});
+         nullptr, nullptr});
   }
 
   // Registers a client streaming method: (self->*fn)(ctx, reader, response).
@@ -107,9 +116,74 @@ class Service {
     });
   }
 
+  // Callback forms (reactor.h): the method returns the reactor that serves
+  // the call, or nullptr for UNIMPLEMENTED. It runs on the thread that
+  // delivered the request and must not block.
+  template <typename Req, typename Resp, typename Self>
+  void AddCallbackUnaryMethod(const MethodDescriptor& descriptor, Self* self,
+                              ServerUnaryReactor* (Self::*fn)(ServerContext*, const Req*, Resp*)) {
+    AddCallbackMethod(descriptor, [self, fn, path = descriptor.path](const internal::ServerCallbackCall& call) {
+      auto messages = std::make_shared<std::pair<Req, Resp>>();
+      const std::span<const uint8_t> bytes = call.request();
+      if (!messages->first.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+        return call.EndNow(absl::InvalidArgumentError(absl::StrCat("cannot parse the request of ", ToAbsl(path),
+                                                                   " as ", messages->first.GetTypeName())));
+      }
+      ServerContext* ctx = call.context();
+      ServerUnaryReactor* reactor = (self->*fn)(ctx, &messages->first, &messages->second);
+      if (reactor == nullptr) return call.EndNow(UnimplementedMethodStatus(path));
+      call.Bind(
+          reactor, [ctx, messages](Buffer* out) { return SerializeResponse(ctx, messages->second, out); }, messages);
+    });
+  }
+
+  template <typename Req, typename Resp, typename Self>
+  void AddCallbackClientStreamingMethod(const MethodDescriptor& descriptor, Self* self,
+                                        ServerReadReactor<Req>* (Self::*fn)(ServerContext*, Resp*)) {
+    AddCallbackMethod(descriptor, [self, fn, path = descriptor.path](const internal::ServerCallbackCall& call) {
+      auto response = std::make_shared<Resp>();
+      ServerContext* ctx = call.context();
+      ServerReadReactor<Req>* reactor = (self->*fn)(ctx, response.get());
+      if (reactor == nullptr) return call.EndNow(UnimplementedMethodStatus(path));
+      call.Bind(
+          reactor, [ctx, response](Buffer* out) { return SerializeResponse(ctx, *response, out); }, response);
+    });
+  }
+
+  // The client's one request is read (with no thread waiting) before the
+  // method runs.
+  template <typename Req, typename Resp, typename Self>
+  void AddCallbackServerStreamingMethod(const MethodDescriptor& descriptor, Self* self,
+                                        ServerWriteReactor<Resp>* (Self::*fn)(ServerContext*, const Req*)) {
+    AddCallbackMethod(descriptor, [self, fn, path = descriptor.path](const internal::ServerCallbackCall& call) {
+      auto request = std::make_shared<Req>();
+      call.AwaitRequest(request.get(), [self, fn, path, call, request] {
+        ServerWriteReactor<Resp>* reactor = (self->*fn)(call.context(), request.get());
+        if (reactor == nullptr) return call.EndNow(UnimplementedMethodStatus(path));
+        call.Bind(reactor, nullptr, request);
+      });
+    });
+  }
+
+  template <typename Req, typename Resp, typename Self>
+  void AddCallbackBidiStreamingMethod(const MethodDescriptor& descriptor, Self* self,
+                                      ServerBidiReactor<Req, Resp>* (Self::*fn)(ServerContext*)) {
+    AddCallbackMethod(descriptor, [self, fn, path = descriptor.path](const internal::ServerCallbackCall& call) {
+      ServerBidiReactor<Req, Resp>* reactor = (self->*fn)(call.context());
+      if (reactor == nullptr) return call.EndNow(UnimplementedMethodStatus(path));
+      call.Bind(reactor, nullptr, nullptr);
+    });
+  }
+
  private:
+  void AddCallbackMethod(const MethodDescriptor& descriptor, CallbackHandler handler) {
+    methods_.push_back({descriptor, nullptr, nullptr, std::move(handler)});
+  }
+  // A response serialized into the connection's memory.
+  static Status SerializeResponse(ServerContext* ctx, const google::protobuf::MessageLite& response, Buffer* out);
+  static Status UnimplementedMethodStatus(std::string_view path);
   void AddStreamingMethod(const MethodDescriptor& descriptor, StreamHandler handler) {
-    methods_.push_back({descriptor, nullptr, std::move(handler)});
+    methods_.push_back({descriptor, nullptr, std::move(handler), nullptr});
   }
   // Reads a server streaming call's one request; false if none came.
   static bool ReadSingleRequest(internal::StreamState* stream, ServerContext* ctx,

@@ -25,8 +25,13 @@ ClientStream::~ClientStream() {
   // Whoever removed the call (this cancel, the sweeper, the connection's
   // end) may still be completing it: a few instructions.
   while (!released_.load(std::memory_order_acquire)) std::this_thread::yield();
+  if (!context_forgotten_) ForgetContext();
+}
+
+void ClientStream::ForgetContext() {
   context_->call_id_.store(0, std::memory_order_release);
   context_->channel_id_.store(0, std::memory_order_release);
+  context_forgotten_ = true;
 }
 
 void ClientStream::FailToOpen(Status status) { state_.End(status); }

@@ -45,6 +45,9 @@ class ClientStream final : public ClientCall {
 
   // ClientStreamBase::Finish(): closes the writes, waits for the end.
   Status Finish();
+  // The stream has ended and its context may go away before this object
+  // does (a reactor's OnDone): the destructor leaves the context alone.
+  void ForgetContext();
 
  private:
   const std::shared_ptr<Channel> channel_;
@@ -55,6 +58,7 @@ class ClientStream final : public ClientCall {
   // False from the table insert until Complete() has let go of this object.
   std::atomic<bool> released_{true};
   bool finished_ = false;  // Finish() ran (the application's thread only)
+  bool context_forgotten_ = false;
 };
 
 }  // namespace internal

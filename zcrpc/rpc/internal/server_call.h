@@ -13,10 +13,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "zcrpc/base/frame.h"
 #include "zcrpc/rpc/call_table.h"
+#include "zcrpc/rpc/internal/reactor_driver.h"
 #include "zcrpc/rpc/internal/stream_state.h"
 #include "zcrpc/rpc/server_context.h"
 #include "zcrpc/rpc/service.h"
@@ -41,10 +43,22 @@ class ServerCall {
   void Unref() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
-  // The context turns IsCancelled(), and a stream's reads and writes end.
+  // The context turns IsCancelled(), a stream's reads and writes end, and
+  // a reactor hears of it.
   void Cancel() {
     context.MarkCancelled();
     if (stream) stream->End(absl::CancelledError("the call was cancelled"));
+    std::shared_ptr<ReactorDriver> driver;
+    {
+      std::lock_guard lock(reactor_mu_);
+      driver = reactor_;
+    }
+    if (driver) driver->OnStreamChanged();
+  }
+  // The reactor serving this call (callback methods), told of a cancel.
+  void SetReactor(std::shared_ptr<ReactorDriver> driver) {
+    std::lock_guard lock(reactor_mu_);
+    reactor_ = std::move(driver);
   }
 
   const std::shared_ptr<ServerConnection> connection;  // kept alive while the call runs
@@ -59,6 +73,8 @@ class ServerCall {
  private:
   ~ServerCall() = default;
   std::atomic<int> refs_{1};
+  std::mutex reactor_mu_;  // a cancel (any thread) against the reactor's binding
+  std::shared_ptr<ReactorDriver> reactor_ ABSL_GUARDED_BY(reactor_mu_);
 };
 
 }  // namespace internal

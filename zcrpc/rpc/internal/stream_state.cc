@@ -39,7 +39,19 @@ void StreamState::AnnounceWindow() {
 }
 
 Status StreamState::OnFrame(Frame frame) {
-  std::lock_guard lock(mu_);
+  std::shared_ptr<Listener> listener;
+  Status verdict;
+  {
+    std::lock_guard lock(mu_);
+    bool changed = false;
+    verdict = OnFrameLocked(frame, &changed);
+    if (changed) listener = ChangedLocked();
+  }
+  if (listener) listener->OnStreamChanged();
+  return verdict;
+}
+
+Status StreamState::OnFrameLocked(Frame& frame, bool* changed) {
   if (ended_) return absl::OkStatus();  // late: the stream is over here
   switch (frame.header.type) {
     case FrameType::kStreamMessage: {
@@ -71,12 +83,13 @@ Status StreamState::OnFrame(Frame frame) {
       return absl::InternalError(
           absl::StrCat("protocol error: a ", FrameTypeName(frame.header.type), " frame inside a stream"));
   }
-  ChangedLocked();
+  *changed = true;
   return absl::OkStatus();
 }
 
 void StreamState::End(const Status& status, bool keep_messages) {
   std::deque<Frame> dropped;  // released after the lock
+  std::shared_ptr<Listener> listener;
   {
     std::lock_guard lock(mu_);
     if (ended_) return;
@@ -84,12 +97,24 @@ void StreamState::End(const Status& status, bool keep_messages) {
     end_status_ = status;
     input_closed_ = true;
     if (!keep_messages) dropped.swap(inbox_);
-    ChangedLocked();
+    listener = ChangedLocked();
   }
+  if (listener) listener->OnStreamChanged();
+}
+
+void StreamState::SetListener(std::shared_ptr<Listener> listener) {
+  std::lock_guard lock(mu_);
+  listener_ = std::move(listener);
 }
 
 bool StreamState::ended() const {
   std::lock_guard lock(mu_);
+  return ended_;
+}
+
+bool StreamState::EndedWith(Status* status) const {
+  std::lock_guard lock(mu_);
+  if (ended_) *status = end_status_;
   return ended_;
 }
 
@@ -105,19 +130,42 @@ bool StreamState::Read(google::protobuf::MessageLite* message, std::vector<Buffe
       return false;
     }
     WaitLocked(lock, ready);
-    if (inbox_.empty()) return false;
-    frame = std::move(inbox_.front());
-    inbox_.pop_front();
-    consumed_ += CreditCost(frame.header);
-    // Given back in quarters of the window: few credit frames, and the
-    // peer never waits for one while a quarter is still free.
-    if (!input_closed_ && consumed_ >= window_ / 4) {
-      credit = consumed_;
-      consumed_ = 0;
-      peer_credit_ += static_cast<int64_t>(credit);
-    }
+    if (TakeLocked(&frame, &credit) != ReadResult::kMessage) return false;
   }
   if (credit > 0) SendCredit(credit);
+  return Deliver(frame, message, attachments);
+}
+
+StreamState::ReadResult StreamState::TryRead(google::protobuf::MessageLite* message,
+                                             std::vector<Buffer>* attachments) {
+  Frame frame;
+  uint64_t credit = 0;
+  ReadResult result;
+  {
+    std::lock_guard lock(mu_);
+    result = TakeLocked(&frame, &credit);
+  }
+  if (credit > 0) SendCredit(credit);
+  if (result != ReadResult::kMessage) return result;
+  return Deliver(frame, message, attachments) ? ReadResult::kMessage : ReadResult::kNoMore;
+}
+
+StreamState::ReadResult StreamState::TakeLocked(Frame* frame, uint64_t* credit) {
+  if (inbox_.empty()) return input_closed_ ? ReadResult::kNoMore : ReadResult::kNotYet;
+  *frame = std::move(inbox_.front());
+  inbox_.pop_front();
+  consumed_ += CreditCost(frame->header);
+  // Given back in quarters of the window: few credit frames, and the
+  // peer never waits for one while a quarter is still free.
+  if (!input_closed_ && consumed_ >= window_ / 4) {
+    *credit = consumed_;
+    consumed_ = 0;
+    peer_credit_ += static_cast<int64_t>(*credit);
+  }
+  return ReadResult::kMessage;
+}
+
+bool StreamState::Deliver(Frame& frame, google::protobuf::MessageLite* message, std::vector<Buffer>* attachments) {
   if (!message->ParseFromArray(frame.message.data(), static_cast<int>(frame.message.size()))) {
     FailHere(absl::InternalError(absl::StrCat("cannot parse a stream message as ", message->GetTypeName())));
     return false;
@@ -127,7 +175,7 @@ bool StreamState::Read(google::protobuf::MessageLite* message, std::vector<Buffe
 }
 
 WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std::vector<Buffer> attachments,
-                               bool may_wait) {
+                               bool may_wait, bool respect_send_queue) {
   {
     std::unique_lock lock(mu_);
     if (ended_ || writes_closed_) return WriteStatus::kClosed;
@@ -144,7 +192,7 @@ WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std
   }
   // The connection's own send queue: a writer that may wait does, no
   // longer than the call's deadline; nothing waits on a delivering thread.
-  if (!connection_->writable()) {
+  if (respect_send_queue && !connection_->writable()) {
     if (!may_wait) return WriteStatus::kWouldBlock;
     if (Status room = connection_->WaitWritable(deadline_nanos_); !room.ok()) {
       FailHere(room);
@@ -173,6 +221,11 @@ WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std
     return WriteStatus::kClosed;
   }
   return WriteStatus::kWritten;
+}
+
+bool StreamState::MayWriteNow() const {
+  std::lock_guard lock(mu_);
+  return ended_ || writes_closed_ || send_credit_ > 0;
 }
 
 bool StreamState::CloseWrites() {
@@ -225,9 +278,10 @@ void StreamState::WaitLocked(std::unique_lock<std::mutex>& lock, Ready ready) {
   }
 }
 
-void StreamState::ChangedLocked() {
+std::shared_ptr<StreamState::Listener> StreamState::ChangedLocked() {
   version_.fetch_add(1, std::memory_order_release);
   changed_.notify_all();
+  return listener_;
 }
 
 void StreamState::SendCredit(uint64_t bytes) {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -61,6 +62,17 @@ class StreamState {
   // (a message over the limits, the peer's window exceeded, a send that
   // failed): the owner ends the call with `status` and tells the peer.
   using Abort = std::function<void(Status status)>;
+  // Told, outside the mutex, after every change a reader or writer may wait
+  // for (a message, credit, the peer's half-close, the end): how a reactor
+  // (reactor.h) learns it can go on without a thread that waits.
+  class Listener {
+   public:
+    virtual void OnStreamChanged() = 0;
+
+   protected:
+    ~Listener() = default;
+  };
+  enum class ReadResult { kMessage, kNotYet, kNoMore };
 
   StreamState(Options options, Abort abort);
   StreamState(const StreamState&) = delete;
@@ -73,6 +85,9 @@ class StreamState {
   // larger than the initial one; sent by the owner right after the stream
   // opened (client) or was accepted (server). No-op if not needed.
   void AnnounceWindow();
+  // Who is told of changes (nullptr: nobody). Any thread; a change under
+  // way may still reach the previous listener.
+  void SetListener(std::shared_ptr<Listener> listener);
 
   // --- delivering threads ---
 
@@ -92,22 +107,39 @@ class StreamState {
   // attachments into `*attachments` (if given). False once no more will
   // come: the peer closed its writes, or the stream ended.
   bool Read(google::protobuf::MessageLite* message, std::vector<Buffer>* attachments);
+  // Read() that never waits: kNotYet while no message is there and more
+  // may come.
+  ReadResult TryRead(google::protobuf::MessageLite* message, std::vector<Buffer>* attachments);
   // Serializes `message` into the connection's memory and sends it, once
   // the peer's window has room (`may_wait`), or not (kWouldBlock).
-  WriteStatus Write(const google::protobuf::MessageLite& message, std::vector<Buffer> attachments, bool may_wait);
+  // `respect_send_queue` false: a full connection send queue does not hold
+  // the message back (a reactor's write, bounded by the stream's window
+  // alone, since nothing would tell it when the queue drains).
+  WriteStatus Write(const google::protobuf::MessageLite& message, std::vector<Buffer> attachments, bool may_wait,
+                    bool respect_send_queue = true);
+  // Whether a Write() now would not say kWouldBlock for want of credit.
+  bool MayWriteNow() const;
   // Sends the half-close frame (the client's side); false if over already.
   bool CloseWrites();
   // Waits until End(); returns its status.
   Status WaitEnded();
 
   bool ended() const;
+  // True once ended, with the status End() was given in `*status`.
+  bool EndedWith(Status* status) const;
 
  private:
   // Waits until `ready()` (under the lock), reading the connection on this
   // thread where the options allow.
   template <typename Ready>
   void WaitLocked(std::unique_lock<std::mutex>& lock, Ready ready) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a change; returns the listener to tell once the lock is gone.
+  std::shared_ptr<Listener> ChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status OnFrameLocked(Frame& frame, bool* changed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the next message if there is one; the credit to give back, if
+  // any, in `*credit`.
+  ReadResult TakeLocked(Frame* frame, uint64_t* credit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Deliver(Frame& frame, google::protobuf::MessageLite* message, std::vector<Buffer>* attachments);
   void SendCredit(uint64_t bytes);
   void FailHere(const Status& status);
 
@@ -123,6 +155,7 @@ class StreamState {
   // it by a thread polling the connection.
   std::atomic<uint64_t> version_{0};
   std::deque<Frame> inbox_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<Listener> listener_ ABSL_GUARDED_BY(mu_);
   bool input_closed_ ABSL_GUARDED_BY(mu_) = false;   // the peer sends no more messages
   bool writes_closed_ ABSL_GUARDED_BY(mu_) = false;  // this side sends no more
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
