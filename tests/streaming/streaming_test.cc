@@ -286,7 +286,8 @@ TEST_P(Streaming, AWriterStopsAtTheReadersWindow) {
   ASSERT_TRUE(status.ok()) << status;
   ASSERT_EQ(ctx.server_metadata().size(), 1u);
   const int written = std::stoi(ctx.server_metadata()[0].second);
-  const int per_message = 1024 + 3;  // body plus its protobuf framing
+  // Each 1 KiB message costs a page of credit (kStreamMessageMinCredit).
+  const int per_message = static_cast<int>(kStreamMessageMinCredit);
   EXPECT_GE(written, (64 << 10) / per_message);
   EXPECT_LE(written, (64 << 10) / per_message + 1);
 }

@@ -54,6 +54,10 @@ inline constexpr uint16_t kKnownFlags = kFlagMethodPath | kFlagStream;
 inline constexpr uint64_t kInitialStreamWindow = 64 << 10;
 // A window may never grow past this; more credit is a protocol error.
 inline constexpr uint64_t kMaxStreamWindow = uint64_t{1} << 40;
+// The least a stream message takes from the window, however small: what a
+// receiver holds for it is at least a page (a pool or shm slab block), so
+// a window of tiny messages is no larger in memory than its bytes say.
+inline constexpr uint64_t kStreamMessageMinCredit = 4096;
 
 struct WireHeader {
   FrameType type = FrameType::kRequest;
@@ -136,8 +140,10 @@ inline constexpr uint32_t kPrefaceMagic = 0x4650435A;  // bytes "ZCPF" on the wi
 enum class PrefaceRole : uint8_t { kClient = 1, kServer = 2 };
 // Feature bits: a receiver ignores bits it does not know, and a feature is
 // in use only when both sides announce it.
-// The side sends and accepts stream frames (types 5-7, kFlagStream).
-inline constexpr uint64_t kFeatureStreams = 1;
+// The side sends and accepts stream frames (types 5-7, kFlagStream), each
+// message costing at least kStreamMessageMinCredit. Bit 0 was streams
+// without that floor, before any release; it is retired, not reused.
+inline constexpr uint64_t kFeatureStreams = 2;
 inline constexpr uint64_t kKnownFeatures = kFeatureStreams;
 
 struct Preface {

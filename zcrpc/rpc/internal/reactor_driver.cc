@@ -123,20 +123,30 @@ void ReactorDriver::OnStreamChanged() {
 
 void ReactorDriver::Kick() {
   if (reaction_depth > 0 || transport::InDeliveryThread()) {
-    Drive();
+    Drive(/*resumed=*/false);
   } else {
-    PostReaction([self = shared_from_this()] { self->Drive(); });
+    PostReaction([self = shared_from_this()] { self->Drive(/*resumed=*/false); });
   }
 }
 
-void ReactorDriver::Drive() {
+void ReactorDriver::Drive(bool resumed) {
   const std::shared_ptr<ReactorDriver> self = shared_from_this();  // Done may drop the reactor's share
   std::unique_lock lock(mu_);
-  if (running_) return;
-  running_ = true;
-  for (;;) {
+  if (!resumed) {
+    if (running_) return;
+    running_ = true;
+  }
+  // A reactor that always has work (a writer into a wide window of small
+  // messages) must not keep a poller, or the reaction thread, from the
+  // frames and reactors of everyone else: after a slice of steps it goes
+  // to the back of the reaction thread's queue, still marked running.
+  for (int steps = 0;; ++steps) {
     const Step step = NextLocked();
     if (step == Step::kNone) break;
+    if (steps == kStepsPerSlice) {
+      PostReaction([self] { self->Drive(/*resumed=*/true); });
+      return;
+    }
     lock.unlock();
     if (!Perform(step)) return;  // Done ran: running_ stays set, nothing runs again
     lock.lock();

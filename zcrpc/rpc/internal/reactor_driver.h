@@ -101,7 +101,9 @@ class ReactorDriver final : public StreamState::Listener, public std::enable_sha
   // Runs what is ready: here (inside a reaction or on a delivering
   // thread) or on the reaction thread.
   void Kick();
-  void Drive();
+  // `resumed`: a slice posted by a Drive that ran long (running_ is set).
+  void Drive(bool resumed);
+  static constexpr int kStepsPerSlice = 64;
   bool EndedLocked(Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Hooks* const hooks_;

@@ -19,6 +19,7 @@
 // it.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -167,7 +168,9 @@ class StreamState {
 };
 
 // Bytes a message frame takes from the window: message and attachment
-// section, as the header counts them.
-inline uint64_t CreditCost(const WireHeader& h) { return uint64_t{h.message_len} + h.attachments_len; }
+// section, as the header counts them, and never less than a page.
+inline uint64_t CreditCost(const WireHeader& h) {
+  return std::max(uint64_t{h.message_len} + h.attachments_len, kStreamMessageMinCredit);
+}
 
 }  // namespace zcrpc::internal
