@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The README's examples are files the build compiles with -Wall -Wextra
 -Werror and runs: examples/consumer/main.cc (also built against an installed
-zcrpc by the install test) and examples/streaming/main.cc. This checks the
+zcrpc by the install test), examples/streaming/main.cc and reactors.cc. This checks the
 README shows each file as it is, from its first #include on."""
 import pathlib
 import sys
@@ -10,7 +10,8 @@ root = pathlib.Path(sys.argv[1])
 readme = (root / "README.md").read_text()
 failed = False
 for example, first_line in [("examples/consumer/main.cc", "#include <cstdio>"),
-                            ("examples/streaming/main.cc", "#include <cinttypes>")]:
+                            ("examples/streaming/main.cc", "#include <cinttypes>"),
+                            ("examples/streaming/reactors.cc", "// The callback (reactor) API on ticker.proto")]:
     source = (root / example).read_text()
     source = source[source.index(first_line):]
     start = readme.index("```cpp\n" + first_line) + len("```cpp\n")
