@@ -5,6 +5,9 @@
 #   ZCRPC_SANITIZERS="asan tsan"
 #                           then also builds and runs the whole suite under
 #                           each of these presets (CI runs asan: .ci/run)
+#   ZCRPC_TSAN_STREAMING=1  then also builds the streaming tests under TSan
+#                           and runs label `streaming` (CI does: the whole
+#                           tree under TSan does not fit its time budget)
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/install-deps.sh
@@ -14,3 +17,10 @@ for preset in "${ZCRPC_PRESET:-release}" ${ZCRPC_SANITIZERS:-}; do
   cmake --build --preset "$preset"
   ctest --preset "$preset" -j"$(nproc)"
 done
+if [[ -n "${ZCRPC_TSAN_STREAMING:-}" ]]; then
+  echo "=== tsan: build and test label streaming"
+  cmake --preset tsan >/dev/null
+  cmake --build --preset tsan --target streaming_test reactor_test stream_protocol_test stream_process_test \
+    stream_server streaming_example streaming_reactor_example
+  ctest --preset tsan -L streaming -j"$(nproc)"
+fi

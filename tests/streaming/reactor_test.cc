@@ -287,6 +287,32 @@ TEST_P(Reactors, CancelMidStreamEndsBothSides) {
   }
 }
 
+TEST_P(Reactors, ACancelFromInsideAReactionEndsTheCall) {
+  // The reaction runs on the thread that delivered the message; the cancel
+  // inside it must not wait for that same delivery to let go of the call.
+  ClientContext ctx;
+  StreamingOutputCallRequest request = AskFor(1'000'000, 10);
+  class CancelOnFirst final : public ClientReadReactor<StreamingOutputCallResponse> {
+   public:
+    explicit CancelOnFirst(ClientContext* ctx) : ctx_(ctx) {}
+    void OnReadDone(bool ok) override {
+      if (!ok) return;
+      ctx_->TryCancel();
+      StartRead(&response);
+    }
+    void OnDone(const Status& status) override { done.set_value(status); }
+    ClientContext* const ctx_;
+    StreamingOutputCallResponse response;
+    std::promise<Status> done;
+  } reader(&ctx);
+  stub_->StreamingOutputCall(&ctx, &request, &reader);
+  reader.StartRead(&reader.response);
+  reader.StartCall();
+  auto done = reader.done.get_future();
+  ASSERT_EQ(done.wait_for(kWait), std::future_status::ready) << "the cancel inside a reaction hung";
+  EXPECT_EQ(done.get().code(), StatusCode::kCancelled);
+}
+
 TEST_P(Reactors, TheDeadlineEndsAStreamMidway) {
   ClientContext ctx;
   ctx.set_timeout(std::chrono::milliseconds(200));

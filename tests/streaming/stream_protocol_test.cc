@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/streaming/grpc_callback_test_service.h"
 #include "tests/streaming/grpc_test_service.h"
 #include "zcrpc/transport/registry.h"
 #include "zcrpc/transport/transport.h"
@@ -75,7 +76,7 @@ class StreamProtocol : public ::testing::Test {
     options.limits.max_body_bytes = 1 << 20;
     options.stream_window_bytes = kInitialStreamWindow;  // no credit beyond the first 64 KiB until read
     server_ = std::make_unique<Server>(options);
-    ASSERT_TRUE(server_->RegisterService(&service_).ok());
+    ASSERT_TRUE(server_->RegisterService(service()).ok());
     auto uri = server_->AddListener("loopback://stream-protocol-*");
     ASSERT_TRUE(uri.ok()) << uri.status();
     transport::Transport* loopback = *transport::Registry::Default().Find("loopback");
@@ -136,11 +137,46 @@ class StreamProtocol : public ::testing::Test {
     EXPECT_EQ(fine->header.status_code, 0u);
   }
 
+  virtual Service* service() { return &service_; }
+
   testing::GrpcTestService service_;
   std::unique_ptr<Server> server_;
   std::unique_ptr<transport::Connection> connection_;
   std::shared_ptr<Inbox> inbox_;
 };
+
+// The same server with reactors (the generated CallbackService).
+class CallbackStreamProtocol : public StreamProtocol {
+ protected:
+  Service* service() override { return &callback_service_; }
+  testing::GrpcCallbackTestService callback_service_;
+};
+
+TEST_F(CallbackStreamProtocol, AServerStreamingRequestThatDoesNotParseEndsItsStreamOnly) {
+  // Field 3 (payload) says 127 bytes follow; none do. The server waits for
+  // this request with no thread, and must end the stream, not hang.
+  Open(1, "/grpc.testing.TestService/StreamingOutputCall");
+  Frame message;
+  message.header.type = FrameType::kStreamMessage;
+  message.header.call_id = 1;
+  message.message = BufferPool::Default().Allocate(2);
+  message.message.data()[0] = 0x1a;
+  message.message.data()[1] = 0x7f;
+  ASSERT_TRUE(connection_->Send(std::move(message)).ok());
+  ExpectStreamEnded(1, StatusCode::kInternal);
+}
+
+TEST_F(CallbackStreamProtocol, ABidiMessageThatDoesNotParseEndsItsStreamOnly) {
+  Open(1);
+  Frame message;
+  message.header.type = FrameType::kStreamMessage;
+  message.header.call_id = 1;
+  message.message = BufferPool::Default().Allocate(2);
+  message.message.data()[0] = 0x1a;
+  message.message.data()[1] = 0x7f;
+  ASSERT_TRUE(connection_->Send(std::move(message)).ok());
+  ExpectStreamEnded(1, StatusCode::kInternal);
+}
 
 TEST_F(StreamProtocol, AWriterThatIgnoresTheWindowLosesItsStreamOnly) {
   // A server streaming handler reads its one request and then sleeps for

@@ -444,7 +444,7 @@ void Channel::CallUnaryAsync(const MethodDescriptor& method, ClientContext* cont
 }
 
 std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescriptor& method, ClientContext* context,
-                                                            google::protobuf::MessageLite* response) {
+                                                            google::protobuf::MessageLite* response, bool may_wait) {
   internal::StreamState::Options stream_options;
   stream_options.receive_window =
       context->stream_window_bytes() != 0 ? context->stream_window_bytes() : options_.stream_window_bytes;
@@ -457,7 +457,7 @@ std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescript
     stream->FailToOpen(absl::InvalidArgumentError(absl::StrCat(ToAbsl(method.path), " is a unary method, not a stream")));
     return stream;
   }
-  if (transport::InDeliveryThread()) {
+  if (may_wait && transport::InDeliveryThread()) {
     stream->FailToOpen(absl::FailedPreconditionError(absl::StrCat(
         "opening stream ", ToAbsl(method.path),
         " on a thread that delivers a connection's frames (a callback, or a handler run inline): it would wait for "
@@ -469,11 +469,12 @@ std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescript
     stream->FailToOpen(absl::DeadlineExceededError("deadline passed before the stream opened"));
     return stream;
   }
-  StatusOr<std::shared_ptr<Link>> link = GetLink(deadline, /*may_wait=*/true);
+  StatusOr<std::shared_ptr<Link>> link = GetLink(deadline, may_wait);
   if (!link.ok()) {
     stream->FailToOpen(link.status());
     return stream;
   }
+  if (*link == nullptr) return nullptr;  // connecting, and this caller may not wait
   if (!(*link)->takes_streams()) {
     stream->FailToOpen(absl::UnimplementedError(
         absl::StrCat("the server at ", target_, " does not take zcrpc streams (its preface did not announce them)")));
@@ -494,7 +495,7 @@ std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescript
   context->channel_id_.store(id_, std::memory_order_release);
   context->call_id_.store(*id, std::memory_order_release);
   stream->Opened(*id, *link, &(*link)->connection(), deadline);
-  Status sent = SendRequest(**link, std::move(open), binding, *id, deadline, /*may_wait=*/true, stream.get());
+  Status sent = SendRequest(**link, std::move(open), binding, *id, deadline, may_wait, stream.get());
   if (!sent.ok()) {
     if (internal::ClientCall* mine = table_.Remove(*id)) mine->Complete(sent, Frame{});
     return stream;
@@ -507,14 +508,18 @@ void Channel::OnStreamFrame(Link& link, Frame frame) {
   bool unary = false;
   Status verdict;
   const CallId id = frame.header.call_id;
+  std::shared_ptr<internal::StreamListener> listener;
   internal::ClientCall* call = table_.Acquire(id, [&](internal::ClientCall* c) {
     if (!c->is_stream()) {
       unary = true;
       return;
     }
-    verdict = c->OnStreamFrame(std::move(frame));
+    verdict = c->OnStreamFrame(std::move(frame), &listener);
   });
   if (call == nullptr) return;  // the stream is over here (a deadline, a cancel): dropped
+  // Unpinned first: a reactor's reactions may cancel the call, which
+  // waits for pins to go.
+  if (listener) listener->OnStreamChanged();
   if (unary) {
     link.Fail(absl::StrCat("sent a ", FrameTypeName(frame.header.type), " frame for a unary call"));
     return;
@@ -661,7 +666,7 @@ Status BlockingCall::Wait(std::chrono::nanoseconds spin) {
   return Finish(std::move(status_), reply_);
 }
 
-Status ClientCall::OnStreamFrame(Frame) { return absl::InternalError("not a stream"); }
+Status ClientCall::OnStreamFrame(Frame, std::shared_ptr<StreamListener>*) { return absl::InternalError("not a stream"); }
 
 void CallbackCall::Complete(Status status, Frame reply) {
   Status result = Finish(std::move(status), reply);

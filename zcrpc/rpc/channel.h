@@ -116,8 +116,10 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   // ended with why. `response`: client streaming only, else nullptr.
   // Waits for the connection, no longer than the context's deadline. Any
   // thread except a delivering one (there it fails FAILED_PRECONDITION).
+  // `may_wait` false (any thread): never waits; returns nullptr if it would
+  // have to wait for the connection.
   std::unique_ptr<internal::ClientStream> OpenStream(const MethodDescriptor& method, ClientContext* context,
-                                                     google::protobuf::MessageLite* response);
+                                                     google::protobuf::MessageLite* response, bool may_wait = true);
 
   // Ends call `id` with `why` if it is still in flight, and tells the
   // server. For ClientContext::TryCancel, and streams that broke here.

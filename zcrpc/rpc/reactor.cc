@@ -1,5 +1,8 @@
 #include "zcrpc/rpc/reactor.h"
 
+#include <system_error>
+#include <thread>
+
 #include <google/protobuf/message_lite.h>
 
 #include "zcrpc/rpc/channel.h"
@@ -42,12 +45,14 @@ void ReactorCore::FinishUntyped(Status status) { driver_->Finish(std::move(statu
 void ClientReactor::Bind(std::shared_ptr<Channel> channel, const MethodDescriptor& method, ClientContext* context,
                          const google::protobuf::MessageLite* request, google::protobuf::MessageLite* response) {
   std::shared_ptr<internal::ReactorDriver> driver = internal::DriverOf(*this).shared_from_this();
-  start_ = [driver, channel = std::move(channel), &method, context, request, response] {
-    std::shared_ptr<internal::ClientStream> stream = channel->OpenStream(method, context, response);
+  start_ = [driver, channel = std::move(channel), &method, context, request, response](bool may_wait) {
+    std::shared_ptr<internal::ClientStream> stream = channel->OpenStream(method, context, response, may_wait);
+    if (stream == nullptr) return false;  // it would wait for the connection
     internal::StreamState& state = stream->state();
     // Server streaming: the one request, then the writes are closed. A
     // stream that did not open has ended with why; these fail quietly.
-    if (request != nullptr && state.Write(*request, {}, /*may_wait=*/true) == WriteStatus::kWritten) {
+    if (request != nullptr && state.Write(*request, {}, /*may_wait=*/may_wait,
+                                          /*respect_send_queue=*/may_wait) == WriteStatus::kWritten) {
       state.CloseWrites();
     }
     state.SetListener(driver);
@@ -61,23 +66,30 @@ void ClientReactor::Bind(std::shared_ptr<Channel> channel, const MethodDescripto
       internal::PostReaction([stream = std::move(stream)]() mutable { stream.reset(); });
     };
     driver->Bind(std::move(binding));
+    return true;
   };
 }
 
 void ClientReactor::StartCall() {
+  if (call_started_) return;  // once: a second StartCall changes nothing
+  call_started_ = true;
+  internal::ReactorDriver& driver = internal::DriverOf(*this);
   if (!start_) {
-    internal::DriverOf(*this).FailToStart(
-        absl::FailedPreconditionError("StartCall() on a reactor no stub has bound, or a second time"));
+    driver.FailToStart(absl::FailedPreconditionError("StartCall() on a reactor no stub has bound to a call"));
     return;
   }
-  std::function<void()> start = std::move(start_);
+  std::function<bool(bool)> start = std::move(start_);
   start_ = nullptr;
-  // Opening may wait for the connection: never on a thread that delivers
-  // frames (it would wait for itself) or inside a reaction.
-  if (transport::InDeliveryThread()) {
-    internal::PostReaction(std::move(start));
-  } else {
-    start();
+  // Opening may wait for the connection (bounded by the deadline), but
+  // never on a thread that delivers frames (it would wait for itself) nor
+  // inside a reaction (the reaction thread is everyone's): there a thread
+  // of its own waits, if the connection is not up yet.
+  const bool may_wait = !transport::InDeliveryThread() && !internal::InReaction();
+  if (start(may_wait)) return;
+  try {
+    std::thread([start = std::move(start)] { start(/*may_wait=*/true); }).detach();
+  } catch (const std::system_error&) {
+    driver.FailToStart(absl::ResourceExhaustedError("no thread to wait for the channel's connection"));
   }
 }
 

@@ -14,11 +14,11 @@
 //  - At most one read and one write outstanding per call; start the next
 //    from the previous one's reaction (or any thread once it ran). A second
 //    one while one is outstanding completes at once with ok = false.
-//  - Reactions of one call run one at a time, never inside your Start*()
-//    call. They run on the thread that brought the news (a transport
-//    thread, for a message) or on zcrpc's reaction thread: keep them
-//    short, and never block in them (a blocking RPC fails there with
-//    FAILED_PRECONDITION).
+//  - Reactions of one call run one at a time, never inside a call of yours
+//    (Start*, Finish, StartCall), so never under your locks. They run on
+//    the thread that brought the news (a transport thread, for a message)
+//    or on zcrpc's reaction thread: keep them short, and never block in
+//    them (a blocking RPC fails there with FAILED_PRECONDITION).
 //  - OnDone is the last reaction. It runs once the call has ended, every
 //    operation you started has completed (its reaction ran), and, on the
 //    server, Finish() was carried out. No holds are needed: an operation
@@ -197,10 +197,11 @@ class ServerBidiReactor : public ServerReactor {
 // TryCancel().
 class ClientReactor : public internal::ReactorCore {
  public:
-  // Opens the call. Any thread; once, after the stub bound the reactor. On
-  // an application thread it may wait for the channel's connection (no
-  // longer than the context's deadline); elsewhere that wait happens on
-  // zcrpc's reaction thread.
+  // Opens the call. Any thread; once (a second call does nothing), after
+  // the stub bound the reactor. On an application thread it may wait for
+  // the channel's connection (no longer than the context's deadline); on
+  // a transport thread or inside a reaction it never waits: a thread of
+  // its own waits for the connection if it is not up yet.
   void StartCall();
 
   // The last reaction, with the call's status (the server's, or why it
@@ -217,7 +218,9 @@ class ClientReactor : public internal::ReactorCore {
  private:
   void DoneHook(const Status& status) final { OnDone(status); }
 
-  std::function<void()> start_;
+  // Opens the call; false (nothing done) if that would wait and may not.
+  std::function<bool(bool may_wait)> start_;
+  bool call_started_ = false;
 };
 
 // Server streaming: StartRead until OnReadDone(false); OnDone has the status.

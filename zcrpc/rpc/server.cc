@@ -315,6 +315,9 @@ void ServerConnection::EndCall(internal::ServerCall* call, const Status& status,
 void ServerConnection::StartCallback(internal::ServerCall* call) {
   call->context.request_attachments_ = std::move(call->request.attachments);
   const internal::ServerCallbackCall handle(this, call);
+  // Counted while the adapter runs: a reactor it binds, or a request it
+  // waits for, is counted on its own before this lets go.
+  server_->handlers_->Enter();
   try {
     call->method.callback_handler(handle);
   } catch (const std::exception& e) {
@@ -325,6 +328,7 @@ void ServerConnection::StartCallback(internal::ServerCall* call) {
   }
   call->request = Frame{};  // parsed by now
   call->Unref();            // OnRequest's reference; a bound reactor holds its own
+  server_->handlers_->Leave();
 }
 
 void ServerConnection::Reply(CallId call_id, const Status& status, ServerContext* ctx, Buffer response) {
@@ -391,23 +395,46 @@ void ServerCallbackCall::Bind(ReactorCore* reactor, std::function<Status(Buffer*
 
 // Waits for a server streaming call's request with no thread: the stream's
 // listener until the message (or the end) is there.
-class RequestWaiter final : public StreamState::Listener, public std::enable_shared_from_this<RequestWaiter> {
+class RequestWaiter final : public StreamListener, public std::enable_shared_from_this<RequestWaiter> {
  public:
-  RequestWaiter(ServerCallbackCall call, ServerCall* record, google::protobuf::MessageLite* request,
-                std::function<void()> then)
-      : call_(call), record_(record), request_(request), then_(std::move(then)) {
+  RequestWaiter(ServerCallbackCall call, ServerCall* record, std::shared_ptr<Server::Handlers> handlers,
+                google::protobuf::MessageLite* request, std::function<void()> then)
+      : call_(call),
+        record_(record),
+        handlers_(std::move(handlers)),
+        request_(request),
+        then_(std::move(then)) {
     record_->Ref();
+    handlers_->Enter();  // Shutdown waits for the request, or its end
   }
-  ~RequestWaiter() { record_->Unref(); }
+  ~RequestWaiter() {
+    record_->Unref();
+    handlers_->Leave();
+  }
 
   void OnStreamChanged() override {
-    StreamState::ReadResult result;
     {
       std::lock_guard lock(mu_);
       if (done_) return;
-      result = record_->stream->TryRead(request_, nullptr);
-      if (result == StreamState::ReadResult::kNotYet) return;
-      done_ = true;
+      if (busy_) {  // another thread, or this one inside TryRead (a parse failure ends the stream)
+        again_ = true;
+        return;
+      }
+      busy_ = true;
+    }
+    StreamState::ReadResult result;
+    for (;;) {
+      result = record_->stream->TryRead(request_, nullptr);  // not under mu_: it may call back
+      std::lock_guard lock(mu_);
+      if (result != StreamState::ReadResult::kNotYet) {
+        done_ = true;
+        break;
+      }
+      if (!again_) {
+        busy_ = false;
+        return;
+      }
+      again_ = false;
     }
     const std::shared_ptr<RequestWaiter> self = shared_from_this();
     record_->stream->SetListener(nullptr);
@@ -433,14 +460,18 @@ class RequestWaiter final : public StreamState::Listener, public std::enable_sha
  private:
   const ServerCallbackCall call_;
   ServerCall* const record_;
+  const std::shared_ptr<Server::Handlers> handlers_;
   google::protobuf::MessageLite* const request_;
   const std::function<void()> then_;
   std::mutex mu_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;   // a thread is reading
+  bool again_ ABSL_GUARDED_BY(mu_) = false;  // news came meanwhile: read once more
 };
 
 void ServerCallbackCall::AwaitRequest(google::protobuf::MessageLite* request, std::function<void()> then) const {
-  auto waiter = std::make_shared<RequestWaiter>(*this, call_, request, std::move(then));
+  auto waiter =
+      std::make_shared<RequestWaiter>(*this, call_, connection_->server_->handlers_, request, std::move(then));
   call_->stream->SetListener(waiter);
   waiter->OnStreamChanged();  // it may have ended already (a cancel)
 }
@@ -629,14 +660,19 @@ void Server::Shutdown(std::chrono::steady_clock::time_point deadline) {
   connections.clear();
   if (workers_) workers_->join();
   {
+    // Every connection reports OnClosed on a delivering thread, then
+    // leaves the set; a callback method's adapter runs inside a delivery,
+    // so once all are gone no reactor can still be about to be counted.
+    std::unique_lock lock(mu_);
+    changed_.wait(lock, [this] { return connections_.empty(); });
+  }
+  {
     // Streaming handlers' threads, and reactors not yet at OnDone (they
     // were cancelled above; each must still call Finish()).
     std::unique_lock lock(handlers_->mu);
     handlers_->none_left.wait(lock, [this] { return handlers_->running == 0; });
   }
   std::unique_lock lock(mu_);
-  // Every connection reports OnClosed on a delivering thread, then leaves the set.
-  changed_.wait(lock, [this] { return connections_.empty(); });
   shut_down_ = true;
   changed_.notify_all();
 }

@@ -46,6 +46,7 @@ namespace zcrpc {
 
 class ServerConnection;
 namespace internal {
+class RequestWaiter;
 class ServerCall;
 class ServerCallbackCall;
 }
@@ -112,6 +113,7 @@ class Server final : private DeadlineSweeper::Client {
  private:
   friend class ServerConnection;
   friend class internal::ServerCallbackCall;
+  friend class internal::RequestWaiter;
   const Service::Method* FindMethod(std::string_view path) const;
   void OnAccept(std::unique_ptr<transport::Connection> connection);
   void OnConnectionClosed(ServerConnection* connection);

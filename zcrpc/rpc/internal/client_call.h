@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include "zcrpc/base/frame.h"
 #include "zcrpc/base/status.h"
@@ -20,6 +21,7 @@ namespace zcrpc {
 class ClientContext;
 
 namespace internal {
+class StreamListener;
 
 class ClientCall {
  public:
@@ -35,8 +37,10 @@ class ClientCall {
   // A stream message or credit frame for this call, delivered while the
   // call is pinned in the table (it must be quick). Non-OK: the peer broke
   // the stream's rules and the channel ends the call with that status. A
-  // unary call has no stream: INTERNAL, and the connection closes.
-  virtual Status OnStreamFrame(Frame frame);
+  // unary call has no stream: INTERNAL, and the connection closes. The
+  // stream's listener to tell comes back in `*notify_later`: the caller
+  // tells it once the call is no longer pinned.
+  virtual Status OnStreamFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later);
   virtual bool is_stream() const { return false; }
 
   std::atomic<uint64_t> link_epoch{0};

@@ -51,7 +51,9 @@ void ClientStream::Complete(Status status, Frame reply) {
   released_.store(true, std::memory_order_release);  // the last touch
 }
 
-Status ClientStream::OnStreamFrame(Frame frame) { return state_.OnFrame(std::move(frame)); }
+Status ClientStream::OnStreamFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later) {
+  return state_.OnFrame(std::move(frame), notify_later);
+}
 
 Status ClientStream::Finish() {
   if (finished_) return absl::FailedPreconditionError("Finish() was already called on this stream");

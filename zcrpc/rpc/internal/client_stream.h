@@ -30,7 +30,7 @@ class ClientStream final : public ClientCall {
 
   // ClientCall: whoever removed the call from the table ends the stream.
   void Complete(Status status, Frame reply) override;
-  Status OnStreamFrame(Frame frame) override;
+  Status OnStreamFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later) override;
   bool is_stream() const override { return true; }
 
   StreamState& state() { return state_; }

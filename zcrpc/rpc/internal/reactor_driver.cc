@@ -32,6 +32,8 @@ void RunReaction(F&& reaction) {
 
 }  // namespace
 
+bool InReaction() { return reaction_depth > 0; }
+
 void PostReaction(std::function<void()> work) {
   // Never destroyed: reactions may still be posted while statics go away.
   static auto* pool = new boost::asio::thread_pool(1);
@@ -51,7 +53,7 @@ void ReactorDriver::StartRead(google::protobuf::MessageLite* message, std::vecto
     }
     if (running_ || (!bound_ && !start_failure_)) return;
   }
-  Kick();
+  Kick(/*from_application=*/true);
 }
 
 void ReactorDriver::StartWrite(const google::protobuf::MessageLite* message, std::vector<Buffer> attachments,
@@ -70,7 +72,7 @@ void ReactorDriver::StartWrite(const google::protobuf::MessageLite* message, std
     }
     if (running_ || (!bound_ && !start_failure_)) return;
   }
-  Kick();
+  Kick(/*from_application=*/true);
 }
 
 void ReactorDriver::StartWritesDone() {
@@ -82,7 +84,7 @@ void ReactorDriver::StartWritesDone() {
     writes_done_ = WritesDone::kWithReaction;
     if (running_ || (!bound_ && !start_failure_)) return;
   }
-  Kick();
+  Kick(/*from_application=*/true);
 }
 
 void ReactorDriver::Finish(Status status) {
@@ -92,7 +94,7 @@ void ReactorDriver::Finish(Status status) {
     finish_ = std::move(status);
     if (running_ || !bound_) return;
   }
-  Kick();
+  Kick(/*from_application=*/true);
 }
 
 void ReactorDriver::Bind(Binding binding) {
@@ -101,15 +103,16 @@ void ReactorDriver::Bind(Binding binding) {
     binding_ = std::move(binding);
     bound_ = true;
   }
-  Kick();
+  Kick(/*from_application=*/false);
 }
 
 void ReactorDriver::FailToStart(Status status) {
   {
     std::lock_guard lock(mu_);
+    if (bound_) return;  // the call runs: it ends its own way
     start_failure_ = std::move(status);
   }
-  Kick();
+  Kick(/*from_application=*/false);
 }
 
 void ReactorDriver::OnStreamChanged() {
@@ -118,11 +121,15 @@ void ReactorDriver::OnStreamChanged() {
     ++seq_;
     if (running_ || done_) return;  // the running thread looks again
   }
-  Kick();
+  Kick(/*from_application=*/false);
 }
 
-void ReactorDriver::Kick() {
-  if (reaction_depth > 0 || transport::InDeliveryThread()) {
+void ReactorDriver::Kick(bool from_application) {
+  // Inline only where no code of the application's is on the stack: a
+  // delivering thread outside any reaction. Anywhere else (inside Start*,
+  // inside another reactor's reaction, on the sweeper) reactions would run
+  // under the caller's locks.
+  if (!from_application && reaction_depth == 0 && transport::InDeliveryThread()) {
     Drive(/*resumed=*/false);
   } else {
     PostReaction([self = shared_from_this()] { self->Drive(/*resumed=*/false); });

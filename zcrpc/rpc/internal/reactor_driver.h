@@ -3,14 +3,15 @@
 // writes-done or finish), carries each out when the stream allows, and
 // runs the reactor's reactions, one at a time, until the last: Done.
 //
-// Where reactions run: on the thread that brought the news (a delivering
-// thread for a message, credit or the end; the sweeper for a deadline), so
-// a message costs no thread hand-off. An operation started inside a
-// reaction, or on a delivering thread, is carried out after that reaction
-// returns, on the same thread. One started anywhere else (the
-// application's own threads) is handed to the process's reaction thread,
-// so no reaction ever runs inside the caller's Start*() call, under the
-// caller's locks.
+// Where reactions run: on the thread that brought the news when it is a
+// delivering thread outside any reaction (a message, credit or the end
+// from the transport), so a message costs no thread hand-off. Everywhere
+// else on the process's reaction thread: an operation started outside
+// this reactor's own reactions (from an application thread, or from
+// another reactor's reaction), a deadline or cancel from the sweeper or
+// an application thread. So no reaction runs inside a caller's Start*(),
+// under the caller's locks. An operation started inside one of this
+// reactor's reactions is carried out right after that reaction returns.
 //
 // Lifetime: shared between the reactor (its owner) and the runtime's call
 // record (through the stream's listener), so a late notification after the
@@ -41,7 +42,7 @@ class MessageLite;
 
 namespace zcrpc::internal {
 
-class ReactorDriver final : public StreamState::Listener, public std::enable_shared_from_this<ReactorDriver> {
+class ReactorDriver final : public StreamListener, public std::enable_shared_from_this<ReactorDriver> {
  public:
   using Hooks = ReactorHooks;  // reactor.h
 
@@ -98,9 +99,9 @@ class ReactorDriver final : public StreamState::Listener, public std::enable_sha
   Step NextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Carries out `step`; false once Done ran (the hooks are gone).
   bool Perform(Step step);
-  // Runs what is ready: here (inside a reaction or on a delivering
-  // thread) or on the reaction thread.
-  void Kick();
+  // Runs what is ready: here (a runtime event on a delivering thread,
+  // outside reactions) or on the reaction thread.
+  void Kick(bool from_application);
   // `resumed`: a slice posted by a Drive that ran long (running_ is set).
   void Drive(bool resumed);
   static constexpr int kStepsPerSlice = 64;
@@ -134,6 +135,9 @@ class ReactorDriver final : public StreamState::Listener, public std::enable_sha
   bool cancel_reported_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
+
+// True inside a reaction, on this thread.
+bool InReaction();
 
 // Runs `work` on the process's reaction thread (created on first use, never
 // destroyed). Any thread.

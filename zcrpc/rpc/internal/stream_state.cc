@@ -38,7 +38,7 @@ void StreamState::AnnounceWindow() {
   SendCredit(extra);
 }
 
-Status StreamState::OnFrame(Frame frame) {
+Status StreamState::OnFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later) {
   std::shared_ptr<Listener> listener;
   Status verdict;
   {
@@ -47,7 +47,11 @@ Status StreamState::OnFrame(Frame frame) {
     verdict = OnFrameLocked(frame, &changed);
     if (changed) listener = ChangedLocked();
   }
-  if (listener) listener->OnStreamChanged();
+  if (notify_later != nullptr) {
+    *notify_later = std::move(listener);
+  } else if (listener) {
+    listener->OnStreamChanged();
+  }
   return verdict;
 }
 

@@ -45,6 +45,17 @@ class Connection;
 
 namespace zcrpc::internal {
 
+// Told, outside the stream's mutex, after every change a reader or writer
+// may wait for (a message, credit, the peer's half-close, the end): how a
+// reactor (reactor.h) learns it can go on without a thread that waits.
+class StreamListener {
+ public:
+  virtual void OnStreamChanged() = 0;
+
+ protected:
+  ~StreamListener() = default;
+};
+
 class StreamState {
  public:
   struct Options {
@@ -63,16 +74,7 @@ class StreamState {
   // (a message over the limits, the peer's window exceeded, a send that
   // failed): the owner ends the call with `status` and tells the peer.
   using Abort = std::function<void(Status status)>;
-  // Told, outside the mutex, after every change a reader or writer may wait
-  // for (a message, credit, the peer's half-close, the end): how a reactor
-  // (reactor.h) learns it can go on without a thread that waits.
-  class Listener {
-   public:
-    virtual void OnStreamChanged() = 0;
-
-   protected:
-    ~Listener() = default;
-  };
+  using Listener = StreamListener;
   enum class ReadResult { kMessage, kNotYet, kNoMore };
 
   StreamState(Options options, Abort abort);
@@ -95,7 +97,9 @@ class StreamState {
   // A stream message, half-close or credit frame for this stream. Non-OK
   // if the peer broke the stream's rules; the caller then ends the stream
   // with that status (Abort is not called from here).
-  Status OnFrame(Frame frame);
+  // `notify_later`: the listener to tell is handed back there instead of
+  // told here (the caller holds a table pin a reaction must not run under).
+  Status OnFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later = nullptr);
   // The stream is over, with `status`. `keep_messages`: messages that
   // arrived before stay readable (the peer ended it: a server's status at
   // the client); otherwise (a cancel, a deadline, a lost connection) they
