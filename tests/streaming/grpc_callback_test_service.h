@@ -59,34 +59,34 @@ class GrpcCallbackTestService final : public grpc::testing::TestService::Callbac
   // HalfDuplexCall and UnimplementedCall: not overridden, UNIMPLEMENTED.
 
  private:
-  class Unary final : public ServerUnaryReactor {
+  // A reactor of `Base` that counts its cancel and its end in the service,
+  // and deletes itself at OnDone.
+  template <typename Base>
+  class Counted : public Base {
    public:
-    explicit Unary(GrpcCallbackTestService* service) : service_(service) {}
+    explicit Counted(GrpcCallbackTestService* service) : service_(service) {}
     void OnCancel() override { ++service_->cancelled; }
     void OnDone() override {
       ++service_->done;
       delete this;
     }
 
-   private:
+   protected:
     GrpcCallbackTestService* const service_;
   };
 
+  using Unary = Counted<ServerUnaryReactor>;
+
   // One response per ResponseParameters, then the status asked for.
-  class Writer final : public ServerWriteReactor<grpc::testing::StreamingOutputCallResponse> {
+  class Writer final : public Counted<ServerWriteReactor<grpc::testing::StreamingOutputCallResponse>> {
    public:
     Writer(GrpcCallbackTestService* service, const grpc::testing::StreamingOutputCallRequest* request)
-        : service_(service), request_(request) {
+        : Counted(service), request_(request) {
       Next();
     }
     void OnWriteDone(bool ok) override {
       if (!ok) return Finish(absl::CancelledError("the client went away"));
       Next();
-    }
-    void OnCancel() override { ++service_->cancelled; }
-    void OnDone() override {
-      ++service_->done;
-      delete this;
     }
 
    private:
@@ -99,16 +99,15 @@ class GrpcCallbackTestService final : public grpc::testing::TestService::Callbac
           std::string(static_cast<size_t>(request_->response_parameters(next_++).size()), '\0'));
       StartWrite(&response_);
     }
-    GrpcCallbackTestService* const service_;
     const grpc::testing::StreamingOutputCallRequest* const request_;
     grpc::testing::StreamingOutputCallResponse response_;
     int next_ = 0;
   };
 
-  class Reader final : public ServerReadReactor<grpc::testing::StreamingInputCallRequest> {
+  class Reader final : public Counted<ServerReadReactor<grpc::testing::StreamingInputCallRequest>> {
    public:
     Reader(GrpcCallbackTestService* service, grpc::testing::StreamingInputCallResponse* response)
-        : service_(service), response_(response) {
+        : Counted(service), response_(response) {
       StartRead(&request_);
     }
     void OnReadDone(bool ok) override {
@@ -119,24 +118,18 @@ class GrpcCallbackTestService final : public grpc::testing::TestService::Callbac
       response_->set_aggregated_payload_size(static_cast<int32_t>(total_));
       Finish(Status());
     }
-    void OnCancel() override { ++service_->cancelled; }
-    void OnDone() override {
-      ++service_->done;
-      delete this;
-    }
 
    private:
-    GrpcCallbackTestService* const service_;
     grpc::testing::StreamingInputCallResponse* const response_;
     grpc::testing::StreamingInputCallRequest request_;
     int64_t total_ = 0;
   };
 
   // Each request's responses, in order; reads and writes overlap.
-  class Duplex final : public ServerBidiReactor<grpc::testing::StreamingOutputCallRequest,
-                                                grpc::testing::StreamingOutputCallResponse> {
+  class Duplex final : public Counted<ServerBidiReactor<grpc::testing::StreamingOutputCallRequest,
+                                                        grpc::testing::StreamingOutputCallResponse>> {
    public:
-    explicit Duplex(GrpcCallbackTestService* service) : service_(service) { StartRead(&request_); }
+    explicit Duplex(GrpcCallbackTestService* service) : Counted(service) { this->StartRead(&request_); }
     void OnReadDone(bool ok) override {
       if (!ok) {
         reads_over_ = true;
@@ -166,11 +159,6 @@ class GrpcCallbackTestService final : public grpc::testing::TestService::Callbac
       }
       MaybeFinish();
     }
-    void OnCancel() override { ++service_->cancelled; }
-    void OnDone() override {
-      ++service_->done;
-      delete this;
-    }
 
    private:
     void WriteNext() {
@@ -186,7 +174,6 @@ class GrpcCallbackTestService final : public grpc::testing::TestService::Callbac
         Finish(Status());
       }
     }
-    GrpcCallbackTestService* const service_;
     grpc::testing::StreamingOutputCallRequest request_;
     grpc::testing::StreamingOutputCallResponse response_;
     std::vector<int> pending_;

@@ -28,7 +28,17 @@ using grpc::testing::StreamingOutputCallRequest;
 using grpc::testing::StreamingOutputCallResponse;
 using grpc::testing::TestService;
 
-constexpr auto kWait = std::chrono::seconds(60);
+// How long a reaction may take to come: a liveness bound, not a speed
+// one. A shm ping-pong of 10,000 rounds takes ~170 ms here, but ran past
+// 60 s with both cores busy compiling (both sides spin-wait, docs/streaming.md).
+constexpr auto kWait = std::chrono::seconds(240);
+
+// The status OnDone gave, or DEADLINE_EXCEEDED if it never came.
+Status WaitFor(std::promise<Status>& done) {
+  auto future = done.get_future();
+  if (future.wait_for(kWait) != std::future_status::ready) return absl::DeadlineExceededError("OnDone never came");
+  return future.get();
+}
 
 StreamingOutputCallRequest AskFor(int n, int size_mod = 251) {
   StreamingOutputCallRequest request;
@@ -55,11 +65,7 @@ class Collector final : public ClientReadReactor<StreamingOutputCallResponse> {
   }
   void OnDone(const Status& status) override { done_.set_value(status); }
 
-  Status Wait() {
-    auto future = done_.get_future();
-    if (future.wait_for(kWait) != std::future_status::ready) return absl::DeadlineExceededError("OnDone never came");
-    return future.get();
-  }
+  Status Wait() { return WaitFor(done_); }
   int got() const { return got_; }
   bool out_of_order() const { return out_of_order_; }
   std::atomic<bool> pause_reads_{false};
@@ -90,11 +96,7 @@ class Uploader final : public ClientWriteReactor<StreamingInputCallRequest> {
   }
   void OnWritesDoneDone(bool ok) override { writes_done_ok_ = ok; }
   void OnDone(const Status& status) override { done_.set_value(status); }
-  Status Wait() {
-    auto future = done_.get_future();
-    if (future.wait_for(kWait) != std::future_status::ready) return absl::DeadlineExceededError("OnDone never came");
-    return future.get();
-  }
+  Status Wait() { return WaitFor(done_); }
   int64_t total() const { return total_; }
   bool writes_done_ok() const { return writes_done_ok_; }
 
@@ -135,11 +137,7 @@ class PingPong final : public ClientBidiReactor<StreamingOutputCallRequest, Stre
     StartRead(&response_);
   }
   void OnDone(const Status& status) override { done_.set_value(status); }
-  Status Wait() {
-    auto future = done_.get_future();
-    if (future.wait_for(kWait) != std::future_status::ready) return absl::DeadlineExceededError("OnDone never came");
-    return future.get();
-  }
+  Status Wait() { return WaitFor(done_); }
   int rounds() const { return rounds_; }
 
  private:

@@ -114,6 +114,16 @@ class StreamProtocol : public ::testing::Test {
     request.SerializeWithCachedSizesToArray(message.message.data());
     return connection_->Send(std::move(message));
   }
+  // A message no protobuf parses: field 3 says 127 bytes follow; none do.
+  Status SendUnparsable(uint64_t id) {
+    Frame message;
+    message.header.type = FrameType::kStreamMessage;
+    message.header.call_id = id;
+    message.message = BufferPool::Default().Allocate(2);
+    message.message.data()[0] = 0x1a;
+    message.message.data()[1] = 0x7f;
+    return connection_->Send(std::move(message));
+  }
   Status SendBodiless(FrameType type, uint64_t id, uint64_t credit = 0) {
     Frame frame;
     frame.header.type = type;
@@ -153,28 +163,16 @@ class CallbackStreamProtocol : public StreamProtocol {
 };
 
 TEST_F(CallbackStreamProtocol, AServerStreamingRequestThatDoesNotParseEndsItsStreamOnly) {
-  // Field 3 (payload) says 127 bytes follow; none do. The server waits for
-  // this request with no thread, and must end the stream, not hang.
+  // The server waits for this request with no thread, and must end the
+  // stream, not hang.
   Open(1, "/grpc.testing.TestService/StreamingOutputCall");
-  Frame message;
-  message.header.type = FrameType::kStreamMessage;
-  message.header.call_id = 1;
-  message.message = BufferPool::Default().Allocate(2);
-  message.message.data()[0] = 0x1a;
-  message.message.data()[1] = 0x7f;
-  ASSERT_TRUE(connection_->Send(std::move(message)).ok());
+  ASSERT_TRUE(SendUnparsable(1).ok());
   ExpectStreamEnded(1, StatusCode::kInternal);
 }
 
 TEST_F(CallbackStreamProtocol, ABidiMessageThatDoesNotParseEndsItsStreamOnly) {
   Open(1);
-  Frame message;
-  message.header.type = FrameType::kStreamMessage;
-  message.header.call_id = 1;
-  message.message = BufferPool::Default().Allocate(2);
-  message.message.data()[0] = 0x1a;
-  message.message.data()[1] = 0x7f;
-  ASSERT_TRUE(connection_->Send(std::move(message)).ok());
+  ASSERT_TRUE(SendUnparsable(1).ok());
   ExpectStreamEnded(1, StatusCode::kInternal);
 }
 
