@@ -383,11 +383,12 @@ void ServerCallbackCall::Bind(ReactorCore* reactor, std::function<Status(Buffer*
     if (status.ok() && respond) status = respond(&response);
     connection->EndCall(call, status, std::move(response));
   };
-  binding.release = [call, handlers, keep_alive = std::move(keep_alive)] {
+  binding.release = [call, keep_alive = std::move(keep_alive)] {
     call->SetReactor(nullptr);
     call->Unref();
-    handlers->Leave();
   };
+  // Shutdown waits until OnDone has returned, not just begun.
+  binding.after_done = [handlers] { handlers->Leave(); };
   call->SetReactor(driver);
   if (call->stream) call->stream->SetListener(driver);
   driver->Bind(std::move(binding));

@@ -318,6 +318,7 @@ bool ReactorDriver::Perform(Step step) {
       }
       if (binding.release) binding.release();
       RunReaction([&] { hooks_->Done(status); });
+      if (binding.after_done) binding.after_done();
       return false;
     }
   }

@@ -60,6 +60,9 @@ class ReactorDriver final : public StreamListener, public std::enable_shared_fro
     // is not touched after it. The closure itself (and what it captured)
     // is destroyed after Done returned.
     std::function<void()> release;
+    // Run once Done has returned (the reactor may be gone): what waits for
+    // the reactor to be over (Server::Shutdown) learns it here.
+    std::function<void()> after_done;
   };
 
   explicit ReactorDriver(Hooks* hooks) : hooks_(hooks) {}
