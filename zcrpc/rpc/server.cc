@@ -32,6 +32,19 @@ int64_t DeadlineFromTimeout(int64_t now, uint64_t timeout_us) {
   return now + static_cast<int64_t>(timeout_us) * 1000;
 }
 
+// Runs a handler: its status, or INTERNAL naming `path` if it threw. A
+// handler that throws fails its call, not the process or the poller.
+template <typename Handler>
+Status RunHandler(std::string_view path, Handler&& handler) {
+  try {
+    return handler();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("the handler of ", ToAbsl(path), " threw: ", e.what()));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat("the handler of ", ToAbsl(path), " threw"));
+  }
+}
+
 }  // namespace
 
 // One accepted connection: resolves each request's method, puts the call in
@@ -277,17 +290,10 @@ void ServerConnection::Run(internal::ServerCall* call) {
   ServerContext& ctx = call->context;
   ctx.request_attachments_ = std::move(call->request.attachments);
   Buffer response;
-  Status status;
-  try {
-    status = call->stream ? call->method.stream_handler(&ctx, call->stream.get(), &response)
-                          : call->method.handler(&ctx, call->request.message.span(), &response);
-  } catch (const std::exception& e) {
-    // A handler that throws fails its call, not the process or the poller.
-    status = absl::InternalError(absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path),
-                                              " threw: ", e.what()));
-  } catch (...) {
-    status = absl::InternalError(absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path), " threw"));
-  }
+  const Status status = RunHandler(call->method.descriptor.path, [&] {
+    return call->stream ? call->method.stream_handler(&ctx, call->stream.get(), &response)
+                        : call->method.handler(&ctx, call->request.message.span(), &response);
+  });
   call->request = Frame{};  // the request's buffers go back to the pool before the reply goes out
   ctx.request_attachments_.clear();
   EndCall(call, status, std::move(response));
@@ -318,14 +324,11 @@ void ServerConnection::StartCallback(internal::ServerCall* call) {
   // Counted while the adapter runs: a reactor it binds, or a request it
   // waits for, is counted on its own before this lets go.
   server_->handlers_->Enter();
-  try {
+  const Status threw = RunHandler(call->method.descriptor.path, [&] {
     call->method.callback_handler(handle);
-  } catch (const std::exception& e) {
-    handle.EndNow(absl::InternalError(
-        absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path), " threw: ", e.what())));
-  } catch (...) {
-    handle.EndNow(absl::InternalError(absl::StrCat("the handler of ", ToAbsl(call->method.descriptor.path), " threw")));
-  }
+    return Status();
+  });
+  if (!threw.ok()) handle.EndNow(threw);
   call->request = Frame{};  // parsed by now
   call->Unref();            // OnRequest's reference; a bound reactor holds its own
   server_->handlers_->Leave();
@@ -389,8 +392,13 @@ void ServerCallbackCall::Bind(ReactorCore* reactor, std::function<Status(Buffer*
   };
   // Shutdown waits until OnDone has returned, not just begun.
   binding.after_done = [handlers] { handlers->Leave(); };
-  call->SetReactor(driver);
-  if (call->stream) call->stream->SetListener(driver);
+  // A cancel reaches the driver through the stream's end; a unary call
+  // has no stream, so the call tells it itself.
+  if (call->stream) {
+    call->stream->SetListener(driver);
+  } else {
+    call->SetReactor(driver);
+  }
   driver->Bind(std::move(binding));
 }
 
@@ -439,23 +447,14 @@ class RequestWaiter final : public StreamListener, public std::enable_shared_fro
     }
     const std::shared_ptr<RequestWaiter> self = shared_from_this();
     record_->stream->SetListener(nullptr);
-    if (result == StreamState::ReadResult::kMessage) {
-      try {
-        then_();
-      } catch (const std::exception& e) {
-        call_.EndNow(absl::InternalError(
-            absl::StrCat("the handler of ", ToAbsl(record_->method.descriptor.path), " threw: ", e.what())));
-      } catch (...) {
-        call_.EndNow(
-            absl::InternalError(absl::StrCat("the handler of ", ToAbsl(record_->method.descriptor.path), " threw")));
-      }
-    } else if (record_->context.IsCancelled()) {
-      call_.EndNow(absl::CancelledError("the call was cancelled before its request arrived"));
-    } else {
-      call_.EndNow(absl::InternalError(absl::StrCat("the client of server streaming method ",
-                                                    ToAbsl(record_->method.descriptor.path),
-                                                    " closed its writes without a request")));
+    if (result != StreamState::ReadResult::kMessage) {
+      return call_.EndNow(MissingRequest(&record_->context, record_->method.descriptor.path));
     }
+    const Status threw = RunHandler(record_->method.descriptor.path, [&] {
+      then_();
+      return Status();
+    });
+    if (!threw.ok()) call_.EndNow(threw);
   }
 
  private:

@@ -20,11 +20,13 @@ bool Service::ReadSingleRequest(internal::StreamState* stream, ServerContext* ct
   return reader.ReadMessage(request, nullptr);
 }
 
-Status Service::MissingRequest(ServerContext* ctx, std::string_view path) {
+namespace internal {
+Status MissingRequest(const ServerContext* ctx, std::string_view path) {
   if (ctx->IsCancelled()) return absl::CancelledError("the call was cancelled before its request arrived");
   return absl::InternalError(
       absl::StrCat("the client of server streaming method ", ToAbsl(path), " closed its writes without a request"));
 }
+}  // namespace internal
 
 Status Service::SerializeResponse(ServerContext* ctx, const google::protobuf::MessageLite& response, Buffer* out) {
   *out = ctx->AllocateBuffer(response.ByteSizeLong());

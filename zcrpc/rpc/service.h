@@ -100,7 +100,7 @@ class Service {
     AddStreamingMethod(descriptor,
                        [self, fn, path = descriptor.path](ServerContext* ctx, internal::StreamState* stream, Buffer*) {
                          Req request;
-                         if (!ReadSingleRequest(stream, ctx, &request)) return MissingRequest(ctx, path);
+                         if (!ReadSingleRequest(stream, ctx, &request)) return internal::MissingRequest(ctx, path);
                          ServerWriter<Resp> writer(stream, ctx);
                          return (self->*fn)(ctx, &request, &writer);
                        });
@@ -188,9 +188,6 @@ class Service {
   // Reads a server streaming call's one request; false if none came.
   static bool ReadSingleRequest(internal::StreamState* stream, ServerContext* ctx,
                                 google::protobuf::MessageLite* request);
-  // Why a server streaming call got no request (cancelled, or the client
-  // closed its writes without one).
-  static Status MissingRequest(ServerContext* ctx, std::string_view path);
 
   std::string name_;
   std::vector<Method> methods_;

@@ -10,20 +10,21 @@
 namespace zcrpc::internal {
 namespace {
 
-// How deep this thread is inside reactions: operations started there run
-// after the reaction returns, on this thread.
+// How deep this thread is inside reactions: nothing here runs another
+// reactor's reactions inline (Kick), nor waits for a connection
+// (ClientReactor::StartCall).
 thread_local int reaction_depth = 0;
 
-struct InReaction {
-  InReaction() { ++reaction_depth; }
-  ~InReaction() { --reaction_depth; }
+struct ReactionScope {
+  ReactionScope() { ++reaction_depth; }
+  ~ReactionScope() { --reaction_depth; }
 };
 
 // A reaction that throws ends only its own reaction: the exception must not
 // unwind into a poller or the sweeper, and the call goes on to Done.
 template <typename F>
 void RunReaction(F&& reaction) {
-  InReaction scope;
+  ReactionScope scope;
   try {
     reaction();
   } catch (...) {
@@ -51,7 +52,7 @@ void ReactorDriver::StartRead(google::protobuf::MessageLite* message, std::vecto
       read_attachments_ = attachments;
       read_blocked_at_ = UINT64_MAX;
     }
-    if (running_ || (!bound_ && !start_failure_)) return;
+    if (!IdleLocked()) return;  // the running thread, or Bind, carries it out
   }
   Kick(/*from_application=*/true);
 }
@@ -70,7 +71,7 @@ void ReactorDriver::StartWrite(const google::protobuf::MessageLite* message, std
       after_write_ = after;
       after_write_status_ = std::move(finish_status);
     }
-    if (running_ || (!bound_ && !start_failure_)) return;
+    if (!IdleLocked()) return;  // the running thread, or Bind, carries it out
   }
   Kick(/*from_application=*/true);
 }
@@ -82,7 +83,7 @@ void ReactorDriver::StartWritesDone() {
       return;
     }
     writes_done_ = WritesDone::kWithReaction;
-    if (running_ || (!bound_ && !start_failure_)) return;
+    if (!IdleLocked()) return;  // the running thread, or Bind, carries it out
   }
   Kick(/*from_application=*/true);
 }
@@ -92,7 +93,7 @@ void ReactorDriver::Finish(Status status) {
     std::lock_guard lock(mu_);
     if (done_ || finish_ || (write_ != nullptr && after_write_ == AfterWrite::kFinish)) return;
     finish_ = std::move(status);
-    if (running_ || !bound_) return;
+    if (!IdleLocked()) return;  // the running thread, or Bind, carries it out
   }
   Kick(/*from_application=*/true);
 }
@@ -161,6 +162,8 @@ void ReactorDriver::Drive(bool resumed) {
   running_ = false;
 }
 
+bool ReactorDriver::IdleLocked() const { return !running_ && (bound_ || start_failure_); }
+
 bool ReactorDriver::EndedLocked(Status* status) {
   if (start_failure_) {
     *status = *start_failure_;
@@ -175,7 +178,7 @@ bool ReactorDriver::EndedLocked(Status* status) {
 }
 
 ReactorDriver::Step ReactorDriver::NextLocked() {
-  if (done_ || (!bound_ && !start_failure_)) return Step::kNone;
+  if (done_ || (!bound_ && !start_failure_)) return Step::kNone;  // not yet bound, or over
   if (refused_reads_ > 0 || refused_writes_ > 0) return Step::kRefused;
   if (!cancel_reported_ && binding_.cancelled && binding_.cancelled()) return Step::kCancelled;
   if (read_into_ != nullptr && read_blocked_at_ != seq_) return Step::kRead;

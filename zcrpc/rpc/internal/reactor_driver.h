@@ -109,6 +109,9 @@ class ReactorDriver final : public StreamListener, public std::enable_shared_fro
   void Drive(bool resumed);
   static constexpr int kStepsPerSlice = 64;
   bool EndedLocked(Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Nobody drives now, and there is something to drive (bound, or failed
+  // to start): an operation just recorded must be kicked off.
+  bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Hooks* const hooks_;
   std::mutex mu_;

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "zcrpc/base/buffer.h"
 #include "zcrpc/base/status.h"
@@ -27,6 +28,10 @@ class ServerContext;
 namespace internal {
 class ReactorCore;
 class ServerCall;
+
+// Why a server streaming call got no request: cancelled, or the client
+// closed its writes without one.
+Status MissingRequest(const ServerContext* ctx, std::string_view path);
 
 class ServerCallbackCall {
  public:
