@@ -158,6 +158,7 @@ class Runner:
         self.mode = mode
         self.effort = MODES[mode]
         self.pin_server = args.pin_server
+        self.stream_window = args.stream_window
         self.pin_client = args.pin_client
         self.grpc_variants = []
 
@@ -176,6 +177,9 @@ class Runner:
         return 60 + 3 * (e["warmup_max_s"] + e["reps"] * e["rep_s"])
 
     def run_rpc(self, spec, workload, payload, server_args=(), client_args=()):
+        if self.stream_window and spec["server"][0] == "bench_zcrpc_server":
+            window = [f"--stream_window_bytes={self.stream_window}"]
+            server_args, client_args = list(server_args) + window, list(client_args) + window
         server_cmd = pinned([self.binary(spec["server"][0])] + spec["server"][1:] + list(server_args), self.pin_server)
         server, address = start_server(server_cmd)
         try:
@@ -338,6 +342,7 @@ def machine_info(mode, effort, args):
                    "tolerance": effort["warmup_tolerance"], "steady_batches": 3},
         "unstable_spread": report.UNSTABLE_SPREAD,
         "quiet_wait_s": args.quiet_wait or None,
+        "stream_window_bytes": args.stream_window,
         "pinning": ({"server_cpus": args.pin_server, "client_cpus": args.pin_client}
                     if args.pin_server or args.pin_client else None),
     }
@@ -356,6 +361,9 @@ def main():
                              f"{100 * QUIET_SHARE:.0f} %% of the CPUs (for a machine shared with builds)")
     parser.add_argument("--pin-server", metavar="CPUS", help="run servers on these CPUs (taskset -c syntax)")
     parser.add_argument("--pin-client", metavar="CPUS", help="run clients on these CPUs")
+    parser.add_argument("--stream-window", metavar="BYTES", type=int,
+                        help="zcrpc's stream receive window on both sides (default: zcrpc's own), to measure "
+                             "the default against others (docs/streaming.md, \"Flow control\")")
     parser.add_argument("--bin-dir", required=True, help="where the bench_* programs are")
     args = parser.parse_args()
 

@@ -19,6 +19,7 @@
 #include "zcrpc/transport/tcp/tcp_stats.h"
 
 ABSL_FLAG(std::string, target, "", "the server's URI, as bench_zcrpc_server printed it");
+ABSL_FLAG(uint64_t, stream_window_bytes, 0, "the client's stream receive window (0: zcrpc's default)");
 
 namespace {
 
@@ -56,7 +57,11 @@ std::string TcpDecisions() {
 
 int main(int argc, char** argv) {
   const bench::Plan plan = bench::ParsePlan(argc, argv, "bench_zcrpc_client --target URI [harness flags]");
-  auto channel = zcrpc::Channel::Create(absl::GetFlag(FLAGS_target));
+  zcrpc::ChannelOptions options;
+  if (const uint64_t window = absl::GetFlag(FLAGS_stream_window_bytes); window != 0) {
+    options.stream_window_bytes = window;
+  }
+  auto channel = zcrpc::Channel::Create(absl::GetFlag(FLAGS_target), options);
   if (!channel.ok()) bench::FailRow(channel.status().ToString());
   BenchmarkService::Stub stub(*channel);
   zcrpc::bench::BenchControl::Stub control(*channel);

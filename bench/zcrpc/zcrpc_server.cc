@@ -17,6 +17,7 @@
 
 ABSL_FLAG(std::string, listen, "tcp://127.0.0.1:0", "URI to serve on");
 ABSL_FLAG(int, workers, 0, "handler threads (0: run handlers on the transport's poller)");
+ABSL_FLAG(uint64_t, stream_window_bytes, 0, "the server's stream receive window (0: zcrpc's default)");
 
 namespace {
 
@@ -92,6 +93,9 @@ int main(int argc, char** argv) {
 
   zcrpc::ServerOptions options;
   options.worker_threads = absl::GetFlag(FLAGS_workers);
+  if (const uint64_t window = absl::GetFlag(FLAGS_stream_window_bytes); window != 0) {
+    options.stream_window_bytes = window;
+  }
   zcrpc::Server server(options);
   BenchmarkServiceImpl benchmark;
   BenchControlImpl control;
