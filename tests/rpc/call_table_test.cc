@@ -89,6 +89,33 @@ TEST(CallTable, ExpiresCallPastDeadlineBySweep) {
   EXPECT_EQ(table.Remove(id_never), &never);
 }
 
+TEST(CallTable, ADueCallThatMovedItsDeadlineIsReArmedNotExpired) {
+  FakeClock clock;
+  CallTable<FakeCall> table(2);
+  FakeCall c;
+  const int64_t t0 = clock.NowNanos();
+  CallId id = *table.Insert(&c, t0 + 1'000'000);
+  int64_t moved_to = t0 + 3'000'000;  // what the call says when asked (a stream's activity)
+  int asked = 0;
+  auto due = [&](FakeCall*) {
+    ++asked;
+    return moved_to;
+  };
+  int expired = 0;
+  auto count = [&](CallId, FakeCall*) { ++expired; };
+  clock.Advance(std::chrono::milliseconds(2));
+  EXPECT_EQ(table.SweepExpired(clock.NowNanos(), due, count), 0u);
+  EXPECT_EQ(asked, 1);
+  // Re-armed at the new time: not due (nor asked) before it.
+  EXPECT_EQ(table.SweepExpired(clock.NowNanos(), due, count), 0u);
+  EXPECT_EQ(asked, 1);
+  clock.Advance(std::chrono::milliseconds(1));
+  EXPECT_EQ(table.SweepExpired(clock.NowNanos(), due, count), 1u);
+  EXPECT_EQ(asked, 2);
+  EXPECT_EQ(expired, 1);
+  EXPECT_EQ(table.Remove(id), nullptr);
+}
+
 TEST(CallTable, DisarmedCallDoesNotExpire) {
   FakeClock clock;
   CallTable<FakeCall> table(2);

@@ -5,6 +5,7 @@
 // the receiver's limit, attachments, and 1,000 streams on one connection.
 // The service is grpc.testing.TestService through the generated stubs.
 #include <atomic>
+#include <latch>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,18 +40,51 @@ std::vector<int> Sequence(int n) {
   return sizes;
 }
 
-// A stream method the TestService lacks: the server tries writes of 1 KiB
+// Stream methods the TestService lacks: the server tries writes of 1 KiB
 // without waiting until the client's window is full, and reports how many
-// went in trailing metadata ("written"); and a bidirectional echo that
-// sends each message's attachments back.
+// went in trailing metadata ("written"); a bidirectional echo that sends
+// each message's attachments back; and a handler that sets its own
+// receive window and reads only when the test lets it.
 class WindowProbe final : public Service {
  public:
   static constexpr MethodDescriptor kFillMethod{"/zcrpc.test.WindowProbe/Fill", MethodKind::kServerStreaming};
   static constexpr MethodDescriptor kBounceMethod{"/zcrpc.test.WindowProbe/Bounce", MethodKind::kBidiStreaming};
+  static constexpr MethodDescriptor kHoldMethod{"/zcrpc.test.WindowProbe/Hold", MethodKind::kBidiStreaming};
 
   WindowProbe() : Service("zcrpc.test.WindowProbe") {
     AddServerStreamingMethod(kFillMethod, this, &WindowProbe::Fill);
     AddBidiStreamingMethod(kBounceMethod, this, &WindowProbe::Bounce);
+    AddBidiStreamingMethod(kHoldMethod, this, &WindowProbe::Hold);
+  }
+
+  // Sets the window the client's "window" metadata names, says "ready",
+  // waits for `read_first`, reads the number of messages the client's
+  // "drain" metadata names, says "drained", waits for `read_rest`, then
+  // reads to the end.
+  std::latch read_first{1};
+  std::latch read_rest{1};
+  Status Hold(ServerContext* ctx, ServerReaderWriter<StreamingOutputCallResponse, StreamingOutputCallRequest>* stream) {
+    uint64_t window = 0;
+    int drain = 0;
+    for (const auto& [key, value] : ctx->client_metadata()) {
+      if (key == "window") window = std::stoull(value);
+      if (key == "drain") drain = std::stoi(value);
+    }
+    ctx->set_stream_window_bytes(window);
+    StreamingOutputCallResponse said;
+    said.mutable_payload()->set_body("ready");
+    if (!stream->Write(said)) return absl::CancelledError("the client went away");
+    read_first.wait();
+    StreamingOutputCallRequest request;
+    for (int i = 0; i < drain; ++i) {
+      if (!stream->Read(&request)) return absl::InternalError(absl::StrCat("the stream ended after ", i, " messages"));
+    }
+    said.mutable_payload()->set_body("drained");
+    if (!stream->Write(said)) return absl::CancelledError("the client went away");
+    read_rest.wait();
+    while (stream->Read(&request)) {
+    }
+    return Status();
   }
 
   Status Fill(ServerContext* ctx, const StreamingOutputCallRequest*, ServerWriter<StreamingOutputCallResponse>* writer) {
@@ -292,6 +326,54 @@ TEST_P(Streaming, AWriterStopsAtTheReadersWindow) {
   EXPECT_LE(written, (64 << 10) / per_message + 1);
 }
 
+// 1 KiB messages, each a page of credit (kStreamMessageMinCredit), until
+// the window is full.
+int WritesUntilTheWindowIsFull(ClientReaderWriter<StreamingOutputCallRequest, StreamingOutputCallResponse>& stream) {
+  StreamingOutputCallRequest request;
+  request.mutable_payload()->set_body(std::string(1024, 'x'));
+  int written = 0;
+  while (stream.TryWrite(request) == WriteStatus::kWritten) ++written;
+  return written;
+}
+
+constexpr int kPagesPerMiB = (1 << 20) / static_cast<int>(kStreamMessageMinCredit);
+
+TEST_P(Streaming, AHandlerWidensItsOwnWindow) {
+  ClientContext ctx;
+  ASSERT_TRUE(ctx.AddMetadata("window", std::to_string(4u << 20)).ok());  // the server's default: 1 MiB
+  ClientReaderWriter<StreamingOutputCallRequest, StreamingOutputCallResponse> stream(
+      OpenBidiStream(*channel_, WindowProbe::kHoldMethod, &ctx));
+  StreamingOutputCallResponse said;
+  ASSERT_TRUE(stream.Read(&said));  // the new window's credit came before it
+  ASSERT_EQ(said.payload().body(), "ready");
+  EXPECT_EQ(WritesUntilTheWindowIsFull(stream), 4 * kPagesPerMiB);
+  probe_.read_first.count_down();
+  ASSERT_TRUE(stream.Read(&said));
+  probe_.read_rest.count_down();
+  ASSERT_TRUE(stream.WritesDone());
+  EXPECT_TRUE(stream.Finish().ok());
+}
+
+TEST_P(Streaming, AHandlerNarrowsItsOwnWindowAsTheClientUsesItsCredit) {
+  // The client holds the 1 MiB default already; 64 KiB is asked for.
+  ClientContext ctx;
+  ASSERT_TRUE(ctx.AddMetadata("window", std::to_string(64u << 10)).ok());
+  ASSERT_TRUE(ctx.AddMetadata("drain", std::to_string(kPagesPerMiB)).ok());
+  ClientReaderWriter<StreamingOutputCallRequest, StreamingOutputCallResponse> stream(
+      OpenBidiStream(*channel_, WindowProbe::kHoldMethod, &ctx));
+  StreamingOutputCallResponse said;
+  ASSERT_TRUE(stream.Read(&said));
+  ASSERT_EQ(said.payload().body(), "ready");
+  EXPECT_EQ(WritesUntilTheWindowIsFull(stream), kPagesPerMiB);  // granted before the change
+  probe_.read_first.count_down();
+  ASSERT_TRUE(stream.Read(&said));  // the server read the whole MiB; its credit came first
+  ASSERT_EQ(said.payload().body(), "drained");
+  EXPECT_EQ(WritesUntilTheWindowIsFull(stream), (64 << 10) / static_cast<int>(kStreamMessageMinCredit));
+  probe_.read_rest.count_down();
+  ASSERT_TRUE(stream.WritesDone());
+  EXPECT_TRUE(stream.Finish().ok());
+}
+
 TEST_P(Streaming, AMessageOverTheReceiversLimitEndsOnlyThatStream) {
   ClientContext ctx;
   StreamingInputCallResponse response;
@@ -372,6 +454,30 @@ TEST_P(Streaming, AUnaryMethodOpenedAsAStreamIsUnimplemented) {
   Status status = reader.Finish();
   EXPECT_EQ(status.code(), StatusCode::kUnimplemented) << status;
   EXPECT_NE(status.message().find("unary"), std::string::npos) << status;
+}
+
+// Frames a reader holds live in the writer's shm slab: one stream may hold
+// an eighth of it, whatever window it asked for.
+TEST(StreamingOnShm, AStreamsWindowIsAnEighthOfTheSlabAtMost) {
+  WindowProbe probe;
+  Server server;
+  ASSERT_TRUE(server.RegisterService(&probe).ok());
+  auto uri = server.AddListener("shm://streaming-slab-*?slab_mb=4");
+  ASSERT_TRUE(uri.ok()) << uri.status();
+  auto channel = Channel::Create(*uri);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  ClientContext ctx;
+  ctx.set_stream_window_bytes(4u << 20);
+  ClientReader<StreamingOutputCallResponse> fill(
+      OpenServerStream(**channel, WindowProbe::kFillMethod, &ctx, StreamingOutputCallRequest()));
+  Status status = fill.Finish();
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_EQ(ctx.server_metadata().size(), 1u);
+  const int written = std::stoi(ctx.server_metadata()[0].second);
+  const int eighth = (4 << 20) / 8 / static_cast<int>(kStreamMessageMinCredit);
+  EXPECT_GE(written, eighth);
+  EXPECT_LE(written, eighth + 1);
+  server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5));
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Streaming,

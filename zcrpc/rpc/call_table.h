@@ -137,6 +137,15 @@ class CallTable {
   // calls on_expired(id, call) for each. Returns how many.
   template <typename F>
   size_t SweepExpired(int64_t now_nanos, F&& on_expired) {
+    return SweepExpired(now_nanos, [](T*) { return int64_t{0}; }, std::forward<F>(on_expired));
+  }
+
+  // As above, but a due call may have moved its deadline since it was
+  // armed (a stream's idle timeout, pushed back by each message): `due(call)`
+  // says when it is due now, asked while the call is pinned; a time still
+  // ahead re-arms the slot instead. Only due slots pay for the question.
+  template <typename Due, typename F>
+  size_t SweepExpired(int64_t now_nanos, Due&& due, F&& on_expired) {
     size_t expired = 0;
     const uint32_t end = high_water_.load(std::memory_order_acquire);
     for (uint32_t i = 0; i < end; ++i) {
@@ -148,6 +157,12 @@ class CallTable {
       const int64_t d = s.deadline.load(std::memory_order_relaxed);
       if (d == 0 || d > now_nanos) continue;
       const CallId id = MakeCallId(i, Generation(state));
+      if (Slot* pinned = Pin(id)) {
+        const int64_t later = due(pinned->call.load(std::memory_order_relaxed));
+        if (later > now_nanos) pinned->deadline.store(later, std::memory_order_relaxed);
+        Unpin(*pinned);
+        if (later > now_nanos) continue;
+      }
       if (T* call = Remove(id)) {
         on_expired(id, call);
         ++expired;

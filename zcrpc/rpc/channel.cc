@@ -451,6 +451,9 @@ std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescript
   stream_options.poll_connection = true;
   stream_options.spin = options_.spin_before_sleep;
   stream_options.sends_half_close = true;
+  stream_options.idle_timeout = context->stream_idle_timeout().count() != 0 ? context->stream_idle_timeout()
+                                                                            : options_.stream_idle_timeout;
+  stream_options.clock = &sweeper_->clock();
   auto stream =
       std::make_unique<internal::ClientStream>(shared_from_this(), method, context, response, stream_options);
   if (method.kind == MethodKind::kUnary) {
@@ -495,6 +498,10 @@ std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescript
   context->channel_id_.store(id_, std::memory_order_release);
   context->call_id_.store(*id, std::memory_order_release);
   stream->Opened(*id, *link, &(*link)->connection(), deadline);
+  if (stream_options.idle_timeout.count() > 0) {
+    table_.Arm(*id, stream->state().DueAt());
+    sweeper_->Wake();
+  }
   Status sent = SendRequest(**link, std::move(open), binding, *id, deadline, may_wait, stream.get());
   if (!sent.ok()) {
     if (internal::ClientCall* mine = table_.Remove(*id)) mine->Complete(sent, Frame{});
@@ -614,11 +621,13 @@ void Channel::SweepExpired(int64_t now_nanos) {
   // keep it alive until the sweep is over.
   std::shared_ptr<Channel> self = weak_from_this().lock();
   if (self == nullptr) return;  // being destroyed: its destructor ends the calls
-  table_.SweepExpired(now_nanos, [this](CallId id, internal::ClientCall* call) {
-    uint64_t epoch = call->link_epoch.load();
-    call->Complete(absl::DeadlineExceededError("deadline exceeded"), Frame{});
-    SendCancel(id, epoch);
-  });
+  table_.SweepExpired(
+      now_nanos, [](internal::ClientCall* call) { return call->DueAt(); },
+      [this, now_nanos](CallId id, internal::ClientCall* call) {
+        uint64_t epoch = call->link_epoch.load();
+        call->Complete(call->ExpiredStatus(now_nanos), Frame{});
+        SendCancel(id, epoch);
+      });
 }
 
 namespace internal {

@@ -66,6 +66,10 @@ struct ChannelOptions {
   // reads, per stream (docs/streaming.md, "Flow control"); at least 64 KiB.
   // ClientContext::set_stream_window_bytes overrides it per call.
   uint64_t stream_window_bytes = 1u << 20;
+  // Streams: end a stream with DEADLINE_EXCEEDED after this long without a
+  // frame either way (0: never). ClientContext::set_stream_idle_timeout
+  // overrides it per call.
+  std::chrono::nanoseconds stream_idle_timeout{0};
   // Reconnect backoff after a failed connect (gRPC's connection backoff).
   std::chrono::nanoseconds initial_backoff = std::chrono::seconds(1);
   std::chrono::nanoseconds max_backoff = std::chrono::seconds(120);

@@ -64,6 +64,12 @@ class ClientContext {
   // channel's ChannelOptions::stream_window_bytes. At least 64 KiB.
   void set_stream_window_bytes(uint64_t bytes) { stream_window_bytes_ = bytes; }
   uint64_t stream_window_bytes() const { return stream_window_bytes_; }
+  // Streams: the stream ends with DEADLINE_EXCEEDED once no frame has come
+  // from the server and no message has gone to it for this long
+  // (docs/streaming.md, "Idle streams"). 0 (the default): the channel's
+  // ChannelOptions::stream_idle_timeout. Negative: never, whatever the channel says.
+  void set_stream_idle_timeout(std::chrono::nanoseconds timeout) { stream_idle_timeout_ = timeout; }
+  std::chrono::nanoseconds stream_idle_timeout() const { return stream_idle_timeout_; }
 
  private:
   friend class Channel;
@@ -73,6 +79,7 @@ class ClientContext {
 
   int64_t deadline_nanos_ = 0;
   uint64_t stream_window_bytes_ = 0;
+  std::chrono::nanoseconds stream_idle_timeout_{0};
   Metadata metadata_;
   Metadata server_metadata_;
   std::vector<Buffer> attachments_;

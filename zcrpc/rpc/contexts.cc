@@ -1,6 +1,7 @@
 // ClientContext and ServerContext: small enough to share one file.
 #include "zcrpc/rpc/channel.h"
 #include "zcrpc/rpc/client_context.h"
+#include "zcrpc/rpc/internal/stream_state.h"
 #include "zcrpc/rpc/server_context.h"
 #include "zcrpc/transport/transport.h"
 
@@ -45,6 +46,10 @@ Status ServerContext::AddTrailingMetadata(std::string key, std::string value) {
   ZCRPC_RETURN_IF_ERROR(ValidateMetadataEntry(key, value));
   trailing_metadata_.emplace_back(std::move(key), std::move(value));
   return absl::OkStatus();
+}
+
+void ServerContext::set_stream_window_bytes(uint64_t bytes) {
+  if (stream_ != nullptr) stream_->SetReceiveWindow(bytes);
 }
 
 Buffer ServerContext::AllocateBuffer(size_t size) { return connection_->Allocate(size); }

@@ -215,12 +215,16 @@ void ServerConnection::OnRequest(Frame frame) {
     // The handler's thread reads the connection itself while it waits for
     // a message, as a blocking client does: no wake-up per message.
     stream_options.poll_connection = true;
+    stream_options.idle_timeout = server_->options_.stream_idle_timeout;
+    stream_options.clock = &server_->sweeper_->clock();
     call->stream = std::make_unique<internal::StreamState>(
         stream_options, [this, call](Status status) { EndEarly(call, status); });
     call->stream->Attach(connection_.get(), h.call_id, deadline);
+    call->context.stream_ = call->stream.get();
   }
   call->Ref();  // the table's reference
-  StatusOr<CallId> id = server_->calls_.Insert(call, deadline);
+  const int64_t due = call->stream ? call->stream->DueAt() : deadline;
+  StatusOr<CallId> id = server_->calls_.Insert(call, due);
   if (!id.ok()) {
     const CallId client_call_id = call->client_call_id;
     call->Unref();
@@ -236,7 +240,7 @@ void ServerConnection::OnRequest(Frame frame) {
     call->Unref();
     return Reply(client_call_id, absl::UnavailableError("the server is shutting down"), nullptr, Buffer());
   }
-  if (deadline != 0) server_->sweeper_->Wake();
+  if (due != 0) server_->sweeper_->Wake();
   {
     std::lock_guard lock(mu_);
     running_[call->client_call_id] = call;
@@ -594,10 +598,20 @@ bool Server::RemoveCall(internal::ServerCall* call) {
 void Server::SweepExpired(int64_t now_nanos) {
   // The client's own sweep gives its caller DEADLINE_EXCEEDED; here the
   // handler learns that nobody waits any more, and its reply is dropped.
-  calls_.SweepExpired(now_nanos, [](CallId, internal::ServerCall* call) {
-    call->Cancel();
-    call->Unref();
-  });
+  calls_.SweepExpired(
+      now_nanos, [](internal::ServerCall* call) { return call->stream ? call->stream->DueAt() : 0; },
+      [now_nanos](CallId, internal::ServerCall* call) {
+        if (call->stream && !call->DeadlinePassed(now_nanos)) {
+          // The stream's idle timeout: unlike at a deadline, the client
+          // does not know, so it is told.
+          const Status idle = call->stream->ExpiredStatus(now_nanos);
+          call->connection->Reply(call->client_call_id, idle, nullptr, Buffer());
+          call->Cancel(idle);
+        } else {
+          call->Cancel();
+        }
+        call->Unref();
+      });
 }
 
 void Server::Shutdown(std::chrono::steady_clock::time_point deadline) {

@@ -69,6 +69,9 @@ struct ServerOptions {
   // Streams: bytes of messages a client may send ahead of the handler's
   // reads, per stream (docs/streaming.md, "Flow control"); at least 64 KiB.
   uint64_t stream_window_bytes = 1u << 20;
+  // Streams: end a stream with DEADLINE_EXCEEDED, which the client gets
+  // too, after this long without a frame either way (0: never).
+  std::chrono::nanoseconds stream_idle_timeout{0};
   // Where schemes are looked up; nullptr means Registry::Default().
   transport::Registry* registry = nullptr;
   // Who cancels calls at their deadline; nullptr means the process's

@@ -20,6 +20,7 @@ class Connection;
 }
 namespace internal {
 class ServerCall;
+class StreamState;
 }
 
 class ServerContext {
@@ -44,6 +45,14 @@ class ServerContext {
   const std::string& peer() const { return peer_; }
   // "/package.Service/Method".
   std::string_view method() const { return method_; }
+
+  // Streams: bytes of messages the client may send ahead of this call's
+  // reads, from now on (ServerOptions::stream_window_bytes until then;
+  // docs/streaming.md, "Flow control"). A larger window reaches the client
+  // at once; a smaller one as the client uses up the credit it holds.
+  // Clamped to [64 KiB, an eighth of an shm connection's slab]. No-op on a
+  // unary call. Any thread.
+  void set_stream_window_bytes(uint64_t bytes);
 
   // A buffer in the connection's own memory (used by generated code to
   // serialize the response in place, and by handlers for attachments).
@@ -72,6 +81,7 @@ class ServerContext {
   std::string_view method_;
   int64_t deadline_nanos_;  // steady clock; 0 = none
   std::atomic<bool> cancelled_{false};
+  internal::StreamState* stream_ = nullptr;  // streaming calls: the call's stream, owned by the call
   Metadata client_metadata_;
   Metadata trailing_metadata_;
   std::vector<Buffer> request_attachments_;

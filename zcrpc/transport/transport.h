@@ -73,6 +73,12 @@ struct Capabilities {
   uint64_t features = 0;
   // PollUntil() can read on the caller's thread.
   bool caller_can_poll = false;
+  // How many bytes of received frames this side can hold, unread, before
+  // the peer has no memory left to send in (shm: the peer's slab, which
+  // the frames this side holds live in). 0: bounded by this process's
+  // memory alone (tcp, loopback). The runtime keeps each stream's window
+  // to an eighth of it (docs/streaming.md, "Flow control").
+  uint64_t receive_memory_bytes = 0;
 };
 
 // The runtime's side of a connection. Called by the delivering thread of

@@ -518,6 +518,7 @@ TEST(ShmCapabilities, ReflectThePeersLimitsAndTheSlab) {
   EXPECT_EQ(caps.max_metadata_bytes, 1000u);
   EXPECT_EQ(caps.features, kKnownFeatures);
   EXPECT_TRUE(caps.caller_can_poll);
+  EXPECT_EQ(caps.receive_memory_bytes, 1u << 20);  // what this side holds lives in the peer's slab
 
   Connection* accepted = server.WaitConnection(0);
   ASSERT_NE(accepted, nullptr);
@@ -525,6 +526,7 @@ TEST(ShmCapabilities, ReflectThePeersLimitsAndTheSlab) {
   EXPECT_EQ(theirs.max_body_bytes, 512u << 10);  // half the slab, under the client's 10 MiB
   EXPECT_EQ(theirs.max_attachments, 9u);         // what a descriptor holds, under the client's 64
   EXPECT_EQ(theirs.max_metadata_bytes, 2000u);
+  EXPECT_EQ(theirs.receive_memory_bytes, 1u << 20);
 
   // Frames over them are refused by Send, naming the limit.
   Frame many = Request(1, Buffer());

@@ -479,6 +479,7 @@ TEST(TcpCapabilities, ReflectThePeersLimitsAndRefuseLargerFrames) {
   EXPECT_EQ(caps.max_attachments, 3u);
   EXPECT_EQ(caps.features, kKnownFeatures);  // both sides announce streams
   EXPECT_TRUE(caps.caller_can_poll);
+  EXPECT_EQ(caps.receive_memory_bytes, 0u);  // bounded by this process's memory alone
   const Capabilities server_caps = pair.server->capabilities();  // the client's defaults
   EXPECT_EQ(server_caps.max_body_bytes, FrameLimits{}.max_body_bytes);
   EXPECT_EQ(server_caps.max_attachments, FrameLimits{}.max_attachments);

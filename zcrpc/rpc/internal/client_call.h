@@ -42,6 +42,11 @@ class ClientCall {
   // tells it once the call is no longer pinned.
   virtual Status OnStreamFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later);
   virtual bool is_stream() const { return false; }
+  // Asked by the sweep when the call's slot comes due (call_table.h): when
+  // the call is due now (0: at its deadline, as armed), and the status it
+  // ends with then.
+  virtual int64_t DueAt() const { return 0; }
+  virtual Status ExpiredStatus(int64_t /*now*/) const { return absl::DeadlineExceededError("deadline exceeded"); }
 
   std::atomic<uint64_t> link_epoch{0};
   // The method binding this call's request announced (carried the path

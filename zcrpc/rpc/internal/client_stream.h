@@ -32,6 +32,8 @@ class ClientStream final : public ClientCall {
   void Complete(Status status, Frame reply) override;
   Status OnStreamFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later) override;
   bool is_stream() const override { return true; }
+  int64_t DueAt() const override { return state_.DueAt(); }
+  Status ExpiredStatus(int64_t now) const override { return state_.ExpiredStatus(now); }
 
   StreamState& state() { return state_; }
   // Ends the stream before it reached the table (it could not open).

@@ -45,9 +45,9 @@ class ServerCall {
   }
   // The context turns IsCancelled(), a stream's reads and writes end, and
   // a reactor hears of it.
-  void Cancel() {
+  void Cancel(const Status& why = absl::CancelledError("the call was cancelled")) {
     context.MarkCancelled();
-    if (stream) stream->End(absl::CancelledError("the call was cancelled"));
+    if (stream) stream->End(why);
     std::shared_ptr<ReactorDriver> driver;
     {
       std::lock_guard lock(reactor_mu_);
@@ -55,6 +55,9 @@ class ServerCall {
     }
     if (driver) driver->OnStreamChanged();
   }
+  // Whether the client's deadline has passed at `now` (not, say, a
+  // stream's idle timeout).
+  bool DeadlinePassed(int64_t now) const { return context.deadline_nanos_ != 0 && context.deadline_nanos_ <= now; }
   // The reactor serving this call (callback methods), told of a cancel.
   void SetReactor(std::shared_ptr<ReactorDriver> driver) {
     std::lock_guard lock(reactor_mu_);

@@ -19,28 +19,87 @@ Status WaitsOnADeliveringThread() {
 
 }  // namespace
 
-StreamState::StreamState(Options options, Abort abort)
-    : options_(options), abort_(std::move(abort)), window_(std::max(options.receive_window, kInitialStreamWindow)) {}
+StreamState::StreamState(Options options, Abort abort) : options_(options), abort_(std::move(abort)) {
+  window_ = ClampWindow(options.receive_window);
+}
 
 void StreamState::Attach(transport::Connection* connection, CallId wire_call_id, int64_t deadline_nanos) {
   connection_ = connection;
   wire_call_id_ = wire_call_id;
   deadline_nanos_ = deadline_nanos;
+  // Frames this side holds live in the peer's memory (shm's slab): one
+  // stream may hold an eighth of it, so a stalled reader leaves the rest
+  // to the connection's other streams and calls.
+  if (const uint64_t memory = connection->capabilities().receive_memory_bytes; memory != 0) {
+    max_window_ = std::max(memory / 8, kInitialStreamWindow);
+    std::lock_guard lock(mu_);
+    window_ = ClampWindow(window_);
+  }
+  Touch();
+}
+
+uint64_t StreamState::ClampWindow(uint64_t bytes) const {
+  return std::clamp(bytes, kInitialStreamWindow, std::max(max_window_, kInitialStreamWindow));
 }
 
 void StreamState::AnnounceWindow() {
-  if (window_ <= kInitialStreamWindow) return;
-  const uint64_t extra = window_ - kInitialStreamWindow;
+  uint64_t extra;
   {
     std::lock_guard lock(mu_);
+    if (window_ <= kInitialStreamWindow) return;
+    extra = window_ - kInitialStreamWindow;
     peer_credit_ += static_cast<int64_t>(extra);  // before the frame: a message may follow it at once
   }
   SendCredit(extra);
 }
 
+void StreamState::SetReceiveWindow(uint64_t bytes) {
+  uint64_t grant = 0;
+  {
+    std::lock_guard lock(mu_);
+    bytes = ClampWindow(bytes);
+    if (bytes > window_) {
+      // Repay what a smaller window held back first.
+      grant = bytes - window_;
+      const uint64_t repaid = std::min(grant, withheld_);
+      withheld_ -= repaid;
+      grant -= repaid;
+    } else {
+      withheld_ += window_ - bytes;
+    }
+    window_ = bytes;
+    // Before Attach the window is announced with AnnounceWindow; after
+    // the peer's last message there is nothing to grant.
+    if (connection_ == nullptr || input_closed_) grant = 0;
+    peer_credit_ += static_cast<int64_t>(grant);
+  }
+  if (grant > 0) SendCredit(grant);
+}
+
+void StreamState::Touch() {
+  if (options_.idle_timeout.count() > 0) {
+    last_active_nanos_.store(options_.clock->NowNanos(), std::memory_order_relaxed);
+  }
+}
+
+int64_t StreamState::DueAt() const {
+  if (options_.idle_timeout.count() <= 0) return deadline_nanos_;
+  const int64_t idle_at = last_active_nanos_.load(std::memory_order_relaxed) + options_.idle_timeout.count();
+  return deadline_nanos_ == 0 ? idle_at : std::min(deadline_nanos_, idle_at);
+}
+
+Status StreamState::ExpiredStatus(int64_t now) const {
+  if (deadline_nanos_ != 0 && deadline_nanos_ <= now) return absl::DeadlineExceededError("deadline exceeded");
+  return absl::DeadlineExceededError(
+      absl::StrCat("the stream was idle for ",
+                   std::chrono::duration_cast<std::chrono::milliseconds>(options_.idle_timeout).count(),
+                   " ms (its idle timeout): no message, credit or half-close either way"));
+}
+
 Status StreamState::OnFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later) {
   std::shared_ptr<Listener> listener;
   Status verdict;
+  Touch();
   {
     std::lock_guard lock(mu_);
     bool changed = false;
@@ -162,7 +221,9 @@ StreamState::ReadResult StreamState::TakeLocked(Frame* frame, uint64_t* credit) 
   // Given back in quarters of the window: few credit frames, and the
   // peer never waits for one while a quarter is still free.
   if (!input_closed_ && consumed_ >= window_ / 4) {
-    *credit = consumed_;
+    const uint64_t repaid = std::min(consumed_, withheld_);  // the window shrank
+    withheld_ -= repaid;
+    *credit = consumed_ - repaid;
     consumed_ = 0;
     peer_credit_ += static_cast<int64_t>(*credit);
   }
@@ -224,6 +285,7 @@ WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std
     FailHere(sent);
     return WriteStatus::kClosed;
   }
+  Touch();
   return WriteStatus::kWritten;
 }
 
@@ -240,6 +302,7 @@ bool StreamState::CloseWrites() {
     writes_closed_ = true;
   }
   if (!options_.sends_half_close) return true;
+  Touch();
   Frame half_close;
   half_close.header.type = FrameType::kHalfClose;
   half_close.header.call_id = wire_call_id_;

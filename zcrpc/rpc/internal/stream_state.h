@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "zcrpc/base/clock.h"
 #include "zcrpc/base/frame.h"
 #include "zcrpc/base/status.h"
 #include "zcrpc/rpc/call_table.h"
@@ -69,6 +70,10 @@ class StreamState {
     // This side closes its writes with a half-close frame (the client); the
     // server's writes end with its status instead.
     bool sends_half_close = false;
+    // The stream ends with DEADLINE_EXCEEDED once no frame has come in and
+    // no message has gone out for this long (0: never). Timed on `clock`.
+    std::chrono::nanoseconds idle_timeout{0};
+    Clock* clock = &Clock::Real();
   };
   // Called, outside the mutex, when this side finds the stream broken
   // (a message over the limits, the peer's window exceeded, a send that
@@ -88,6 +93,21 @@ class StreamState {
   // larger than the initial one; sent by the owner right after the stream
   // opened (client) or was accepted (server). No-op if not needed.
   void AnnounceWindow();
+  // Changes this side's receive window from now on (a handler's
+  // ServerContext::set_stream_window_bytes): a larger one is granted to the
+  // peer at once, a smaller one by holding back the credit the peer has
+  // yet to use. Clamped as in the constructor. Any thread.
+  void SetReceiveWindow(uint64_t bytes);
+  // When the owner's call-table slot is due (call_table.h): the call's
+  // deadline or the moment the stream would have been idle for
+  // Options::idle_timeout, whichever comes first; 0 for neither. The sweep
+  // asks again when the slot comes due, since activity moves it later.
+  int64_t DueAt() const;
+  // The status a stream whose DueAt() has passed at `now` ends with:
+  // DEADLINE_EXCEEDED, saying whether the deadline or the idle timeout
+  // passed.
+  Status ExpiredStatus(int64_t now) const;
+
   // Who is told of changes (nullptr: nobody). Any thread; a change under
   // way may still reach the previous listener.
   void SetListener(std::shared_ptr<Listener> listener);
@@ -147,6 +167,9 @@ class StreamState {
   bool Deliver(Frame& frame, google::protobuf::MessageLite* message, std::vector<Buffer>* attachments);
   void SendCredit(uint64_t bytes);
   void FailHere(const Status& status);
+  // Records activity for the idle timeout (a relaxed store; no-op when off).
+  void Touch();
+  uint64_t ClampWindow(uint64_t bytes) const;
 
   const Options options_;
   const Abort abort_;
@@ -168,7 +191,13 @@ class StreamState {
   int64_t send_credit_ ABSL_GUARDED_BY(mu_) = kInitialStreamWindow;
   int64_t peer_credit_ ABSL_GUARDED_BY(mu_) = kInitialStreamWindow;
   uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;  // read, not yet given back as credit
-  uint64_t window_ = 0;                          // this side's receive window
+  uint64_t window_ ABSL_GUARDED_BY(mu_) = 0;    // this side's receive window
+  // Credit still to hold back after the window shrank.
+  uint64_t withheld_ ABSL_GUARDED_BY(mu_) = 0;
+  // The most window the connection's receive memory allows one stream
+  // (transport::Capabilities::receive_memory_bytes); set by Attach.
+  uint64_t max_window_ = kMaxStreamWindow;
+  std::atomic<int64_t> last_active_nanos_{0};  // for the idle timeout
 };
 
 // Bytes a message frame takes from the window: message and attachment

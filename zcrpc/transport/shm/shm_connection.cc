@@ -42,6 +42,20 @@ struct ReceivedDescriptor {
 // The slab block a part of `size` bytes takes (SlabAllocator: 4 KiB << k).
 uint64_t BlockFor(uint64_t size) { return std::max<uint64_t>(kPage, std::bit_ceil(size)); }
 
+// Half the slab: a frame's blocks (powers of two) then fit an empty slab,
+// with room left for the next frame while the peer holds it. Both
+// directions' slabs have the same size, so the peer's (what frames this
+// side holds live in) is `slab_bytes` too.
+Capabilities ShmCapabilities(const ShmEndpoint& endpoint, uint64_t slab_bytes) {
+  Capabilities caps = internal::NegotiateCapabilities(
+      endpoint.mine, endpoint.theirs,
+      FrameLimits{slab_bytes / 2, static_cast<uint32_t>(std::min<uint64_t>(slab_bytes / 2, UINT32_MAX)),
+                  kMaxParts - 2},
+      /*caller_can_poll=*/true);
+  caps.receive_memory_bytes = slab_bytes;
+  return caps;
+}
+
 class State final : public Pollable, public std::enable_shared_from_this<State> {
  public:
   State(ShmEndpoint endpoint, Region* region, const ShmOptions& options, const ConnectionOptions& connection_options,
@@ -50,14 +64,7 @@ class State final : public Pollable, public std::enable_shared_from_this<State> 
         poller_(std::move(poller)),
         options_(options),
         limits_(connection_options.limits),
-        // Half the slab: a frame's blocks (powers of two) then fit an empty
-        // slab, with room left for the next frame while the peer holds it.
-        caps_(internal::NegotiateCapabilities(
-            endpoint.mine, endpoint.theirs,
-            FrameLimits{region->layout().params.slab_bytes / 2,
-                        static_cast<uint32_t>(std::min<uint64_t>(region->layout().params.slab_bytes / 2, UINT32_MAX)),
-                        kMaxParts - 2},
-            /*caller_can_poll=*/true)),
+        caps_(ShmCapabilities(endpoint, region->layout().params.slab_bytes)),
         socket_(std::move(endpoint.socket)),
         peer_(std::move(endpoint.peer)),
         depth_(region->layout().params.ring_depth),
