@@ -183,6 +183,16 @@ class CallTable {
     return found;
   }
 
+  // Runs visit(call) on every call in the table, each pinned while visit
+  // runs (so it must be quick and must not call into this table).
+  template <typename Visit>
+  void ForEach(Visit&& visit) {
+    ForEachPinned([&](CallId, T* call) {
+      visit(call);
+      return false;
+    });
+  }
+
   // Removes every call for which pred(call) holds and hands each to
   // on_removed(id, call). For a connection that failed.
   template <typename Pred, typename F>

@@ -93,6 +93,9 @@ class Channel::Link final : public transport::ConnectionHandler, public std::ena
   void OnClosed(const Status& reason) override {
     if (auto channel = channel_.lock()) channel->OnLinkClosed(this, reason);
   }
+  void OnWritable() override {
+    if (auto channel = channel_.lock()) channel->OnLinkWritable(*this);
+  }
   // The server broke the protocol: the connection closes, naming it.
   void Fail(std::string_view what) {
     connection_->Close(absl::InvalidArgumentError(absl::StrCat("server ", connection_->peer(), " ", ToAbsl(what))));
@@ -556,6 +559,17 @@ void Channel::OnResponse(Link& link, Frame frame) {
     return;
   }
   call->Complete(absl::OkStatus(), std::move(frame));
+}
+
+void Channel::OnLinkWritable(Link& link) {
+  const uint64_t epoch = link.epoch();
+  std::vector<std::shared_ptr<internal::StreamListener>> listeners;
+  table_.ForEach([&](internal::ClientCall* call) {
+    if (call->link_epoch.load() != epoch) return;
+    if (std::shared_ptr<internal::StreamListener> listener = call->OnWritable()) listeners.push_back(std::move(listener));
+  });
+  // Unpinned first, as in OnStreamFrame.
+  for (const std::shared_ptr<internal::StreamListener>& listener : listeners) listener->OnStreamChanged();
 }
 
 void Channel::OnGoAway(Link& link) {

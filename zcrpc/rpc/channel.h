@@ -171,6 +171,9 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   // A stream message or credit frame: to its stream, or dropped if it ended.
   void OnStreamFrame(Link& link, Frame frame);
   void OnLinkClosed(Link* link, const Status& reason);
+  // `link`'s send queue drained: streams whose reactor writes it held back
+  // go on.
+  void OnLinkWritable(Link& link);
   // The server is shutting down: no new calls on `link`, and it closes once
   // the calls on it have ended.
   void OnGoAway(Link& link);

@@ -88,6 +88,24 @@ class ServerConnection final : public transport::ConnectionHandler,
     }
   }
 
+  // The send queue drained: reactors whose writes it held back go on
+  // (blocking writers wait in WaitWritable and need no word).
+  void OnWritable() override {
+    std::vector<internal::ServerCall*> streams;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, call] : running_) {
+        if (call->stream == nullptr) continue;
+        call->Ref();
+        streams.push_back(call);
+      }
+    }
+    for (internal::ServerCall* call : streams) {
+      if (std::shared_ptr<internal::StreamListener> listener = call->stream->OnWritable()) listener->OnStreamChanged();
+      call->Unref();
+    }
+  }
+
   void OnClosed(const Status&) override {
     std::vector<internal::ServerCall*> calls;
     {

@@ -42,6 +42,9 @@ class ClientCall {
   // tells it once the call is no longer pinned.
   virtual Status OnStreamFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later);
   virtual bool is_stream() const { return false; }
+  // The connection's send queue drained (quick; the call is pinned): the
+  // stream's listener to tell once unpinned, or nullptr.
+  virtual std::shared_ptr<StreamListener> OnWritable() { return nullptr; }
   // Asked by the sweep when the call's slot comes due (call_table.h): when
   // the call is due now (0: at its deadline, as armed), and the status it
   // ends with then.

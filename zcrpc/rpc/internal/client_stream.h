@@ -32,6 +32,7 @@ class ClientStream final : public ClientCall {
   void Complete(Status status, Frame reply) override;
   Status OnStreamFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later) override;
   bool is_stream() const override { return true; }
+  std::shared_ptr<StreamListener> OnWritable() override { return state_.OnWritable(); }
   int64_t DueAt() const override { return state_.DueAt(); }
   Status ExpiredStatus(int64_t now) const override { return state_.ExpiredStatus(now); }
 

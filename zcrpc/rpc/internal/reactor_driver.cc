@@ -257,6 +257,7 @@ bool ReactorDriver::Perform(Step step) {
       std::vector<Buffer> attachments;
       StreamState* stream;
       AfterWrite after;
+      uint64_t seq;
       {
         std::lock_guard lock(mu_);
         stream = start_failure_ ? nullptr : binding_.stream;
@@ -267,13 +268,21 @@ bool ReactorDriver::Perform(Step step) {
         message = write_;
         attachments = std::move(write_attachments_);
         after = after_write_;
+        seq = seq_;
       }
-      // Bounded by the stream's window alone (see StreamState::Write).
-      const bool ok = stream != nullptr &&
-                      stream->Write(*message, std::move(attachments), /*may_wait=*/false,
-                                    /*respect_send_queue=*/false) == WriteStatus::kWritten;
+      // Held back by the stream's window and by the connection's send
+      // queue; credit or the queue draining (StreamState::OnWritable)
+      // brings the driver back.
+      const WriteStatus wrote = stream != nullptr ? stream->Write(*message, std::move(attachments), /*may_wait=*/false)
+                                                  : WriteStatus::kClosed;
+      const bool ok = wrote == WriteStatus::kWritten;
       {
         std::lock_guard lock(mu_);
+        if (wrote == WriteStatus::kWouldBlock) {  // filled up since MayWriteNow: the same write, later
+          write_attachments_ = std::move(attachments);
+          write_blocked_at_ = seq;
+          return true;
+        }
         write_ = nullptr;
         if (after == AfterWrite::kWritesDone) writes_done_ = WritesDone::kSilent;
         if (after == AfterWrite::kFinish) finish_ = std::move(after_write_status_);

@@ -239,7 +239,7 @@ bool StreamState::Deliver(Frame& frame, google::protobuf::MessageLite* message, 
   return true;
 }
 
-WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std::vector<Buffer> attachments,
+WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std::vector<Buffer>&& attachments,
                                bool may_wait, bool respect_send_queue) {
   {
     std::unique_lock lock(mu_);
@@ -291,7 +291,12 @@ WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std
 
 bool StreamState::MayWriteNow() const {
   std::lock_guard lock(mu_);
-  return ended_ || writes_closed_ || send_credit_ > 0;
+  return ended_ || writes_closed_ || (send_credit_ > 0 && connection_->writable());
+}
+
+std::shared_ptr<StreamState::Listener> StreamState::OnWritable() {
+  std::lock_guard lock(mu_);
+  return ChangedLocked();
 }
 
 bool StreamState::CloseWrites() {

@@ -136,14 +136,20 @@ class StreamState {
   // may come.
   ReadResult TryRead(google::protobuf::MessageLite* message, std::vector<Buffer>* attachments);
   // Serializes `message` into the connection's memory and sends it, once
-  // the peer's window has room (`may_wait`), or not (kWouldBlock).
-  // `respect_send_queue` false: a full connection send queue does not hold
-  // the message back (a reactor's write, bounded by the stream's window
-  // alone, since nothing would tell it when the queue drains).
-  WriteStatus Write(const google::protobuf::MessageLite& message, std::vector<Buffer> attachments, bool may_wait,
+  // the peer's window and the connection's send queue have room
+  // (`may_wait`), or not (kWouldBlock). `attachments` are taken only when
+  // the message goes (kWritten), so a write that would block can be tried
+  // again with them. `respect_send_queue` false: a full connection send
+  // queue does not hold the message back (a reactor client's one request).
+  WriteStatus Write(const google::protobuf::MessageLite& message, std::vector<Buffer>&& attachments, bool may_wait,
                     bool respect_send_queue = true);
-  // Whether a Write() now would not say kWouldBlock for want of credit.
+  // Whether a Write() now would not say kWouldBlock: the stream has credit
+  // and the connection's send queue has room (or the stream is over).
   bool MayWriteNow() const;
+  // The connection's send queue drained (ConnectionHandler::OnWritable):
+  // a writer that found it full may go on. Returns the listener to tell,
+  // once the caller holds no table pin.
+  std::shared_ptr<Listener> OnWritable();
   // Sends the half-close frame (the client's side); false if over already.
   bool CloseWrites();
   // Waits until End(); returns its status.
