@@ -1,5 +1,6 @@
 // The one place that names the concrete built-in transports. The runtime
 // reaches them only through Registry::Default().
+#include "zcrpc/transport/grpc/grpc_transport.h"
 #include "zcrpc/transport/loopback/loopback_transport.h"
 #include "zcrpc/transport/registry.h"
 #include "zcrpc/transport/shm/shm_transport.h"
@@ -10,6 +11,7 @@ namespace zcrpc::transport {
 void RegisterBuiltinTransports(Registry& registry) {
   (void)registry.Register("tcp", [] { return std::make_unique<tcp::TcpTransport>(); });
   (void)registry.Register("shm", [] { return std::make_unique<shm::ShmTransport>(); });
+  (void)registry.Register("grpc", [] { return std::make_unique<grpc_bridge::GrpcTransport>(); });
   (void)registry.Register("loopback", [] { return std::make_unique<loopback::LoopbackTransport>(); });
 }
 

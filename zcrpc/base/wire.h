@@ -158,6 +158,10 @@ void EncodePreface(const Preface& preface, std::span<uint8_t, kPrefaceSize> out)
 // version, naming both. `expected_role` is the role the peer must have.
 StatusOr<Preface> DecodePreface(std::span<const uint8_t, kPrefaceSize> in, PrefaceRole expected_role);
 
+// The four kinds of RPC a .proto method can be (MethodDescriptor, and
+// transports whose peers do not say whether a call streams: grpc://).
+enum class MethodKind : uint8_t { kUnary, kClientStreaming, kServerStreaming, kBidiStreaming };
+
 // FNV-1a of the method path, e.g. "/zcrpc.examples.Echo/Say". Not on the
 // wire since version 2: only a hash for tables keyed by path.
 constexpr uint32_t MethodId(std::string_view path) {

@@ -11,8 +11,6 @@
 
 namespace zcrpc {
 
-enum class MethodKind : uint8_t { kUnary, kClientStreaming, kServerStreaming, kBidiStreaming };
-
 struct MethodDescriptor {
   constexpr MethodDescriptor(std::string_view path, MethodKind kind)
       : path(path), path_hash(MethodId(path)), kind(kind) {}

@@ -30,7 +30,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/functional/function_ref.h"
 #include "zcrpc/base/buffer.h"
@@ -54,6 +56,12 @@ struct ConnectionOptions {
   // Connect only: give up (DEADLINE_EXCEEDED) once this much time has
   // passed without a connection whose preface arrived.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(20);
+  // Listen only, for transports whose peers do not say whether a call
+  // streams (grpc://: every gRPC call is a stream of messages): the kind
+  // of the method at `path`, or nullopt when the server has no such
+  // method. Set by the runtime's Server; called on the transport's
+  // threads; it must not wait.
+  std::function<std::optional<MethodKind>(std::string_view path)> method_kind;
 };
 
 // What a connection can carry, known once the preface is exchanged (before

@@ -1,0 +1,398 @@
+#include "zcrpc/transport/grpc/client_bridge.h"
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "zcrpc/base/wire.h"
+#include "zcrpc/transport/grpc/grpc_status.h"
+#include "zcrpc/transport/grpc/serial_delivery.h"
+#include "zcrpc/transport/grpc/slices.h"
+#include "zcrpc/transport/internal/capabilities.h"
+
+namespace zcrpc::transport::grpc_bridge {
+namespace {
+
+Capabilities BridgedCapabilities() {
+  Capabilities caps;
+  caps.max_body_bytes = UINT32_MAX;    // gRPC's own message limits apply on the gRPC side
+  caps.max_attachments = 0;            // gRPC messages have no attachments
+  caps.max_metadata_bytes = 16 << 10;  // gRPC's default header list limit
+  caps.features = kFeatureStreams;
+  return caps;
+}
+
+Buffer TextBuffer(std::string_view text) {
+  Buffer b = BufferPool::Default().Allocate(text.size());
+  if (!text.empty()) std::memcpy(b.data(), text.data(), text.size());
+  return b;
+}
+
+void AddAll(const std::multimap<::grpc::string_ref, ::grpc::string_ref>& from, Metadata* to) {
+  for (const auto& [key, value] : from) {
+    std::string k(key.data(), key.size()), v(value.data(), value.size());
+    if (ValidateMetadataEntry(k, v).ok()) to->emplace_back(std::move(k), std::move(v));
+  }
+}
+
+class OutgoingCall;
+
+// The connection's state, shared by its handle and its calls in flight.
+class ChannelBridge final : public std::enable_shared_from_this<ChannelBridge> {
+ public:
+  ChannelBridge(std::shared_ptr<::grpc::Channel> channel, std::string peer)
+      : channel_(std::move(channel)), stub_(channel_), peer_(std::move(peer)), caps_(BridgedCapabilities()) {}
+
+  Status Send(Frame frame);
+  void Close(const Status& reason);
+  void StartDelivery(std::shared_ptr<ConnectionHandler> handler) { delivery_.Start(std::move(handler)); }
+  void Deliver(Frame frame) { delivery_.Deliver(std::move(frame)); }
+  bool closed() const { return delivery_.closing(); }
+  const Capabilities& capabilities() const { return caps_; }
+  const std::string& peer() const { return peer_; }
+  ::grpc::GenericStub& stub() { return stub_; }
+  // The call ends: it leaves the table (its OnDone holds it meanwhile).
+  std::shared_ptr<OutgoingCall> Forget(uint64_t id);
+
+ private:
+  Status StartCall(Frame frame);
+
+  const std::shared_ptr<::grpc::Channel> channel_;
+  ::grpc::GenericStub stub_;
+  const std::string peer_;
+  const Capabilities caps_;
+  SerialDelivery delivery_;
+  std::mutex mu_;
+  absl::flat_hash_map<uint32_t, std::string> paths_ ABSL_GUARDED_BY(mu_);  // method bindings announced
+  absl::flat_hash_map<uint64_t, std::shared_ptr<OutgoingCall>> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+// One zcrpc call as one gRPC call. Owned by its connection's table until
+// gRPC's OnDone, the last reaction.
+class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, ::grpc::ByteBuffer> {
+ public:
+  OutgoingCall(std::shared_ptr<ChannelBridge> owner, uint64_t id, bool unary)
+      : owner_(std::move(owner)), id_(id), unary_(unary) {}
+
+  ::grpc::ClientContext& context() { return ctx_; }
+
+  // Starts the call; a unary call's request goes with it.
+  void Start(const std::string& path, Buffer request) {
+    owner_->stub().PrepareBidiStreamingCall(&ctx_, path, ::grpc::StubOptions(), this);
+    {
+      std::lock_guard lock(mu_);
+      read_in_flight_ = true;
+    }
+    std::lock_guard ops(ops_mu_);
+    if (unary_) {
+      write_buffer_ = LendToGrpc(std::move(request));
+      StartWriteLast(&write_buffer_, ::grpc::WriteOptions());
+    }
+    StartRead(&read_buffer_);
+    StartCall();
+  }
+
+  // --- frames from the runtime ---
+  void Write(Buffer message) {
+    {
+      std::lock_guard lock(mu_);
+      writes_.push_back(std::move(message));
+    }
+    MaybeWrite();
+  }
+  void WritesDone() {
+    {
+      std::lock_guard lock(mu_);
+      writes_done_wanted_ = true;
+    }
+    MaybeWrite();
+  }
+  void Credit(uint64_t bytes) {
+    {
+      std::lock_guard lock(mu_);
+      read_credit_ += static_cast<int64_t>(std::min(bytes, kMaxStreamWindow));
+    }
+    MaybeRead();
+  }
+  void Cancel() { ctx_.TryCancel(); }
+
+  // --- gRPC's reactions ---
+  void OnReadDone(bool ok) override {
+    Frame frame;
+    {
+      std::lock_guard lock(mu_);
+      read_in_flight_ = false;
+      if (!ok) {
+        reads_done_ = true;
+        return;
+      }
+      if (unary_) {
+        response_ = TakeFromGrpc(read_buffer_);
+        has_response_ = true;
+        reads_done_ = true;
+        return;
+      }
+      frame.header.type = FrameType::kStreamMessage;
+      frame.header.call_id = id_;
+      frame.message = TakeFromGrpc(read_buffer_);
+      frame.SetLengthsFromParts();
+      read_credit_ -= static_cast<int64_t>(std::max(uint64_t{frame.header.message_len}, kStreamMessageMinCredit));
+    }
+    owner_->Deliver(std::move(frame));
+    MaybeRead();
+  }
+
+  void OnWriteDone(bool ok) override {
+    uint64_t cost;
+    {
+      std::lock_guard lock(mu_);
+      write_in_flight_ = false;
+      cost = write_cost_;
+    }
+    if (ok && !unary_) {
+      Frame credit;
+      credit.header.type = FrameType::kCredit;
+      credit.header.call_id = id_;
+      credit.header.set_credit_bytes(cost);
+      owner_->Deliver(std::move(credit));
+    }
+    MaybeWrite();
+  }
+
+  void OnDone(const ::grpc::Status& status) override {
+    const std::shared_ptr<OutgoingCall> self = owner_->Forget(id_);  // freed when this returns
+    Frame end;
+    end.header.type = FrameType::kResponse;
+    end.header.call_id = id_;
+    Metadata md;
+    AddAll(ctx_.GetServerInitialMetadata(), &md);
+    AddAll(ctx_.GetServerTrailingMetadata(), &md);
+    ::grpc::StatusCode code = status.error_code();
+    std::string text = status.error_message();
+    {
+      std::lock_guard lock(mu_);
+      if (code == ::grpc::StatusCode::OK && unary_) {
+        if (has_response_) {
+          end.message = std::move(response_);
+        } else {
+          code = ::grpc::StatusCode::INTERNAL;
+          text = "the gRPC server sent no response message";
+        }
+      }
+    }
+    end.header.status_code = static_cast<uint32_t>(FromGrpcCode(code));
+    if (code != ::grpc::StatusCode::OK) end.message = TextBuffer(text);
+    if (!md.empty()) {
+      end.metadata = BufferPool::Default().Allocate(EncodedMetadataSize(md));
+      EncodeMetadata(md, end.metadata.span());
+    }
+    end.SetLengthsFromParts();
+    owner_->Deliver(std::move(end));
+  }
+
+ private:
+  void MaybeRead() {
+    {
+      std::lock_guard lock(mu_);
+      if (unary_ || read_in_flight_ || reads_done_ || read_credit_ <= 0) return;
+      read_in_flight_ = true;
+    }
+    std::lock_guard ops(ops_mu_);
+    StartRead(&read_buffer_);
+  }
+
+  void MaybeWrite() {
+    Buffer next;
+    bool writes_done = false;
+    {
+      std::lock_guard lock(mu_);
+      if (write_in_flight_ || writes_done_sent_) return;
+      if (writes_.empty()) {
+        if (!writes_done_wanted_) return;
+        writes_done_sent_ = writes_done = true;
+      } else {
+        write_in_flight_ = true;
+        next = std::move(writes_.front());
+        writes_.pop_front();
+        write_cost_ = std::max(uint64_t{next.size()}, kStreamMessageMinCredit);
+      }
+    }
+    std::lock_guard ops(ops_mu_);
+    if (writes_done) return StartWritesDone();
+    write_buffer_ = LendToGrpc(std::move(next));
+    StartWrite(&write_buffer_);
+  }
+
+  const std::shared_ptr<ChannelBridge> owner_;
+  const uint64_t id_;
+  const bool unary_;
+  ::grpc::ClientContext ctx_;
+  // gRPC operations are started under this lock (one read and one write
+  // in flight at most). Recursive: gRPC may run a reaction inline.
+  std::recursive_mutex ops_mu_;
+  ::grpc::ByteBuffer read_buffer_;
+  ::grpc::ByteBuffer write_buffer_;
+
+  std::mutex mu_;  // never held while ops_mu_ is taken
+  bool read_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t read_credit_ ABSL_GUARDED_BY(mu_) = static_cast<int64_t>(kInitialStreamWindow);
+  Buffer response_ ABSL_GUARDED_BY(mu_);
+  bool has_response_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Buffer> writes_ ABSL_GUARDED_BY(mu_);
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t write_cost_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writes_done_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_sent_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+std::shared_ptr<OutgoingCall> ChannelBridge::Forget(uint64_t id) {
+  std::lock_guard lock(mu_);
+  auto it = calls_.find(id);
+  if (it == calls_.end()) return nullptr;
+  std::shared_ptr<OutgoingCall> call = std::move(it->second);
+  calls_.erase(it);
+  return call;
+}
+
+Status ChannelBridge::Send(Frame frame) {
+  if (delivery_.closing()) return absl::UnavailableError(absl::StrCat("gRPC channel to ", peer_, " is closed"));
+  frame.SetLengthsFromParts();
+  ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
+  if (frame.header.type == FrameType::kRequest) return StartCall(std::move(frame));
+  std::shared_ptr<OutgoingCall> call;
+  {
+    std::lock_guard lock(mu_);
+    auto it = calls_.find(frame.header.call_id);
+    if (it == calls_.end()) return absl::OkStatus();  // over already: dropped, as a late frame is
+    call = it->second;
+  }
+  switch (frame.header.type) {
+    case FrameType::kStreamMessage:
+      call->Write(std::move(frame.message));
+      break;
+    case FrameType::kHalfClose:
+      call->WritesDone();
+      break;
+    case FrameType::kCredit:
+      call->Credit(frame.header.credit_bytes());
+      break;
+    case FrameType::kCancel:
+      call->Cancel();
+      break;
+    default:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+Status ChannelBridge::StartCall(Frame frame) {
+  const WireHeader& h = frame.header;
+  std::span<const uint8_t> metadata = frame.metadata.span();
+  std::string path;
+  {
+    std::lock_guard lock(mu_);
+    if (h.flags & kFlagMethodPath) {
+      StatusOr<std::string_view> announced = TakeMethodPath(metadata);
+      if (!announced.ok()) return absl::InvalidArgumentError(announced.status().message());
+      path = std::string(*announced);
+      paths_[h.method_id] = path;
+    } else if (auto it = paths_.find(h.method_id); it != paths_.end()) {
+      path = it->second;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("method binding ", h.method_id, " was never announced"));
+    }
+  }
+  Metadata md;
+  ZCRPC_RETURN_IF_ERROR(DecodeMetadata(metadata, &md));
+  const bool unary = (h.flags & kFlagStream) == 0;
+  auto call = std::make_shared<OutgoingCall>(shared_from_this(), h.call_id, unary);
+  for (const auto& [key, value] : md) call->context().AddMetadata(key, value);
+  if (h.timeout_us != 0) {
+    call->context().set_deadline(std::chrono::system_clock::now() + std::chrono::microseconds(h.timeout_us));
+  }
+  {
+    std::lock_guard lock(mu_);
+    calls_[h.call_id] = call;
+  }
+  call->Start(path, std::move(frame.message));
+  return absl::OkStatus();
+}
+
+void ChannelBridge::Close(const Status& reason) {
+  std::vector<std::shared_ptr<OutgoingCall>> calls;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, call] : calls_) calls.push_back(call);
+  }
+  delivery_.Closed(reason);  // the runtime fails what is in flight; their OnDone finds nobody listening
+  for (const auto& call : calls) call->Cancel();
+}
+
+class GrpcClientConnection final : public Connection {
+ public:
+  explicit GrpcClientConnection(std::shared_ptr<ChannelBridge> bridge) : bridge_(std::move(bridge)) {}
+  ~GrpcClientConnection() override { bridge_->Close(absl::UnavailableError("the connection was dropped")); }
+
+  Buffer Allocate(size_t size) override { return BufferPool::Default().Allocate(size); }
+  Status Send(Frame frame) override { return bridge_->Send(std::move(frame)); }
+  // Writes are bounded by the stream credit the bridge gives back only as
+  // gRPC takes each message; a unary call's request is one message.
+  bool writable() override { return true; }
+  Status WaitWritable(int64_t) override {
+    if (bridge_->closed()) return absl::UnavailableError(absl::StrCat("gRPC channel to ", bridge_->peer(), " is closed"));
+    return absl::OkStatus();
+  }
+  Capabilities capabilities() const override { return bridge_->capabilities(); }
+  void Start(std::shared_ptr<ConnectionHandler> handler) override { bridge_->StartDelivery(std::move(handler)); }
+  void Close(const Status& reason) override { bridge_->Close(reason); }
+  std::string peer() const override { return bridge_->peer(); }
+  bool PollUntil(absl::FunctionRef<bool()>, std::chrono::nanoseconds) override { return false; }
+
+ private:
+  const std::shared_ptr<ChannelBridge> bridge_;
+};
+
+}  // namespace
+
+void ConnectGrpc(const GrpcAddress& address, const ConnectionOptions& options, ConnectCallback done) {
+  ::grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(options.limits.max_body_bytes, INT_MAX)));
+  args.SetMaxSendMessageSize(-1);
+  std::shared_ptr<::grpc::Channel> channel =
+      ::grpc::CreateCustomChannel(address.target(), ::grpc::InsecureChannelCredentials(), args);
+  const auto deadline = std::chrono::system_clock::now() + options.connect_timeout;
+  std::string peer = absl::StrCat("grpc://", address.target());
+  std::thread([channel = std::move(channel), deadline, peer = std::move(peer), done = std::move(done)]() mutable {
+    StatusOr<std::unique_ptr<Connection>> result = absl::DeadlineExceededError(
+        absl::StrCat("gRPC server ", peer, " not ready within the connect timeout"));
+    grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+    while (state != GRPC_CHANNEL_READY) {
+      if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+        result = absl::UnavailableError(absl::StrCat("cannot reach gRPC server ", peer));
+        break;
+      }
+      if (!channel->WaitForStateChange(state, deadline)) break;
+      state = channel->GetState(/*try_to_connect=*/true);
+    }
+    if (state == GRPC_CHANNEL_READY) {
+      result = std::unique_ptr<Connection>(
+          new GrpcClientConnection(std::make_shared<ChannelBridge>(std::move(channel), std::move(peer))));
+    }
+    internal::DeliveryScope delivering;  // as every transport's connect callback runs
+    done(std::move(result));
+  }).detach();
+}
+
+}  // namespace zcrpc::transport::grpc_bridge

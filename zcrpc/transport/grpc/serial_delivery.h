@@ -1,0 +1,93 @@
+// SerialDelivery: hands one bridged connection's frames to its
+// ConnectionHandler in order, one at a time, then OnClosed exactly once, as
+// transport.h promises, although gRPC runs one call's reactions on several
+// threads at once. Whichever thread finds nobody delivering delivers
+// everything queued (marked as a delivering thread); the others only queue.
+//
+// Thread-safe.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "absl/base/thread_annotations.h"
+#include "zcrpc/base/frame.h"
+#include "zcrpc/transport/internal/delivery_scope.h"
+#include "zcrpc/transport/transport.h"
+
+namespace zcrpc::transport::grpc_bridge {
+
+class SerialDelivery {
+ public:
+  // Frames queued before Start wait for it.
+  void Start(std::shared_ptr<ConnectionHandler> handler) {
+    {
+      std::lock_guard lock(mu_);
+      handler_ = std::move(handler);
+    }
+    Drain();
+  }
+  // Dropped once the connection is closed.
+  void Deliver(Frame frame) {
+    {
+      std::lock_guard lock(mu_);
+      if (closing_) return;
+      queue_.push_back(std::move(frame));
+    }
+    Drain();
+  }
+  // The last delivery: after the frames queued before it. The first reason
+  // counts.
+  void Closed(const Status& reason) {
+    {
+      std::lock_guard lock(mu_);
+      if (closing_) return;
+      closing_ = reason;
+    }
+    Drain();
+  }
+  bool closing() const {
+    std::lock_guard lock(mu_);
+    return closing_.has_value();
+  }
+
+ private:
+  void Drain() {
+    std::unique_lock lock(mu_);
+    if (delivering_ || handler_ == nullptr) return;
+    delivering_ = true;
+    const std::shared_ptr<ConnectionHandler> handler = handler_;
+    internal::DeliveryScope delivering;
+    for (;;) {
+      if (!queue_.empty()) {
+        Frame next = std::move(queue_.front());
+        queue_.pop_front();
+        lock.unlock();
+        handler->OnFrame(std::move(next));
+        lock.lock();
+        continue;
+      }
+      if (closing_ && !closed_delivered_) {
+        closed_delivered_ = true;
+        const Status reason = *closing_;
+        lock.unlock();
+        handler->OnClosed(reason);
+        lock.lock();
+        continue;
+      }
+      break;
+    }
+    delivering_ = false;
+  }
+
+  mutable std::mutex mu_;
+  std::shared_ptr<ConnectionHandler> handler_ ABSL_GUARDED_BY(mu_);
+  std::deque<Frame> queue_ ABSL_GUARDED_BY(mu_);
+  std::optional<Status> closing_ ABSL_GUARDED_BY(mu_);
+  bool closed_delivered_ ABSL_GUARDED_BY(mu_) = false;
+  bool delivering_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace zcrpc::transport::grpc_bridge

@@ -1,0 +1,501 @@
+#include "zcrpc/transport/grpc/server_bridge.h"
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "zcrpc/base/wire.h"
+#include "zcrpc/transport/grpc/grpc_status.h"
+#include "zcrpc/transport/grpc/serial_delivery.h"
+#include "zcrpc/transport/grpc/slices.h"
+#include "zcrpc/transport/internal/capabilities.h"
+
+namespace zcrpc::transport::grpc_bridge {
+
+// The one call a bridged connection carries has this id on the runtime's
+// side: the bridge is its client.
+constexpr uint64_t kBridgedCallId = 1;
+
+// Takes calls from the gRPC server for the runtime, until the listener
+// stops it. Outlives the gRPC server (the reaper frees it last).
+class BridgeService final : public ::grpc::CallbackGenericService,
+                            public std::enable_shared_from_this<BridgeService> {
+ public:
+  BridgeService(ConnectionOptions options, AcceptCallback on_accept)
+      : options_(std::move(options)), on_accept_(std::move(on_accept)) {}
+
+  ::grpc::ServerGenericBidiReactor* CreateReactor(::grpc::GenericCallbackServerContext* ctx) override;
+
+  // New calls get UNAVAILABLE from now on; returns once no accept callback runs.
+  void Stop() {
+    std::unique_lock lock(mu_);
+    accepting_ = false;
+    idle_.wait(lock, [this] { return accepts_running_ == 0; });
+  }
+
+  const ConnectionOptions& options() const { return options_; }
+
+ private:
+  friend class BridgedCall;
+  // Runs on_accept unless stopped; false if stopped.
+  bool Accept(std::unique_ptr<Connection> connection) {
+    {
+      std::lock_guard lock(mu_);
+      if (!accepting_) return false;
+      ++accepts_running_;
+    }
+    {
+      internal::DeliveryScope delivering;  // as for every transport's accepts
+      on_accept_(std::move(connection));
+    }
+    std::lock_guard lock(mu_);
+    if (--accepts_running_ == 0) idle_.notify_all();
+    return true;
+  }
+
+  const ConnectionOptions options_;
+  const AcceptCallback on_accept_;
+  std::mutex mu_;
+  std::condition_variable idle_;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  int accepts_running_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+namespace {
+
+// "ipv4:127.0.0.1:5000" (gRPC's peer form) -> "grpc://127.0.0.1:5000".
+std::string PeerUri(const std::string& grpc_peer) {
+  std::string_view address = grpc_peer;
+  for (std::string_view prefix : {"ipv4:", "ipv6:"}) {
+    if (address.substr(0, prefix.size()) == prefix) address.remove_prefix(prefix.size());
+  }
+  return absl::StrCat("grpc://", ToAbsl(address));
+}
+
+Capabilities BridgedCapabilities() {
+  Capabilities caps;
+  caps.max_body_bytes = UINT32_MAX;  // gRPC's own message limits apply on the gRPC side
+  caps.max_attachments = 0;          // gRPC messages have no attachments
+  caps.max_metadata_bytes = 16 << 10;  // gRPC's default header list limit
+  caps.features = kFeatureStreams;
+  return caps;
+}
+
+class Refused final : public ::grpc::ServerGenericBidiReactor {
+ public:
+  explicit Refused(::grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+// One gRPC call, seen by the runtime as a connection carrying one call.
+// The gRPC reactor and the runtime's Connection handle each hold it; the
+// reactor goes at OnDone, the handle when the runtime drops it.
+class BridgedCall final : public std::enable_shared_from_this<BridgedCall> {
+ public:
+  BridgedCall(std::shared_ptr<BridgeService> service, ::grpc::GenericCallbackServerContext* ctx)
+      : service_(std::move(service)), ctx_(ctx), peer_(PeerUri(ctx->peer())), caps_(BridgedCapabilities()) {}
+
+  class Reactor;
+  class Handle;
+
+  // Called once, from CreateReactor, with the reactor gRPC will run.
+  void Begin(Reactor* reactor);
+
+  // --- gRPC's reactions ---
+  void OnReadDone(bool ok);
+  void OnWriteDone(bool ok);
+  void OnCancel();
+  void OnDone();
+
+  // --- the runtime's connection ---
+  Status Send(Frame frame);
+  void Close(const Status& reason);
+  void StartDelivery(std::shared_ptr<ConnectionHandler> handler) { delivery_.Start(std::move(handler)); }
+  const Capabilities& capabilities() const { return caps_; }
+  const std::string& peer() const { return peer_; }
+  bool closed() const { return delivery_.closing(); }
+
+ private:
+  Frame RequestFrame(bool stream, Buffer message) const;
+  Frame CallFrame(FrameType type) const {
+    Frame frame;
+    frame.header.type = type;
+    frame.header.call_id = kBridgedCallId;
+    return frame;
+  }
+  // Each starts the gRPC operation its state now allows, if any.
+  void MaybeRead();
+  void MaybeWrite();
+  void MaybeFinish();
+  // The call ends with `status` unless it already has one; queued writes
+  // are dropped.
+  void EndWith(::grpc::Status status);
+
+  const std::shared_ptr<BridgeService> service_;
+  ::grpc::GenericCallbackServerContext* const ctx_;
+  const std::string peer_;
+  const Capabilities caps_;
+  SerialDelivery delivery_;
+
+  // gRPC operations, and the reactor they go to, under this lock: none is
+  // started after Finish. Recursive: gRPC may run a reaction inline.
+  std::recursive_mutex ops_mu_;
+  Reactor* reactor_ ABSL_GUARDED_BY(ops_mu_) = nullptr;
+  bool finish_called_ ABSL_GUARDED_BY(ops_mu_) = false;
+  ::grpc::ByteBuffer read_buffer_;   // the one read in flight
+  ::grpc::ByteBuffer write_buffer_;  // the one write in flight
+
+  std::mutex mu_;  // never held while ops_mu_ is taken
+  bool unary_ ABSL_GUARDED_BY(mu_) = true;
+  // Unary and client streaming: the runtime's final frame carries the
+  // response message, which gRPC sends before the status.
+  bool final_has_response_ ABSL_GUARDED_BY(mu_) = true;
+  bool got_request_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t read_credit_ ABSL_GUARDED_BY(mu_) = static_cast<int64_t>(kInitialStreamWindow);
+  std::deque<Buffer> writes_ ABSL_GUARDED_BY(mu_);
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t write_cost_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<::grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
+  Metadata trailing_ ABSL_GUARDED_BY(mu_);
+  Buffer unary_response_ ABSL_GUARDED_BY(mu_);
+  bool has_unary_response_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_taken_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class BridgedCall::Reactor final : public ::grpc::ServerGenericBidiReactor {
+ public:
+  explicit Reactor(std::shared_ptr<BridgedCall> call) : call_(std::move(call)) {}
+  void OnReadDone(bool ok) override { call_->OnReadDone(ok); }
+  void OnWriteDone(bool ok) override { call_->OnWriteDone(ok); }
+  void OnCancel() override { call_->OnCancel(); }
+  void OnDone() override {
+    call_->OnDone();
+    delete this;
+  }
+
+ private:
+  const std::shared_ptr<BridgedCall> call_;
+};
+
+class BridgedCall::Handle final : public Connection {
+ public:
+  explicit Handle(std::shared_ptr<BridgedCall> call) : call_(std::move(call)) {}
+  ~Handle() override { call_->Close(absl::UnavailableError("the server let go of the call")); }
+
+  Buffer Allocate(size_t size) override { return BufferPool::Default().Allocate(size); }
+  Status Send(Frame frame) override { return call_->Send(std::move(frame)); }
+  // The runtime's writes are bounded by the stream credit the bridge gives
+  // back only as gRPC takes each message, and a unary call has one reply.
+  bool writable() override { return true; }
+  Status WaitWritable(int64_t) override {
+    if (call_->closed()) return absl::UnavailableError(absl::StrCat("gRPC call from ", call_->peer(), " is over"));
+    return absl::OkStatus();
+  }
+  Capabilities capabilities() const override { return call_->capabilities(); }
+  void Start(std::shared_ptr<ConnectionHandler> handler) override { call_->StartDelivery(std::move(handler)); }
+  void Close(const Status& reason) override { call_->Close(reason); }
+  std::string peer() const override { return call_->peer(); }
+  bool PollUntil(absl::FunctionRef<bool()>, std::chrono::nanoseconds) override { return false; }
+
+ private:
+  const std::shared_ptr<BridgedCall> call_;
+};
+
+::grpc::ServerGenericBidiReactor* BridgeService::CreateReactor(::grpc::GenericCallbackServerContext* ctx) {
+  {
+    std::lock_guard lock(mu_);
+    if (!accepting_) return new Refused(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+  }
+  auto call = std::make_shared<BridgedCall>(shared_from_this(), ctx);
+  auto* reactor = new BridgedCall::Reactor(call);
+  call->Begin(reactor);
+  return reactor;
+}
+
+void BridgedCall::Begin(Reactor* reactor) {
+  {
+    std::lock_guard ops(ops_mu_);
+    reactor_ = reactor;
+  }
+  const std::string& path = ctx_->method();
+  const std::optional<MethodKind> kind =
+      service_->options().method_kind ? service_->options().method_kind(path) : std::nullopt;
+  const bool stream = kind.has_value() && *kind != MethodKind::kUnary;
+  {
+    std::lock_guard lock(mu_);
+    unary_ = !stream;
+    final_has_response_ = !stream || *kind == MethodKind::kClientStreaming;
+    // An unknown method needs no request: the runtime answers UNIMPLEMENTED.
+    got_request_ = !kind.has_value() || stream;
+  }
+  if (!service_->Accept(std::make_unique<Handle>(shared_from_this()))) {
+    return EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+  }
+  if (!kind.has_value() || stream) {
+    delivery_.Deliver(RequestFrame(stream, Buffer()));
+    MaybeRead();
+    return;
+  }
+  // Unary: the request goes to the runtime with its one message.
+  {
+    std::lock_guard lock(mu_);
+    read_in_flight_ = true;
+  }
+  std::lock_guard ops(ops_mu_);
+  reactor_->StartRead(&read_buffer_);
+}
+
+Frame BridgedCall::RequestFrame(bool stream, Buffer message) const {
+  const std::string& path = ctx_->method();
+  Metadata md;
+  for (const auto& [key, value] : ctx_->client_metadata()) {
+    std::string k(key.data(), key.size()), v(value.data(), value.size());
+    if (ValidateMetadataEntry(k, v).ok()) md.emplace_back(std::move(k), std::move(v));
+  }
+  Frame frame = CallFrame(FrameType::kRequest);
+  frame.header.flags = kFlagMethodPath | (stream ? kFlagStream : 0);
+  frame.header.method_id = 1;  // the connection's one binding, announced with the path
+  const auto deadline = ctx_->deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::system_clock::now());
+    frame.header.timeout_us = static_cast<uint64_t>(std::max<int64_t>(1, left.count()));
+  }
+  const size_t path_size = EncodedMethodPathSize(path);
+  frame.metadata = BufferPool::Default().Allocate(path_size + EncodedMetadataSize(md));
+  EncodeMethodPath(path, frame.metadata.span());
+  EncodeMetadata(md, frame.metadata.span().subspan(path_size));
+  frame.message = std::move(message);
+  frame.SetLengthsFromParts();
+  return frame;
+}
+
+void BridgedCall::OnReadDone(bool ok) {
+  Frame frame;
+  bool unary, half_close = false, missing_request = false;
+  {
+    std::lock_guard lock(mu_);
+    read_in_flight_ = false;
+    unary = unary_;
+    if (unary) {
+      got_request_ = true;
+      missing_request = !ok;
+    } else if (ok) {
+      frame = CallFrame(FrameType::kStreamMessage);
+      frame.message = TakeFromGrpc(read_buffer_);
+      frame.SetLengthsFromParts();
+      read_credit_ -= static_cast<int64_t>(std::max(uint64_t{frame.header.message_len}, kStreamMessageMinCredit));
+    } else {
+      reads_done_ = true;
+      half_close = true;
+    }
+  }
+  if (unary) {
+    if (missing_request) {
+      return EndWith(::grpc::Status(::grpc::StatusCode::INTERNAL, "the client sent no request message"));
+    }
+    delivery_.Deliver(RequestFrame(false, TakeFromGrpc(read_buffer_)));
+    return;
+  }
+  if (half_close) return delivery_.Deliver(CallFrame(FrameType::kHalfClose));
+  delivery_.Deliver(std::move(frame));
+  MaybeRead();
+}
+
+void BridgedCall::MaybeRead() {
+  {
+    std::lock_guard lock(mu_);
+    if (unary_ || read_in_flight_ || reads_done_ || read_credit_ <= 0) return;
+    read_in_flight_ = true;
+  }
+  std::lock_guard ops(ops_mu_);
+  if (finish_called_ || reactor_ == nullptr) return;
+  reactor_->StartRead(&read_buffer_);
+}
+
+Status BridgedCall::Send(Frame frame) {
+  if (delivery_.closing()) return absl::UnavailableError(absl::StrCat("gRPC call from ", peer_, " is over"));
+  frame.SetLengthsFromParts();
+  ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
+  switch (frame.header.type) {
+    case FrameType::kResponse: {
+      Metadata trailing;
+      if (!frame.metadata.empty()) (void)DecodeMetadata(frame.metadata.span(), &trailing);
+      const auto code = static_cast<StatusCode>(frame.header.status_code);
+      {
+        std::lock_guard lock(mu_);
+        if (finish_) return absl::OkStatus();  // cancelled or closed first
+        trailing_ = std::move(trailing);
+        if (code == StatusCode::kOk) {
+          finish_ = ::grpc::Status::OK;
+          if (final_has_response_) {
+            unary_response_ = std::move(frame.message);
+            has_unary_response_ = true;
+          }
+        } else {
+          finish_ = ToGrpcStatus(code, frame.message.span());
+        }
+      }
+      MaybeFinish();
+      return absl::OkStatus();
+    }
+    case FrameType::kStreamMessage: {
+      {
+        std::lock_guard lock(mu_);
+        if (finish_) return absl::OkStatus();
+        writes_.push_back(std::move(frame.message));
+      }
+      MaybeWrite();
+      return absl::OkStatus();
+    }
+    case FrameType::kCredit: {
+      {
+        std::lock_guard lock(mu_);
+        read_credit_ += static_cast<int64_t>(std::min(frame.header.credit_bytes(), kMaxStreamWindow));
+      }
+      MaybeRead();
+      return absl::OkStatus();
+    }
+    default:
+      return absl::OkStatus();  // GOAWAY and the like: nothing to tell a gRPC client per call
+  }
+}
+
+void BridgedCall::MaybeWrite() {
+  Buffer next;
+  {
+    std::lock_guard lock(mu_);
+    if (write_in_flight_ || writes_.empty()) return;
+    write_in_flight_ = true;
+    next = std::move(writes_.front());
+    writes_.pop_front();
+    write_cost_ = std::max(uint64_t{next.size()}, kStreamMessageMinCredit);
+  }
+  std::lock_guard ops(ops_mu_);
+  if (finish_called_ || reactor_ == nullptr) return;
+  write_buffer_ = LendToGrpc(std::move(next));
+  reactor_->StartWrite(&write_buffer_);
+}
+
+void BridgedCall::OnWriteDone(bool ok) {
+  uint64_t cost;
+  {
+    std::lock_guard lock(mu_);
+    write_in_flight_ = false;
+    cost = write_cost_;
+  }
+  if (ok) {
+    // Taken by gRPC (its own flow control holds it from here): the
+    // runtime's writer may send as much again.
+    Frame credit = CallFrame(FrameType::kCredit);
+    credit.header.set_credit_bytes(cost);
+    delivery_.Deliver(std::move(credit));
+  }
+  MaybeWrite();
+  MaybeFinish();
+}
+
+void BridgedCall::MaybeFinish() {
+  ::grpc::Status status;
+  Metadata trailing;
+  Buffer response;
+  bool with_response;
+  {
+    std::lock_guard lock(mu_);
+    if (!finish_ || finish_taken_ || write_in_flight_ || !writes_.empty()) return;
+    finish_taken_ = true;
+    status = *finish_;
+    trailing = std::move(trailing_);
+    response = std::move(unary_response_);
+    with_response = has_unary_response_;
+  }
+  std::lock_guard ops(ops_mu_);
+  if (finish_called_ || reactor_ == nullptr) return;
+  finish_called_ = true;
+  for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
+  if (with_response) {
+    write_buffer_ = LendToGrpc(std::move(response));
+    reactor_->StartWriteAndFinish(&write_buffer_, ::grpc::WriteOptions(), status);
+  } else {
+    reactor_->Finish(status);
+  }
+}
+
+void BridgedCall::EndWith(::grpc::Status status) {
+  {
+    std::lock_guard lock(mu_);
+    if (!finish_) finish_ = std::move(status);
+    writes_.clear();
+    has_unary_response_ = false;
+  }
+  MaybeFinish();
+}
+
+void BridgedCall::OnCancel() {
+  // The runtime cancels the handler; it sends nothing back for a
+  // cancelled call, so the gRPC call is finished here.
+  delivery_.Deliver(CallFrame(FrameType::kCancel));
+  EndWith(::grpc::Status(::grpc::StatusCode::CANCELLED, "the client cancelled the call"));
+}
+
+void BridgedCall::OnDone() {
+  {
+    std::lock_guard ops(ops_mu_);
+    reactor_ = nullptr;
+  }
+  delivery_.Closed(absl::UnavailableError(absl::StrCat("the gRPC call from ", peer_, " is over")));
+}
+
+void BridgedCall::Close(const Status& reason) {
+  EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, std::string(reason.message())));
+}
+
+StatusOr<std::unique_ptr<GrpcListener>> GrpcListener::Start(const GrpcAddress& address,
+                                                            const ConnectionOptions& options,
+                                                            AcceptCallback on_accept) {
+  auto service = std::make_shared<BridgeService>(options, std::move(on_accept));
+  ::grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(address.target(), ::grpc::InsecureServerCredentials(), &port);
+  builder.RegisterCallbackGenericService(service.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(options.limits.max_body_bytes, INT_MAX)));
+  builder.SetMaxSendMessageSize(-1);
+  std::unique_ptr<::grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot serve gRPC on ", address.target()));
+  }
+  GrpcAddress bound = address;
+  bound.port = static_cast<uint16_t>(port);
+  return std::unique_ptr<GrpcListener>(
+      new GrpcListener(std::move(service), std::move(server), absl::StrCat("grpc://", bound.target())));
+}
+
+GrpcListener::GrpcListener(std::shared_ptr<BridgeService> service, std::unique_ptr<::grpc::Server> server,
+                           std::string uri)
+    : service_(std::move(service)), server_(std::move(server)), uri_(std::move(uri)) {}
+
+GrpcListener::~GrpcListener() {
+  service_->Stop();
+  // gRPC's Shutdown waits for the calls in flight, which the runtime ends
+  // on its own schedule (Server::Shutdown's deadline): not on this thread.
+  std::thread([server = std::move(server_), service = std::move(service_)]() mutable {
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    server.reset();   // before the service it calls into
+    service.reset();
+  }).detach();
+}
+
+}  // namespace zcrpc::transport::grpc_bridge
