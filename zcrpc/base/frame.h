@@ -21,6 +21,11 @@ struct Frame {
   // parts are then empty and `header` says what the peer sent.
   bool body_discarded = false;
 
+  // Requests only, and not on the wire (kFlagStream says all zcrpc peers
+  // need): the method's kind, for transports whose own protocol needs more
+  // (grpc:// puts a client-streaming call's response in its final frame).
+  MethodKind kind = MethodKind::kUnary;
+
   // Copies the parts' sizes into the header's length fields.
   void SetLengthsFromParts() {
     header.metadata_len = static_cast<uint32_t>(metadata.size());

@@ -305,6 +305,7 @@ Frame Channel::BuildRequest(Link* link, const MethodDescriptor& method, ClientCo
   Frame frame;
   frame.header.type = FrameType::kRequest;
   frame.header.method_id = binding->id;
+  frame.kind = method.kind;
   frame.header.flags = (binding->send_path ? kFlagMethodPath : kFlagNone) | (request ? kFlagNone : kFlagStream);
   const size_t path_bytes = binding->send_path ? EncodedMethodPathSize(method.path) : 0;
   const size_t metadata_bytes = path_bytes + EncodedMetadataSize(context->metadata());

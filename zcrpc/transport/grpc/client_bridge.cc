@@ -58,6 +58,7 @@ class ChannelBridge final : public std::enable_shared_from_this<ChannelBridge> {
   void Close(const Status& reason);
   void StartDelivery(std::shared_ptr<ConnectionHandler> handler) { delivery_.Start(std::move(handler)); }
   void Deliver(Frame frame) { delivery_.Deliver(std::move(frame)); }
+  SerialDelivery& delivery() { return delivery_; }
   bool closed() const { return delivery_.closing(); }
   const Capabilities& capabilities() const { return caps_; }
   const std::string& peer() const { return peer_; }
@@ -82,8 +83,11 @@ class ChannelBridge final : public std::enable_shared_from_this<ChannelBridge> {
 // gRPC's OnDone, the last reaction.
 class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, ::grpc::ByteBuffer> {
  public:
-  OutgoingCall(std::shared_ptr<ChannelBridge> owner, uint64_t id, bool unary)
-      : owner_(std::move(owner)), id_(id), unary_(unary) {}
+  OutgoingCall(std::shared_ptr<ChannelBridge> owner, uint64_t id, MethodKind kind)
+      : owner_(std::move(owner)),
+        id_(id),
+        unary_(kind == MethodKind::kUnary),
+        final_has_response_(kind == MethodKind::kUnary || kind == MethodKind::kClientStreaming) {}
 
   ::grpc::ClientContext& context() { return ctx_; }
 
@@ -137,7 +141,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
         reads_done_ = true;
         return;
       }
-      if (unary_) {
+      if (final_has_response_) {  // the one response goes in the final frame
         response_ = TakeFromGrpc(read_buffer_);
         has_response_ = true;
         reads_done_ = true;
@@ -148,8 +152,11 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
       frame.message = TakeFromGrpc(read_buffer_);
       frame.SetLengthsFromParts();
       read_credit_ -= static_cast<int64_t>(std::max(uint64_t{frame.header.message_len}, kStreamMessageMinCredit));
+      // In line before the next read can start (a credit frame on another
+      // thread may start it as soon as this lock goes).
+      owner_->delivery().Enqueue(std::move(frame));
     }
-    owner_->Deliver(std::move(frame));
+    owner_->delivery().Drain();
     MaybeRead();
   }
 
@@ -182,7 +189,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
     std::string text = status.error_message();
     {
       std::lock_guard lock(mu_);
-      if (code == ::grpc::StatusCode::OK && unary_) {
+      if (code == ::grpc::StatusCode::OK && final_has_response_) {
         if (has_response_) {
           end.message = std::move(response_);
         } else {
@@ -205,7 +212,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
   void MaybeRead() {
     {
       std::lock_guard lock(mu_);
-      if (unary_ || read_in_flight_ || reads_done_ || read_credit_ <= 0) return;
+      if (final_has_response_ || read_in_flight_ || reads_done_ || read_credit_ <= 0) return;
       read_in_flight_ = true;
     }
     std::lock_guard ops(ops_mu_);
@@ -237,6 +244,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
   const std::shared_ptr<ChannelBridge> owner_;
   const uint64_t id_;
   const bool unary_;
+  const bool final_has_response_;  // unary and client streaming
   ::grpc::ClientContext ctx_;
   // gRPC operations are started under this lock (one read and one write
   // in flight at most). Recursive: gRPC may run a reaction inline.
@@ -316,8 +324,8 @@ Status ChannelBridge::StartCall(Frame frame) {
   }
   Metadata md;
   ZCRPC_RETURN_IF_ERROR(DecodeMetadata(metadata, &md));
-  const bool unary = (h.flags & kFlagStream) == 0;
-  auto call = std::make_shared<OutgoingCall>(shared_from_this(), h.call_id, unary);
+  const MethodKind kind = (h.flags & kFlagStream) == 0 ? MethodKind::kUnary : frame.kind;
+  auto call = std::make_shared<OutgoingCall>(shared_from_this(), h.call_id, kind);
   for (const auto& [key, value] : md) call->context().AddMetadata(key, value);
   if (h.timeout_us != 0) {
     call->context().set_deadline(std::chrono::system_clock::now() + std::chrono::microseconds(h.timeout_us));

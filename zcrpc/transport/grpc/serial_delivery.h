@@ -31,29 +31,16 @@ class SerialDelivery {
   }
   // Dropped once the connection is closed.
   void Deliver(Frame frame) {
-    {
-      std::lock_guard lock(mu_);
-      if (closing_) return;
-      queue_.push_back(std::move(frame));
-    }
+    Enqueue(std::move(frame));
     Drain();
   }
-  // The last delivery: after the frames queued before it. The first reason
-  // counts.
-  void Closed(const Status& reason) {
-    {
-      std::lock_guard lock(mu_);
-      if (closing_) return;
-      closing_ = reason;
-    }
-    Drain();
-  }
-  bool closing() const {
+  // Deliver() in two steps, for a caller that must fix a frame's place in
+  // the order under a lock of its own (Enqueue, never calls out) and then
+  // deliver outside it (Drain).
+  void Enqueue(Frame frame) {
     std::lock_guard lock(mu_);
-    return closing_.has_value();
+    if (!closing_) queue_.push_back(std::move(frame));
   }
-
- private:
   void Drain() {
     std::unique_lock lock(mu_);
     if (delivering_ || handler_ == nullptr) return;
@@ -81,6 +68,22 @@ class SerialDelivery {
     }
     delivering_ = false;
   }
+  // The last delivery: after the frames queued before it. The first reason
+  // counts.
+  void Closed(const Status& reason) {
+    {
+      std::lock_guard lock(mu_);
+      if (closing_) return;
+      closing_ = reason;
+    }
+    Drain();
+  }
+  bool closing() const {
+    std::lock_guard lock(mu_);
+    return closing_.has_value();
+  }
+
+ private:
 
   mutable std::mutex mu_;
   std::shared_ptr<ConnectionHandler> handler_ ABSL_GUARDED_BY(mu_);

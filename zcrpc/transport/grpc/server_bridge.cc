@@ -298,9 +298,13 @@ void BridgedCall::OnReadDone(bool ok) {
       frame.message = TakeFromGrpc(read_buffer_);
       frame.SetLengthsFromParts();
       read_credit_ -= static_cast<int64_t>(std::max(uint64_t{frame.header.message_len}, kStreamMessageMinCredit));
+      // In line before the next read can start (a credit frame on another
+      // thread may start it as soon as this lock goes).
+      delivery_.Enqueue(std::move(frame));
     } else {
       reads_done_ = true;
       half_close = true;
+      delivery_.Enqueue(CallFrame(FrameType::kHalfClose));
     }
   }
   if (unary) {
@@ -310,9 +314,8 @@ void BridgedCall::OnReadDone(bool ok) {
     delivery_.Deliver(RequestFrame(false, TakeFromGrpc(read_buffer_)));
     return;
   }
-  if (half_close) return delivery_.Deliver(CallFrame(FrameType::kHalfClose));
-  delivery_.Deliver(std::move(frame));
-  MaybeRead();
+  delivery_.Drain();
+  if (!half_close) MaybeRead();
 }
 
 void BridgedCall::MaybeRead() {
