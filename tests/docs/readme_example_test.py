@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The README's examples are files the build compiles with -Wall -Wextra
 -Werror and runs: examples/consumer/main.cc (also built against an installed
-zcrpc by the install test), examples/streaming/main.cc and reactors.cc. This checks the
+zcrpc by the install test), examples/streaming/main.cc and reactors.cc,
+examples/grpc/main.cc. This checks the
 README shows each file as it is, from its first #include on."""
 import pathlib
 import sys
@@ -11,7 +12,8 @@ readme = (root / "README.md").read_text()
 failed = False
 for example, first_line in [("examples/consumer/main.cc", "#include <cstdio>"),
                             ("examples/streaming/main.cc", "#include <cinttypes>"),
-                            ("examples/streaming/reactors.cc", "// The callback (reactor) API on ticker.proto")]:
+                            ("examples/streaming/reactors.cc", "// The callback (reactor) API on ticker.proto"),
+                            ("examples/grpc/main.cc", "// demo.Greeter served to stock gRPC clients")]:
     source = (root / example).read_text()
     source = source[source.index(first_line):]
     start = readme.index("```cpp\n" + first_line) + len("```cpp\n")
