@@ -21,6 +21,7 @@ if [[ -n "${ZCRPC_TSAN_STREAMING:-}" ]]; then
   echo "=== tsan: build and test label streaming"
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan --target streaming_test reactor_test stream_protocol_test stream_process_test \
+    stream_idle_test reactor_send_queue_test \
     stream_server streaming_example streaming_reactor_example
   ctest --preset tsan -L streaming -j"$(nproc)"
 fi

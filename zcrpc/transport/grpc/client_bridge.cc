@@ -16,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/wire.h"
+#include "zcrpc/transport/grpc/bridged_connection.h"
 #include "zcrpc/transport/grpc/grpc_status.h"
 #include "zcrpc/transport/grpc/serial_delivery.h"
 #include "zcrpc/transport/grpc/slices.h"
@@ -23,15 +24,6 @@
 
 namespace zcrpc::transport::grpc_bridge {
 namespace {
-
-Capabilities BridgedCapabilities() {
-  Capabilities caps;
-  caps.max_body_bytes = UINT32_MAX;    // gRPC's own message limits apply on the gRPC side
-  caps.max_attachments = 0;            // gRPC messages have no attachments
-  caps.max_metadata_bytes = 16 << 10;  // gRPC's default header list limit
-  caps.features = kFeatureStreams;
-  return caps;
-}
 
 Buffer TextBuffer(std::string_view text) {
   Buffer b = BufferPool::Default().Allocate(text.size());
@@ -348,29 +340,6 @@ void ChannelBridge::Close(const Status& reason) {
   for (const auto& call : calls) call->Cancel();
 }
 
-class GrpcClientConnection final : public Connection {
- public:
-  explicit GrpcClientConnection(std::shared_ptr<ChannelBridge> bridge) : bridge_(std::move(bridge)) {}
-  ~GrpcClientConnection() override { bridge_->Close(absl::UnavailableError("the connection was dropped")); }
-
-  Buffer Allocate(size_t size) override { return BufferPool::Default().Allocate(size); }
-  Status Send(Frame frame) override { return bridge_->Send(std::move(frame)); }
-  // Writes are bounded by the stream credit the bridge gives back only as
-  // gRPC takes each message; a unary call's request is one message.
-  bool writable() override { return true; }
-  Status WaitWritable(int64_t) override {
-    if (bridge_->closed()) return absl::UnavailableError(absl::StrCat("gRPC channel to ", bridge_->peer(), " is closed"));
-    return absl::OkStatus();
-  }
-  Capabilities capabilities() const override { return bridge_->capabilities(); }
-  void Start(std::shared_ptr<ConnectionHandler> handler) override { bridge_->StartDelivery(std::move(handler)); }
-  void Close(const Status& reason) override { bridge_->Close(reason); }
-  std::string peer() const override { return bridge_->peer(); }
-  bool PollUntil(absl::FunctionRef<bool()>, std::chrono::nanoseconds) override { return false; }
-
- private:
-  const std::shared_ptr<ChannelBridge> bridge_;
-};
 
 }  // namespace
 
@@ -396,7 +365,7 @@ void ConnectGrpc(const GrpcAddress& address, const ConnectionOptions& options, C
     }
     if (state == GRPC_CHANNEL_READY) {
       result = std::unique_ptr<Connection>(
-          new GrpcClientConnection(std::make_shared<ChannelBridge>(std::move(channel), std::move(peer))));
+          new BridgedConnection<ChannelBridge>(std::make_shared<ChannelBridge>(std::move(channel), std::move(peer))));
     }
     internal::DeliveryScope delivering;  // as every transport's connect callback runs
     done(std::move(result));

@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/wire.h"
+#include "zcrpc/transport/grpc/bridged_connection.h"
 #include "zcrpc/transport/grpc/grpc_status.h"
 #include "zcrpc/transport/grpc/serial_delivery.h"
 #include "zcrpc/transport/grpc/slices.h"
@@ -82,15 +83,6 @@ std::string PeerUri(const std::string& grpc_peer) {
   return absl::StrCat("grpc://", ToAbsl(address));
 }
 
-Capabilities BridgedCapabilities() {
-  Capabilities caps;
-  caps.max_body_bytes = UINT32_MAX;  // gRPC's own message limits apply on the gRPC side
-  caps.max_attachments = 0;          // gRPC messages have no attachments
-  caps.max_metadata_bytes = 16 << 10;  // gRPC's default header list limit
-  caps.features = kFeatureStreams;
-  return caps;
-}
-
 class Refused final : public ::grpc::ServerGenericBidiReactor {
  public:
   explicit Refused(::grpc::Status status) { Finish(std::move(status)); }
@@ -108,7 +100,6 @@ class BridgedCall final : public std::enable_shared_from_this<BridgedCall> {
       : service_(std::move(service)), ctx_(ctx), peer_(PeerUri(ctx->peer())), caps_(BridgedCapabilities()) {}
 
   class Reactor;
-  class Handle;
 
   // Called once, from CreateReactor, with the reactor gRPC will run.
   void Begin(Reactor* reactor);
@@ -191,29 +182,6 @@ class BridgedCall::Reactor final : public ::grpc::ServerGenericBidiReactor {
   const std::shared_ptr<BridgedCall> call_;
 };
 
-class BridgedCall::Handle final : public Connection {
- public:
-  explicit Handle(std::shared_ptr<BridgedCall> call) : call_(std::move(call)) {}
-  ~Handle() override { call_->Close(absl::UnavailableError("the server let go of the call")); }
-
-  Buffer Allocate(size_t size) override { return BufferPool::Default().Allocate(size); }
-  Status Send(Frame frame) override { return call_->Send(std::move(frame)); }
-  // The runtime's writes are bounded by the stream credit the bridge gives
-  // back only as gRPC takes each message, and a unary call has one reply.
-  bool writable() override { return true; }
-  Status WaitWritable(int64_t) override {
-    if (call_->closed()) return absl::UnavailableError(absl::StrCat("gRPC call from ", call_->peer(), " is over"));
-    return absl::OkStatus();
-  }
-  Capabilities capabilities() const override { return call_->capabilities(); }
-  void Start(std::shared_ptr<ConnectionHandler> handler) override { call_->StartDelivery(std::move(handler)); }
-  void Close(const Status& reason) override { call_->Close(reason); }
-  std::string peer() const override { return call_->peer(); }
-  bool PollUntil(absl::FunctionRef<bool()>, std::chrono::nanoseconds) override { return false; }
-
- private:
-  const std::shared_ptr<BridgedCall> call_;
-};
 
 ::grpc::ServerGenericBidiReactor* BridgeService::CreateReactor(::grpc::GenericCallbackServerContext* ctx) {
   {
@@ -242,7 +210,7 @@ void BridgedCall::Begin(Reactor* reactor) {
     // An unknown method needs no request: the runtime answers UNIMPLEMENTED.
     got_request_ = !kind.has_value() || stream;
   }
-  if (!service_->Accept(std::make_unique<Handle>(shared_from_this()))) {
+  if (!service_->Accept(std::make_unique<BridgedConnection<BridgedCall>>(shared_from_this()))) {
     return EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
   }
   if (!kind.has_value() || stream) {

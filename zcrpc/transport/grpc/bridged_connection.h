@@ -1,0 +1,54 @@
+// The runtime's handle on a bridged connection: one gRPC call on the
+// serving side (server_bridge.cc), one gRPC channel on the calling side
+// (client_bridge.cc). `Bridge` does the work; the handle only forwards, and
+// closes the bridge when the runtime lets go of it.
+//
+// Thread-safe as Connection requires (the bridges are).
+#pragma once
+
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "zcrpc/base/wire.h"
+#include "zcrpc/transport/transport.h"
+
+namespace zcrpc::transport::grpc_bridge {
+
+// What a bridged connection carries: gRPC applies its own message size
+// limits on its side; gRPC messages have no attachments; metadata within
+// gRPC's default header list limit; streams, as gRPC has them.
+inline Capabilities BridgedCapabilities() {
+  Capabilities caps;
+  caps.max_body_bytes = UINT32_MAX;
+  caps.max_attachments = 0;
+  caps.max_metadata_bytes = 16 << 10;
+  caps.features = kFeatureStreams;
+  return caps;
+}
+
+template <typename Bridge>
+class BridgedConnection final : public Connection {
+ public:
+  explicit BridgedConnection(std::shared_ptr<Bridge> bridge) : bridge_(std::move(bridge)) {}
+  ~BridgedConnection() override { bridge_->Close(absl::UnavailableError("the runtime let go of the connection")); }
+
+  Buffer Allocate(size_t size) override { return BufferPool::Default().Allocate(size); }
+  Status Send(Frame frame) override { return bridge_->Send(std::move(frame)); }
+  // The runtime's stream writes are bounded by the credit the bridge gives
+  // back only as gRPC takes each message, and a unary call is one message.
+  bool writable() override { return true; }
+  Status WaitWritable(int64_t) override {
+    if (bridge_->closed()) return absl::UnavailableError(absl::StrCat("gRPC connection ", bridge_->peer(), " is closed"));
+    return absl::OkStatus();
+  }
+  Capabilities capabilities() const override { return bridge_->capabilities(); }
+  void Start(std::shared_ptr<ConnectionHandler> handler) override { bridge_->StartDelivery(std::move(handler)); }
+  void Close(const Status& reason) override { bridge_->Close(reason); }
+  std::string peer() const override { return bridge_->peer(); }
+  bool PollUntil(absl::FunctionRef<bool()>, std::chrono::nanoseconds) override { return false; }
+
+ private:
+  const std::shared_ptr<Bridge> bridge_;
+};
+
+}  // namespace zcrpc::transport::grpc_bridge
