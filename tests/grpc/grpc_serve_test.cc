@@ -15,7 +15,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
-#include "tests/streaming/grpc_test_service.h"
+#include "examples/interop/grpc_test_service.h"
 #include "zcrpc/zcrpc.h"
 
 namespace zcrpc {

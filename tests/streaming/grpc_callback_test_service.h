@@ -1,5 +1,5 @@
 // grpc.testing.TestService served with reactors (the generated
-// CallbackService), behaving as grpc_test_service.h's blocking one does.
+// CallbackService), behaving as examples/interop/grpc_test_service.h's blocking one does.
 // UnaryCall replies from a thread of its own after the handler returned:
 // the "reply later" case the callback form exists for.
 #pragma once

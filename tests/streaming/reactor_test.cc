@@ -16,7 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/streaming/grpc_callback_test_service.h"
-#include "tests/streaming/grpc_test_service.h"
+#include "examples/interop/grpc_test_service.h"
 #include "zcrpc/zcrpc.h"
 
 namespace zcrpc {

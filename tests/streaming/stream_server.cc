@@ -1,5 +1,5 @@
 // A server process for the cross-process stream tests: grpc.testing's
-// TestService (tests/streaming/grpc_test_service.h) on one URI. Prints
+// TestService (examples/interop/grpc_test_service.h) on one URI. Prints
 // "LISTENING <uri>" once bound, then serves until SIGTERM or SIGKILL.
 //   stream_server [--listen URI]
 #include <cstdio>
@@ -7,7 +7,7 @@
 #include <string>
 
 #include "tests/e2e/serve_until_signal.h"
-#include "tests/streaming/grpc_test_service.h"
+#include "examples/interop/grpc_test_service.h"
 #include "zcrpc/zcrpc.h"
 
 int main(int argc, char** argv) {

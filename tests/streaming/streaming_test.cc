@@ -14,7 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 
-#include "tests/streaming/grpc_test_service.h"
+#include "examples/interop/grpc_test_service.h"
 #include "zcrpc/base/copy_stats.h"
 #include "zcrpc/zcrpc.h"
 
