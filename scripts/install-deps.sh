@@ -9,6 +9,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc grpc-proto
   libibverbs-dev librdmacm-dev
   python3 python3-matplotlib python3-jsonschema util-linux
+  python3-grpcio python3-protobuf
 )
 missing=()
 for p in "${packages[@]}"; do
