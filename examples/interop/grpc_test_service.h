@@ -1,7 +1,7 @@
 // grpc.testing.TestService (Debian's grpc-proto, test.proto) served with
 // zcrpc's generated stubs, behaving as gRPC's interop test server does:
 // payloads of the sizes asked for, the status asked for, the echoed
-// trailing metadata. UnimplementedCall stays unimplemented.
+// initial and trailing metadata. UnimplementedCall stays unimplemented.
 #pragma once
 
 #include <chrono>
@@ -96,9 +96,11 @@ class GrpcTestService final : public grpc::testing::TestService::Service {
     return Status(static_cast<StatusCode>(status.code()), status.message());
   }
 
-  // gRPC's interop server echoes this key as trailing metadata.
+  // gRPC's interop server echoes these keys as initial and trailing
+  // metadata.
   static void EchoTrailing(ServerContext* ctx) {
     for (const auto& [key, value] : ctx->client_metadata()) {
+      if (key == "x-grpc-test-echo-initial") (void)ctx->AddInitialMetadata(key, value);
       if (key == "x-grpc-test-echo-trailing-bin") (void)ctx->AddTrailingMetadata(key, value);
     }
   }

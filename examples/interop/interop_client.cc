@@ -172,7 +172,7 @@ class Cases {
     const std::string initial = "test_initial_metadata_value";
     const std::string trailing("\x0a\x0b\x0a\x0b\x0a\x0b", 6);
     auto check = [&](const ClientContext& ctx) -> Verdict {
-      if (FindMetadata(ctx.server_metadata(), "x-grpc-test-echo-initial") != initial) {
+      if (FindMetadata(ctx.server_initial_metadata(), "x-grpc-test-echo-initial") != initial) {
         return "x-grpc-test-echo-initial was not echoed";
       }
       if (FindMetadata(ctx.server_metadata(), "x-grpc-test-echo-trailing-bin") != trailing) {

@@ -97,7 +97,7 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"OlderVersion", [](Bytes& b) { b[4] = 1; }, StatusCode::kInvalidArgument},
         Malformed{"NewerVersion", [](Bytes& b) { b[4] = 3; }, StatusCode::kInvalidArgument},
         Malformed{"TypeZero", [](Bytes& b) { b[5] = 0; }, StatusCode::kInvalidArgument},
-        Malformed{"ReservedType", [](Bytes& b) { b[5] = 8; }, StatusCode::kInvalidArgument},
+        Malformed{"ReservedType", [](Bytes& b) { b[5] = 9; }, StatusCode::kInvalidArgument},
         Malformed{"StreamMessageWithMetadata", [](Bytes& b) { b[5] = 5; }, StatusCode::kInvalidArgument},
         Malformed{"HalfCloseWithBody", [](Bytes& b) { b[5] = 6; }, StatusCode::kInvalidArgument},
         Malformed{"CreditWithBody", [](Bytes& b) { b[5] = 7; }, StatusCode::kInvalidArgument},
@@ -166,6 +166,23 @@ TEST(WireStreamFrames, MalformedOnesAreRejected) {
   for (const WireHeader& h : {zero_credit, huge_credit, stream_response, path_on_message, open_with_attachment}) {
     auto decoded = DecodeWireHeader(Encode(h));
     EXPECT_EQ(decoded.status().code(), StatusCode::kInvalidArgument) << FrameTypeName(h.type);
+  }
+}
+
+TEST(WireInitialMetadata, AMetadataBlockAloneDecodesAnythingMoreIsRejected) {
+  WireHeader initial = Bodiless(FrameType::kInitialMetadata);
+  initial.metadata_len = 30;
+  auto decoded = DecodeWireHeader(Encode(initial));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->type, FrameType::kInitialMetadata);
+  EXPECT_STREQ(FrameTypeName(FrameType::kInitialMetadata), "initial metadata");
+  WireHeader with_message = initial;
+  with_message.message_len = 1;
+  WireHeader with_attachment = initial;
+  with_attachment.attachment_count = 1;
+  with_attachment.attachments_len = kAttachmentLengthSize + 1;
+  for (const WireHeader& h : {with_message, with_attachment}) {
+    EXPECT_EQ(DecodeWireHeader(Encode(h)).status().code(), StatusCode::kInvalidArgument);
   }
 }
 

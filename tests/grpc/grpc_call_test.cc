@@ -74,7 +74,8 @@ TEST_F(GrpcCall, MetadataBothWaysInitialAndTrailingBinary) {
   SimpleResponse response;
   Status status = stub_->UnaryCall(&ctx, request, &response);
   ASSERT_TRUE(status.ok()) << status;
-  EXPECT_EQ(Find(ctx.server_metadata(), "x-grpc-test-echo-initial"), "test_initial_metadata_value");
+  EXPECT_EQ(Find(ctx.server_initial_metadata(), "x-grpc-test-echo-initial"), "test_initial_metadata_value");
+  EXPECT_EQ(Find(ctx.server_metadata(), "x-grpc-test-echo-initial"), "<missing>") << "initial is not trailing";
   EXPECT_EQ(Find(ctx.server_metadata(), "x-grpc-test-echo-trailing-bin"), std::string("\x0a\x0b\x0a\x0b\x0a\x0b", 6));
 }
 

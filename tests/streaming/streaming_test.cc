@@ -237,6 +237,28 @@ TEST_P(Streaming, TheServersStatusAndTrailingMetadataReachTheClient) {
   EXPECT_EQ(ctx.server_metadata()[0].second, std::string("\x00\x01\xff", 3));
 }
 
+TEST_P(Streaming, InitialMetadataComesBeforeTheFirstMessageAndIsNotTrailing) {
+  ClientContext ctx;
+  ASSERT_TRUE(ctx.AddMetadata("x-grpc-test-echo-initial", "first").ok());
+  auto reader = stub_->StreamingOutputCall(&ctx, AskFor({1, 2}));
+  StreamingOutputCallResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  ASSERT_EQ(ctx.server_initial_metadata().size(), 1u);
+  EXPECT_EQ(ctx.server_initial_metadata()[0], (std::pair<std::string, std::string>("x-grpc-test-echo-initial", "first")));
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_FALSE(reader->Read(&response));
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(ctx.server_metadata().empty());
+
+  ClientContext unary;  // and with a unary reply
+  ASSERT_TRUE(unary.AddMetadata("x-grpc-test-echo-initial", "only").ok());
+  grpc::testing::SimpleRequest request;
+  grpc::testing::SimpleResponse reply;
+  ASSERT_TRUE(stub_->UnaryCall(&unary, request, &reply).ok());
+  ASSERT_EQ(unary.server_initial_metadata().size(), 1u);
+  EXPECT_EQ(unary.server_initial_metadata()[0].second, "only");
+}
+
 TEST_P(Streaming, AServerThatEndsEarlyEndsTheStreamWhileTheClientStillWrites) {
   ClientContext ctx;
   auto stream = stub_->FullDuplexCall(&ctx);

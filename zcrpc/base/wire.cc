@@ -41,7 +41,7 @@ enum Offset : size_t {
   kPaddingLen = 56,
 };
 
-bool IsKnownType(uint8_t t) { return t >= 1 && t <= 7; }
+bool IsKnownType(uint8_t t) { return t >= 1 && t <= 8; }
 
 }  // namespace
 
@@ -127,6 +127,9 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
   if ((h.flags & kFlagMethodPath) != 0 && h.type != FrameType::kRequest) {
     return absl::InvalidArgumentError("method path flag on a frame that is not a request");
   }
+  if (h.type == FrameType::kInitialMetadata && (h.message_len != 0 || h.attachments_len != 0)) {
+    return absl::InvalidArgumentError("initial metadata frame with a message or attachments");
+  }
   if (h.type == FrameType::kStreamMessage && h.metadata_len != 0) {
     return absl::InvalidArgumentError("stream message with a metadata block");
   }
@@ -148,6 +151,7 @@ const char* FrameTypeName(FrameType type) {
     case FrameType::kStreamMessage: return "stream message";
     case FrameType::kHalfClose: return "half-close";
     case FrameType::kCredit: return "credit";
+    case FrameType::kInitialMetadata: return "initial metadata";
   }
   return "unknown";
 }

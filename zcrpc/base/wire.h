@@ -33,7 +33,11 @@ enum class FrameType : uint8_t {
   kStreamMessage = 5,  // either way: one message of stream call_id
   kHalfClose = 6,      // client -> server: the client sends no more messages; no body
   kCredit = 7,         // either way: the receiver may send credit_bytes() more; no body
-  // 8..15 are reserved; a receiver treats them as unknown types and closes
+  // Server -> client: the call's initial metadata (a metadata block, nothing
+  // else), before its first message or its response. Sent only where both
+  // prefaces announced kFeatureInitialMetadata.
+  kInitialMetadata = 8,
+  // 9..15 are reserved; a receiver treats them as unknown types and closes
   // the connection.
 };
 
@@ -144,7 +148,9 @@ enum class PrefaceRole : uint8_t { kClient = 1, kServer = 2 };
 // message costing at least kStreamMessageMinCredit. Bit 0 was streams
 // without that floor, before any release; it is retired, not reused.
 inline constexpr uint64_t kFeatureStreams = 2;
-inline constexpr uint64_t kKnownFeatures = kFeatureStreams;
+// The side sends and accepts kInitialMetadata frames.
+inline constexpr uint64_t kFeatureInitialMetadata = 4;
+inline constexpr uint64_t kKnownFeatures = kFeatureStreams | kFeatureInitialMetadata;
 
 struct Preface {
   uint8_t version = kWireVersion;

@@ -78,11 +78,15 @@ class Channel::Link final : public transport::ConnectionHandler, public std::ena
     }
     const FrameType type = frame.header.type;
     const bool stream_frame = type == FrameType::kStreamMessage || type == FrameType::kCredit;
+    auto channel = channel_.lock();
+    if (type == FrameType::kInitialMetadata) {
+      if (channel) channel->OnInitialMetadata(std::move(frame));
+      return;
+    }
     if (type != FrameType::kResponse && !(stream_frame && takes_streams_)) {
       Fail(absl::StrCat("sent a ", FrameTypeName(type), " frame to a client"));
       return;
     }
-    auto channel = channel_.lock();
     if (channel == nullptr) return;
     if (stream_frame) {
       channel->OnStreamFrame(*this, std::move(frame));
@@ -538,6 +542,13 @@ void Channel::OnStreamFrame(Link& link, Frame frame) {
   if (!verdict.ok()) CancelCall(id, std::move(verdict));
 }
 
+void Channel::OnInitialMetadata(Frame frame) {
+  const CallId id = frame.header.call_id;
+  Status verdict;
+  if (table_.Acquire(id, [&](internal::ClientCall* c) { verdict = c->OnInitialMetadata(frame); }) == nullptr) return;
+  if (!verdict.ok()) CancelCall(id, std::move(verdict));
+}
+
 void Channel::OnResponse(Link& link, Frame frame) {
   internal::ClientCall* call = table_.Remove(frame.header.call_id);
   if (call == nullptr) return;  // a reply to a call that already ended (deadline, cancel): dropped
@@ -646,6 +657,13 @@ void Channel::SweepExpired(int64_t now_nanos) {
 }
 
 namespace internal {
+
+Status ClientCall::OnInitialMetadata(const Frame& frame) {
+  context_->server_initial_metadata_.clear();
+  Status md = DecodeMetadata(frame.metadata.span(), &context_->server_initial_metadata_);
+  if (!md.ok()) return absl::InternalError(absl::StrCat("malformed initial metadata: ", md.message()));
+  return absl::OkStatus();
+}
 
 Status ClientCall::Finish(Status status, Frame& reply) {
   if (!status.ok()) return status;

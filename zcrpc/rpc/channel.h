@@ -168,6 +168,8 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   void StartConnectLocked(std::unique_lock<std::mutex>& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::Connection>> connection);
   void OnResponse(Link& link, Frame frame);
+  // The server's initial metadata for a call: into its context.
+  void OnInitialMetadata(Frame frame);
   // A stream message or credit frame: to its stream, or dropped if it ended.
   void OnStreamFrame(Link& link, Frame frame);
   void OnLinkClosed(Link* link, const Status& reason);

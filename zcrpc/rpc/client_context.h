@@ -43,8 +43,13 @@ class ClientContext {
   Status AddMetadata(std::string key, std::string value);
   const Metadata& metadata() const { return metadata_; }
 
-  // Metadata the server sent with its response (valid once the call ended).
+  // Metadata the server sent with its response, gRPC's trailing metadata
+  // (valid once the call ended).
   const Metadata& server_metadata() const { return server_metadata_; }
+  // Metadata the server sent before its first message or its response,
+  // gRPC's initial metadata: valid once the call ended, and on a stream
+  // once a Read() has returned.
+  const Metadata& server_initial_metadata() const { return server_initial_metadata_; }
 
   // Sends `buffer` beside the request message, as an attachment: out by
   // scatter-gather, never through protobuf. Buffers from
@@ -82,6 +87,7 @@ class ClientContext {
   std::chrono::nanoseconds stream_idle_timeout_{0};
   Metadata metadata_;
   Metadata server_metadata_;
+  Metadata server_initial_metadata_;
   std::vector<Buffer> attachments_;
   std::vector<Buffer> response_attachments_;
   // The call in flight, for TryCancel(): its channel by id (a pointer

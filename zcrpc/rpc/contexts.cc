@@ -48,6 +48,34 @@ Status ServerContext::AddTrailingMetadata(std::string key, std::string value) {
   return absl::OkStatus();
 }
 
+Status ServerContext::AddInitialMetadata(std::string key, std::string value) {
+  ZCRPC_RETURN_IF_ERROR(ValidateMetadataEntry(key, value));
+  std::lock_guard lock(initial_mu_);
+  if (initial_sent_) {
+    return absl::FailedPreconditionError("initial metadata has gone already (with the first message or the reply)");
+  }
+  initial_metadata_.emplace_back(std::move(key), std::move(value));
+  return absl::OkStatus();
+}
+
+void ServerContext::SendInitialMetadata() {
+  Frame frame;
+  {
+    std::lock_guard lock(initial_mu_);
+    if (initial_sent_) return;
+    initial_sent_ = true;
+    if (initial_metadata_.empty() ||
+        (connection_->capabilities().features & kFeatureInitialMetadata) == 0) {
+      return;
+    }
+    frame.metadata = connection_->Allocate(EncodedMetadataSize(initial_metadata_));
+    EncodeMetadata(initial_metadata_, frame.metadata.span());
+  }
+  frame.header.type = FrameType::kInitialMetadata;
+  frame.header.call_id = wire_call_id_;
+  (void)connection_->Send(std::move(frame));  // never waits; a closed connection ends the call anyway
+}
+
 void ServerContext::set_stream_window_bytes(uint64_t bytes) {
   if (stream_ != nullptr) stream_->SetReceiveWindow(bytes);
 }

@@ -227,6 +227,7 @@ void ServerConnection::OnRequest(Frame frame) {
     return;
   }
   call->request = std::move(frame);
+  call->context.wire_call_id_ = h.call_id;
   if (opens_stream) {
     internal::StreamState::Options stream_options;
     stream_options.receive_window = server_->options_.stream_window_bytes;
@@ -239,6 +240,7 @@ void ServerConnection::OnRequest(Frame frame) {
         stream_options, [this, call](Status status) { EndEarly(call, status); });
     call->stream->Attach(connection_.get(), h.call_id, deadline);
     call->context.stream_ = call->stream.get();
+    call->stream->SetBeforeFirstMessage([call] { call->context.SendInitialMetadata(); });
   }
   call->Ref();  // the table's reference
   const int64_t due = call->stream ? call->stream->DueAt() : deadline;
@@ -357,6 +359,7 @@ void ServerConnection::StartCallback(internal::ServerCall* call) {
 }
 
 void ServerConnection::Reply(CallId call_id, const Status& status, ServerContext* ctx, Buffer response) {
+  if (ctx != nullptr) ctx->SendInitialMetadata();
   Frame reply;
   reply.header.type = FrameType::kResponse;
   reply.header.call_id = call_id;

@@ -7,9 +7,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "zcrpc/base/buffer.h"
 #include "zcrpc/base/status.h"
 #include "zcrpc/base/wire.h"
@@ -37,6 +39,13 @@ class ServerContext {
   bool IsCancelled() const;
 
   const Metadata& client_metadata() const { return client_metadata_; }
+  // Metadata sent before the call's first message or its response (gRPC's
+  // initial metadata; the client reads it in
+  // ClientContext::server_initial_metadata()). INVALID_ARGUMENT under
+  // wire.h's rules; FAILED_PRECONDITION once it has gone (after the first
+  // write or the reply). Dropped, not sent, for a client that does not
+  // take it (kFeatureInitialMetadata). Any thread.
+  Status AddInitialMetadata(std::string key, std::string value);
   // Metadata sent with the response. INVALID_ARGUMENT under wire.h's rules.
   Status AddTrailingMetadata(std::string key, std::string value);
   const Metadata& trailing_metadata() const { return trailing_metadata_; }
@@ -75,6 +84,9 @@ class ServerContext {
                 int64_t deadline_nanos)
       : connection_(connection), peer_(peer), method_(method), deadline_nanos_(deadline_nanos) {}
   void MarkCancelled() { cancelled_.store(true, std::memory_order_release); }
+  // Sends the initial metadata, once, if there is any: before the first
+  // message or the response (the runtime calls it there).
+  void SendInitialMetadata();
 
   transport::Connection* connection_;
   const std::string& peer_;
@@ -82,6 +94,10 @@ class ServerContext {
   int64_t deadline_nanos_;  // steady clock; 0 = none
   std::atomic<bool> cancelled_{false};
   internal::StreamState* stream_ = nullptr;  // streaming calls: the call's stream, owned by the call
+  uint64_t wire_call_id_ = 0;                // the id the client's frames carry
+  std::mutex initial_mu_;
+  Metadata initial_metadata_ ABSL_GUARDED_BY(initial_mu_);
+  bool initial_sent_ ABSL_GUARDED_BY(initial_mu_) = false;
   Metadata client_metadata_;
   Metadata trailing_metadata_;
   std::vector<Buffer> request_attachments_;

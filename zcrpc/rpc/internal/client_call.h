@@ -42,6 +42,11 @@ class ClientCall {
   // tells it once the call is no longer pinned.
   virtual Status OnStreamFrame(Frame frame, std::shared_ptr<StreamListener>* notify_later);
   virtual bool is_stream() const { return false; }
+  // The server's initial metadata, delivered while the call is pinned in
+  // the table, before its first message or response: into the context
+  // (the caller reads it only after a Read() or the end, which follow).
+  // Non-OK for a malformed block.
+  Status OnInitialMetadata(const Frame& frame);
   // The connection's send queue drained (quick; the call is pinned): the
   // stream's listener to tell once unpinned, or nullptr.
   virtual std::shared_ptr<StreamListener> OnWritable() { return nullptr; }

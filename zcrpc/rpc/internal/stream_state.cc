@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include <google/protobuf/message_lite.h>
 
@@ -264,6 +265,8 @@ WriteStatus StreamState::Write(const google::protobuf::MessageLite& message, std
       return WriteStatus::kClosed;
     }
   }
+  // Writes are one thread's at a time: no lock for the hook.
+  if (before_first_message_) std::exchange(before_first_message_, nullptr)();
   const size_t size = message.ByteSizeLong();
   if (size > std::numeric_limits<uint32_t>::max()) {
     FailHere(absl::ResourceExhaustedError(absl::StrCat("a stream message of ", size, " bytes is over 4 GiB")));

@@ -108,6 +108,10 @@ class StreamState {
   // passed.
   Status ExpiredStatus(int64_t now) const;
 
+  // Runs once, right before this side's first message goes (the server
+  // sends its initial metadata there). Set before the stream is shared.
+  void SetBeforeFirstMessage(std::function<void()> hook) { before_first_message_ = std::move(hook); }
+
   // Who is told of changes (nullptr: nobody). Any thread; a change under
   // way may still reach the previous listener.
   void SetListener(std::shared_ptr<Listener> listener);
@@ -204,6 +208,7 @@ class StreamState {
   // (transport::Capabilities::receive_memory_bytes); set by Attach.
   uint64_t max_window_ = kMaxStreamWindow;
   std::atomic<int64_t> last_active_nanos_{0};  // for the idle timeout
+  std::function<void()> before_first_message_;  // taken by the first Write()
 };
 
 // Bytes a message frame takes from the window: message and attachment

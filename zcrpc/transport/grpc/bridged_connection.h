@@ -16,13 +16,14 @@ namespace zcrpc::transport::grpc_bridge {
 
 // What a bridged connection carries: gRPC applies its own message size
 // limits on its side; gRPC messages have no attachments; metadata within
-// gRPC's default header list limit; streams, as gRPC has them.
+// gRPC's default header list limit; streams and initial metadata, as gRPC
+// has them.
 inline Capabilities BridgedCapabilities() {
   Capabilities caps;
   caps.max_body_bytes = UINT32_MAX;
   caps.max_attachments = 0;
   caps.max_metadata_bytes = 16 << 10;
-  caps.features = kFeatureStreams;
+  caps.features = kFeatureStreams | kFeatureInitialMetadata;
   return caps;
 }
 

@@ -133,6 +133,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
         reads_done_ = true;
         return;
       }
+      EnqueueInitialMetadataLocked();
       if (final_has_response_) {  // the one response goes in the final frame
         response_ = TakeFromGrpc(read_buffer_);
         has_response_ = true;
@@ -175,12 +176,12 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
     end.header.type = FrameType::kResponse;
     end.header.call_id = id_;
     Metadata md;
-    AddAll(ctx_.GetServerInitialMetadata(), &md);
     AddAll(ctx_.GetServerTrailingMetadata(), &md);
     ::grpc::StatusCode code = status.error_code();
     std::string text = status.error_message();
     {
       std::lock_guard lock(mu_);
+      EnqueueInitialMetadataLocked();
       if (code == ::grpc::StatusCode::OK && final_has_response_) {
         if (has_response_) {
           end.message = std::move(response_);
@@ -201,6 +202,23 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
   }
 
  private:
+  // The server's initial metadata, once, in line before the call's first
+  // message or its end (gRPC has it by then).
+  void EnqueueInitialMetadataLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (initial_delivered_) return;
+    initial_delivered_ = true;
+    Metadata initial;
+    AddAll(ctx_.GetServerInitialMetadata(), &initial);
+    if (initial.empty()) return;
+    Frame frame;
+    frame.header.type = FrameType::kInitialMetadata;
+    frame.header.call_id = id_;
+    frame.metadata = BufferPool::Default().Allocate(EncodedMetadataSize(initial));
+    EncodeMetadata(initial, frame.metadata.span());
+    frame.SetLengthsFromParts();
+    owner_->delivery().Enqueue(std::move(frame));
+  }
+
   void MaybeRead() {
     {
       std::lock_guard lock(mu_);
@@ -255,6 +273,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
   uint64_t write_cost_ ABSL_GUARDED_BY(mu_) = 0;
   bool writes_done_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_sent_ ABSL_GUARDED_BY(mu_) = false;
+  bool initial_delivered_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 std::shared_ptr<OutgoingCall> ChannelBridge::Forget(uint64_t id) {

@@ -323,6 +323,16 @@ Status BridgedCall::Send(Frame frame) {
       MaybeFinish();
       return absl::OkStatus();
     }
+    case FrameType::kInitialMetadata: {
+      // Sent by the runtime before the first message or the response, so
+      // before any gRPC operation that would send gRPC's own.
+      Metadata initial;
+      ZCRPC_RETURN_IF_ERROR(DecodeMetadata(frame.metadata.span(), &initial));
+      std::lock_guard ops(ops_mu_);
+      if (finish_called_) return absl::OkStatus();
+      for (const auto& [key, value] : initial) ctx_->AddInitialMetadata(key, value);
+      return absl::OkStatus();
+    }
     case FrameType::kStreamMessage: {
       {
         std::lock_guard lock(mu_);
