@@ -44,7 +44,20 @@ class OutgoingCall;
 class ChannelBridge final : public std::enable_shared_from_this<ChannelBridge> {
  public:
   ChannelBridge(std::shared_ptr<::grpc::Channel> channel, std::string peer)
-      : channel_(std::move(channel)), stub_(channel_), peer_(std::move(peer)), caps_(BridgedCapabilities()) {}
+      : channel_(std::move(channel)),
+        stub_(std::make_unique<::grpc::GenericStub>(channel_)),
+        peer_(std::move(peer)),
+        caps_(BridgedCapabilities()) {}
+  // The last call's OnDone may drop the last reference, on a gRPC callback
+  // thread: libgrpc++ 1.51 must not lose its last channel there (ASan saw
+  // its callback queue freed twice), so the channel goes on a thread of
+  // its own.
+  ~ChannelBridge() {
+    std::thread([channel = std::move(channel_), stub = std::move(stub_)]() mutable {
+      stub.reset();
+      channel.reset();
+    }).detach();
+  }
 
   Status Send(Frame frame);
   void Close(const Status& reason);
@@ -54,15 +67,15 @@ class ChannelBridge final : public std::enable_shared_from_this<ChannelBridge> {
   bool closed() const { return delivery_.closing(); }
   const Capabilities& capabilities() const { return caps_; }
   const std::string& peer() const { return peer_; }
-  ::grpc::GenericStub& stub() { return stub_; }
+  ::grpc::GenericStub& stub() { return *stub_; }
   // The call ends: it leaves the table (its OnDone holds it meanwhile).
   std::shared_ptr<OutgoingCall> Forget(uint64_t id);
 
  private:
   Status StartCall(Frame frame);
 
-  const std::shared_ptr<::grpc::Channel> channel_;
-  ::grpc::GenericStub stub_;
+  std::shared_ptr<::grpc::Channel> channel_;
+  std::unique_ptr<::grpc::GenericStub> stub_;
   const std::string peer_;
   const Capabilities caps_;
   SerialDelivery delivery_;

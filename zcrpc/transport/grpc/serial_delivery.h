@@ -21,7 +21,8 @@ namespace zcrpc::transport::grpc_bridge {
 
 class SerialDelivery {
  public:
-  // Frames queued before Start wait for it.
+  // Frames queued before Start wait for it. The handler is kept until
+  // OnClosed has returned.
   void Start(std::shared_ptr<ConnectionHandler> handler) {
     {
       std::lock_guard lock(mu_);
@@ -62,6 +63,9 @@ class SerialDelivery {
         lock.unlock();
         handler->OnClosed(reason);
         lock.lock();
+        // Kept until after OnClosed, as every transport does; no longer:
+        // the handler owns the connection that owns this.
+        handler_.reset();
         continue;
       }
       break;
