@@ -47,6 +47,7 @@ void StreamState::AnnounceWindow() {
   uint64_t extra;
   {
     std::lock_guard lock(mu_);
+    announced_ = true;
     if (window_ <= kInitialStreamWindow) return;
     extra = window_ - kInitialStreamWindow;
     peer_credit_ += static_cast<int64_t>(extra);  // before the frame: a message may follow it at once
@@ -59,6 +60,10 @@ void StreamState::SetReceiveWindow(uint64_t bytes) {
   {
     std::lock_guard lock(mu_);
     bytes = ClampWindow(bytes);
+    if (!announced_) {  // the peer holds the initial credit only: AnnounceWindow grants the rest
+      window_ = bytes;
+      return;
+    }
     if (bytes > window_) {
       // Repay what a smaller window held back first.
       grant = bytes - window_;
@@ -69,9 +74,8 @@ void StreamState::SetReceiveWindow(uint64_t bytes) {
       withheld_ += window_ - bytes;
     }
     window_ = bytes;
-    // Before Attach the window is announced with AnnounceWindow; after
-    // the peer's last message there is nothing to grant.
-    if (connection_ == nullptr || input_closed_) grant = 0;
+    // After the peer's last message there is nothing to grant.
+    if (input_closed_) grant = 0;
     peer_credit_ += static_cast<int64_t>(grant);
   }
   if (grant > 0) SendCredit(grant);

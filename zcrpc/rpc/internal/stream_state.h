@@ -204,6 +204,7 @@ class StreamState {
   uint64_t window_ ABSL_GUARDED_BY(mu_) = 0;    // this side's receive window
   // Credit still to hold back after the window shrank.
   uint64_t withheld_ ABSL_GUARDED_BY(mu_) = 0;
+  bool announced_ ABSL_GUARDED_BY(mu_) = false;  // AnnounceWindow ran: the peer holds window_'s credit
   // The most window the connection's receive memory allows one stream
   // (transport::Capabilities::receive_memory_bytes); set by Attach.
   uint64_t max_window_ = kMaxStreamWindow;
