@@ -2,7 +2,9 @@
 // real HTTP/2 on loopback): grpc.testing.TestService served with zcrpc's
 // generated stubs over grpc://, all four kinds, metadata both ways (a -bin
 // key included), status codes and non-ASCII messages, the client's deadline
-// and cancel, an unknown method and service, and the tcp listener beside it.
+// and cancel, an unknown method and service, a gzip-compressed request, an
+// oversize message (gRPC's own RESOURCE_EXHAUSTED; the next call is served),
+// and the tcp listener beside it.
 // (The gRPC client uses the generic stub because gRPC's generated
 // TestService and zcrpc's share one class name: one program cannot link
 // both. tests/grpc/interop_test.sh runs generated gRPC clients as their
@@ -252,6 +254,50 @@ TEST_F(GrpcServe, UnknownMethodAndServiceAreUnimplementedNamingThem) {
     const ::grpc::Status status = call.Finish();
     EXPECT_EQ(status.error_code(), ::grpc::StatusCode::UNIMPLEMENTED) << method;
   }
+}
+
+TEST_F(GrpcServe, ACompressedRequestIsAccepted) {
+  ::grpc::ClientContext ctx;
+  ctx.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+  GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/StreamingInputCall");
+  StreamingInputCallRequest request;
+  request.mutable_payload()->set_body(std::string(100'000, 'z'));  // compresses well
+  ASSERT_TRUE(call.Write(request));
+  call.WritesDone();
+  StreamingInputCallResponse response;
+  ASSERT_TRUE(call.Read(&response));
+  EXPECT_EQ(response.aggregated_payload_size(), 100'000);
+  EXPECT_TRUE(call.Finish().ok());
+}
+
+TEST(GrpcServeLimits, AnOversizeMessageGetsGrpcsErrorAndOtherCallsGoOn) {
+  testing::GrpcTestService service;
+  ServerOptions options;
+  options.limits.max_body_bytes = 64 << 10;  // becomes the gRPC server's receive limit
+  Server server(options);
+  ASSERT_TRUE(server.RegisterService(&service).ok());
+  auto uri = server.AddListener("grpc://127.0.0.1:0");
+  ASSERT_TRUE(uri.ok()) << uri.status();
+  auto channel = ::grpc::CreateChannel(uri->substr(7), ::grpc::InsecureChannelCredentials());
+  ::grpc::GenericStub stub(channel);
+  {
+    ::grpc::ClientContext ctx;
+    GenericCall call(stub, &ctx, "/grpc.testing.TestService/UnaryCall");
+    SimpleRequest request;
+    request.mutable_payload()->set_body(std::string(100'000, 'x'));
+    (void)call.Write(request, /*last=*/true);
+    EXPECT_EQ(call.Finish().error_code(), ::grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  ::grpc::ClientContext ctx;
+  GenericCall call(stub, &ctx, "/grpc.testing.TestService/UnaryCall");
+  SimpleRequest request;
+  request.set_response_size(5);
+  ASSERT_TRUE(call.Write(request, /*last=*/true));
+  SimpleResponse response;
+  ASSERT_TRUE(call.Read(&response));
+  EXPECT_EQ(response.payload().body().size(), 5u);
+  EXPECT_TRUE(call.Finish().ok());
+  server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5));
 }
 
 TEST_F(GrpcServe, TheSameServiceOverTcpAtTheSameTime) {
