@@ -51,7 +51,10 @@ Status ServerContext::AddTrailingMetadata(std::string key, std::string value) {
 Status ServerContext::AddInitialMetadata(std::string key, std::string value) {
   ZCRPC_RETURN_IF_ERROR(ValidateMetadataEntry(key, value));
   std::lock_guard lock(initial_mu_);
-  if (initial_sent_) {
+  // Announced before the check: a SendInitialMetadata that has begun either
+  // sees it (and waits for this lock) or is seen here.
+  has_initial_.store(true, std::memory_order_seq_cst);
+  if (initial_sent_.load(std::memory_order_seq_cst)) {
     return absl::FailedPreconditionError("initial metadata has gone already (with the first message or the reply)");
   }
   initial_metadata_.emplace_back(std::move(key), std::move(value));
@@ -59,11 +62,11 @@ Status ServerContext::AddInitialMetadata(std::string key, std::string value) {
 }
 
 void ServerContext::SendInitialMetadata() {
+  if (initial_sent_.exchange(true, std::memory_order_seq_cst)) return;
+  if (!has_initial_.load(std::memory_order_seq_cst)) return;  // the common case: no lock
   Frame frame;
   {
     std::lock_guard lock(initial_mu_);
-    if (initial_sent_) return;
-    initial_sent_ = true;
     if (initial_metadata_.empty() ||
         (connection_->capabilities().features & kFeatureInitialMetadata) == 0) {
       return;

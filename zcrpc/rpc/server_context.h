@@ -95,9 +95,12 @@ class ServerContext {
   std::atomic<bool> cancelled_{false};
   internal::StreamState* stream_ = nullptr;  // streaming calls: the call's stream, owned by the call
   uint64_t wire_call_id_ = 0;                // the id the client's frames carry
+  // Every reply asks SendInitialMetadata(); only a call whose handler added
+  // some takes the lock (the two flags pair up as in Dekker's algorithm).
+  std::atomic<bool> initial_sent_{false};
+  std::atomic<bool> has_initial_{false};
   std::mutex initial_mu_;
   Metadata initial_metadata_ ABSL_GUARDED_BY(initial_mu_);
-  bool initial_sent_ ABSL_GUARDED_BY(initial_mu_) = false;
   Metadata client_metadata_;
   Metadata trailing_metadata_;
   std::vector<Buffer> request_attachments_;

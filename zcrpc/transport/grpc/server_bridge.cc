@@ -153,7 +153,6 @@ class BridgedCall final : public std::enable_shared_from_this<BridgedCall> {
   // Unary and client streaming: the runtime's final frame carries the
   // response message, which gRPC sends before the status.
   bool final_has_response_ ABSL_GUARDED_BY(mu_) = true;
-  bool got_request_ ABSL_GUARDED_BY(mu_) = false;
   bool read_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   int64_t read_credit_ ABSL_GUARDED_BY(mu_) = static_cast<int64_t>(kInitialStreamWindow);
@@ -162,8 +161,7 @@ class BridgedCall final : public std::enable_shared_from_this<BridgedCall> {
   uint64_t write_cost_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<::grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
   Metadata trailing_ ABSL_GUARDED_BY(mu_);
-  Buffer unary_response_ ABSL_GUARDED_BY(mu_);
-  bool has_unary_response_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<Buffer> final_response_ ABSL_GUARDED_BY(mu_);  // unary and client streaming
   bool finish_taken_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -207,8 +205,6 @@ void BridgedCall::Begin(Reactor* reactor) {
     std::lock_guard lock(mu_);
     unary_ = !stream;
     final_has_response_ = !stream || *kind == MethodKind::kClientStreaming;
-    // An unknown method needs no request: the runtime answers UNIMPLEMENTED.
-    got_request_ = !kind.has_value() || stream;
   }
   if (!service_->Accept(std::make_unique<BridgedConnection<BridgedCall>>(shared_from_this()))) {
     return EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
@@ -259,7 +255,6 @@ void BridgedCall::OnReadDone(bool ok) {
     read_in_flight_ = false;
     unary = unary_;
     if (unary) {
-      got_request_ = true;
       missing_request = !ok;
     } else if (ok) {
       frame = CallFrame(FrameType::kStreamMessage);
@@ -313,8 +308,7 @@ Status BridgedCall::Send(Frame frame) {
         if (code == StatusCode::kOk) {
           finish_ = ::grpc::Status::OK;
           if (final_has_response_) {
-            unary_response_ = std::move(frame.message);
-            has_unary_response_ = true;
+            final_response_ = std::move(frame.message);
           }
         } else {
           finish_ = ToGrpcStatus(code, frame.message.span());
@@ -392,23 +386,21 @@ void BridgedCall::OnWriteDone(bool ok) {
 void BridgedCall::MaybeFinish() {
   ::grpc::Status status;
   Metadata trailing;
-  Buffer response;
-  bool with_response;
+  std::optional<Buffer> response;
   {
     std::lock_guard lock(mu_);
     if (!finish_ || finish_taken_ || write_in_flight_ || !writes_.empty()) return;
     finish_taken_ = true;
     status = *finish_;
     trailing = std::move(trailing_);
-    response = std::move(unary_response_);
-    with_response = has_unary_response_;
+    response = std::move(final_response_);
   }
   std::lock_guard ops(ops_mu_);
   if (finish_called_ || reactor_ == nullptr) return;
   finish_called_ = true;
   for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
-  if (with_response) {
-    write_buffer_ = LendToGrpc(std::move(response));
+  if (response) {
+    write_buffer_ = LendToGrpc(std::move(*response));
     reactor_->StartWriteAndFinish(&write_buffer_, ::grpc::WriteOptions(), status);
   } else {
     reactor_->Finish(status);
@@ -420,7 +412,7 @@ void BridgedCall::EndWith(::grpc::Status status) {
     std::lock_guard lock(mu_);
     if (!finish_) finish_ = std::move(status);
     writes_.clear();
-    has_unary_response_ = false;
+    final_response_.reset();
   }
   MaybeFinish();
 }
