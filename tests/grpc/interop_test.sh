@@ -3,11 +3,14 @@
 #   1. zcrpc's interop_client over grpc:// against a stock gRPC C++ server;
 #   2. the same client against zcrpc's interop_server over grpc://, tcp://
 #      and shm://;
-#   3. a stock python3-grpcio client against the stock server (to show the
-#      client is right) and against zcrpc's interop_server.
-# Usage: interop_test.sh STOCK_GRPC_SERVER INTEROP_SERVER INTEROP_CLIENT
+#   3. stock gRPC clients, C++ (libgrpc++) and python3-grpcio, against the
+#      stock server (to show the clients are right) and against zcrpc's
+#      interop_server;
+#   4. hostile peers (malformed HTTP/2, an oversize message) against both
+#      servers, while a stream on another connection goes on undisturbed.
+# Usage: interop_test.sh STOCK_GRPC_SERVER INTEROP_SERVER INTEROP_CLIENT STOCK_INTEROP_CLIENT
 set -euo pipefail
-stock_server=$1 interop_server=$2 client=$3
+stock_server=$1 interop_server=$2 client=$3 stock_client=$4
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -42,9 +45,21 @@ for scheme in grpc tcp shm; do
   echo "--- $target"
   "$client" --target="$target" --test_case=all
 done
+port() { uri "$1" grpc | sed 's|.*:||'; }
+echo "=== stock gRPC C++ client -> stock gRPC C++ server, and -> interop_server (zcrpc), over gRPC"
+for server in stock zcrpc; do
+  echo "--- $server"
+  "$stock_client" --server_port="$(port $server)" --test_case=all
+done
+
 echo "=== python3-grpcio client (stock) -> stock gRPC C++ server, and -> interop_server (zcrpc), over gRPC"
 protoc -I/usr/share/grpc-proto --python_out="$work" grpc/testing/messages.proto grpc/testing/empty.proto
-python_client=$(dirname "$0")/python_interop_client.py
-/usr/bin/python3 "$python_client" "$work" "$(uri stock grpc | sed 's|grpc://||')"
-/usr/bin/python3 "$python_client" "$work" "$(uri zcrpc grpc | sed 's|grpc://||')"
+here=$(dirname "$0")
+for server in stock zcrpc; do
+  echo "--- $server"
+  /usr/bin/python3 "$here/python_interop_client.py" "$work" "127.0.0.1:$(port $server)"
+done
+
+echo "=== hostile peers (malformed HTTP/2, oversize message) -> interop_server (zcrpc), answered as the stock server answers"
+/usr/bin/python3 "$here/python_hostile_client.py" "$work" "127.0.0.1:$(port stock)" "127.0.0.1:$(port zcrpc)"
 echo "interop: all cases passed"
