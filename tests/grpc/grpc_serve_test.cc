@@ -9,9 +9,12 @@
 // TestService and zcrpc's share one class name: one program cannot link
 // both. tests/grpc/interop_test.sh runs generated gRPC clients as their
 // own processes.)
+#include <atomic>
 #include <chrono>
+#include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -107,27 +110,58 @@ class GenericCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, :
   ::grpc::Status status_;
 };
 
-class GrpcServe : public ::testing::Test {
+// Every case runs twice: handlers on the server's worker threads (the
+// default), and inline on gRPC's callback thread that delivered the request
+// (worker_threads = 0), where a unary call's end runs on gRPC's threads
+// without its executor (server_bridge.cc, BridgedUnaryCall).
+class GrpcServe : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(server_.RegisterService(&service_).ok());
-    auto uri = server_.AddListener("grpc://127.0.0.1:0");
+    ServerOptions options;
+    options.worker_threads = GetParam();
+    server_ = std::make_unique<Server>(options);
+    ASSERT_TRUE(server_->RegisterService(&service_).ok());
+    ASSERT_TRUE(server_->RegisterService(&waiting_).ok());
+    auto uri = server_->AddListener("grpc://127.0.0.1:0");
     ASSERT_TRUE(uri.ok()) << uri.status();
     uri_ = *uri;
     ASSERT_EQ(uri_.rfind("grpc://127.0.0.1:", 0), 0u) << uri_;
     channel_ = ::grpc::CreateChannel(uri_.substr(7), ::grpc::InsecureChannelCredentials());
     stub_ = std::make_unique<::grpc::GenericStub>(channel_);
   }
-  void TearDown() override { server_.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5)); }
+  void TearDown() override { server_->Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5)); }
+
+  // grpc.testing.ReconnectService's Start, as a unary method that waits
+  // until its call is cancelled (or 20 s) and says which.
+  class WaitsForCancel final : public grpc::testing::ReconnectService::Service {
+   public:
+    Status Start(ServerContext* ctx, const grpc::testing::ReconnectParams*, grpc::testing::Empty*) override {
+      started.store(true);
+      for (int i = 0; i < 2000 && !ctx->IsCancelled(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      saw_cancel.store(ctx->IsCancelled());
+      finished.store(true);
+      return Status();
+    }
+    // Whether the handler ran to its end and saw its call cancelled; false
+    // while it has not started or has not finished.
+    bool SawCancel() {
+      for (int i = 0; i < 2500 && started.load() && !finished.load(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      return finished.load() && saw_cancel.load();
+    }
+    std::atomic<bool> started{false}, finished{false}, saw_cancel{false};
+  };
 
   testing::GrpcTestService service_;
-  Server server_;
+  WaitsForCancel waiting_;
+  std::unique_ptr<Server> server_;
   std::string uri_;
   std::shared_ptr<::grpc::Channel> channel_;
   std::unique_ptr<::grpc::GenericStub> stub_;
 };
 
-TEST_F(GrpcServe, UnaryWithPayloadAndEchoedBinaryTrailingMetadata) {
+TEST_P(GrpcServe, UnaryWithPayloadAndEchoedBinaryTrailingMetadata) {
   ::grpc::ClientContext ctx;
   ctx.AddMetadata("x-grpc-test-echo-trailing-bin", std::string("\x00\xff\x01", 3));
   GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/UnaryCall");
@@ -145,7 +179,7 @@ TEST_F(GrpcServe, UnaryWithPayloadAndEchoedBinaryTrailingMetadata) {
   EXPECT_EQ(std::string(echoed->second.data(), echoed->second.size()), std::string("\x00\xff\x01", 3));
 }
 
-TEST_F(GrpcServe, StatusCodeAndNonAsciiMessageArriveUnchanged) {
+TEST_P(GrpcServe, StatusCodeAndNonAsciiMessageArriveUnchanged) {
   ::grpc::ClientContext ctx;
   GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/UnaryCall");
   SimpleRequest request;
@@ -157,7 +191,7 @@ TEST_F(GrpcServe, StatusCodeAndNonAsciiMessageArriveUnchanged) {
   EXPECT_EQ(status.error_message(), request.response_status().message());
 }
 
-TEST_F(GrpcServe, ServerStreamingClientStreamingAndPingPong) {
+TEST_P(GrpcServe, ServerStreamingClientStreamingAndPingPong) {
   {
     ::grpc::ClientContext ctx;
     GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/StreamingOutputCall");
@@ -202,7 +236,7 @@ TEST_F(GrpcServe, ServerStreamingClientStreamingAndPingPong) {
   }
 }
 
-TEST_F(GrpcServe, TenThousandStreamMessagesThroughTheCreditBridge) {
+TEST_P(GrpcServe, TenThousandStreamMessagesThroughTheCreditBridge) {
   ::grpc::ClientContext ctx;
   GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/StreamingOutputCall");
   StreamingOutputCallRequest request;
@@ -216,7 +250,7 @@ TEST_F(GrpcServe, TenThousandStreamMessagesThroughTheCreditBridge) {
   EXPECT_TRUE(call.Finish().ok());
 }
 
-TEST_F(GrpcServe, TheClientsDeadlineReachesTheHandler) {
+TEST_P(GrpcServe, TheClientsDeadlineReachesTheHandler) {
   ::grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
   GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/FullDuplexCall");
@@ -226,11 +260,11 @@ TEST_F(GrpcServe, TheClientsDeadlineReachesTheHandler) {
   params->set_interval_us(1'000'000);  // the server sleeps past the deadline
   ASSERT_TRUE(call.Write(request));
   EXPECT_EQ(call.Finish().error_code(), ::grpc::StatusCode::DEADLINE_EXCEEDED);
-  for (int i = 0; i < 1000 && server_.calls_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_EQ(server_.calls_in_flight(), 0u);
+  for (int i = 0; i < 1000 && server_->calls_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(server_->calls_in_flight(), 0u);
 }
 
-TEST_F(GrpcServe, ACancelFromTheClientEndsTheServersCall) {
+TEST_P(GrpcServe, ACancelFromTheClientEndsTheServersCall) {
   ::grpc::ClientContext ctx;
   GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/FullDuplexCall");
   StreamingOutputCallRequest request;
@@ -238,25 +272,34 @@ TEST_F(GrpcServe, ACancelFromTheClientEndsTheServersCall) {
   ASSERT_TRUE(call.Write(request));
   StreamingOutputCallResponse response;
   ASSERT_TRUE(call.Read(&response));
-  EXPECT_EQ(server_.calls_in_flight(), 1u);
+  EXPECT_EQ(server_->calls_in_flight(), 1u);
   ctx.TryCancel();
   EXPECT_EQ(call.Finish().error_code(), ::grpc::StatusCode::CANCELLED);
-  for (int i = 0; i < 1000 && server_.calls_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_EQ(server_.calls_in_flight(), 0u);
+  for (int i = 0; i < 1000 && server_->calls_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(server_->calls_in_flight(), 0u);
 }
 
-TEST_F(GrpcServe, UnknownMethodAndServiceAreUnimplementedNamingThem) {
+TEST_P(GrpcServe, UnknownMethodAndServiceAreUnimplementedNamingThem) {
+  // gRPC's generic unary call (one batch), not the bidi GenericCall: with
+  // an empty message written last by a bidi reactor, libgrpc++ 1.51's
+  // client now and then never completes the write once the server has
+  // answered (seen under CPU load, with or without zcrpc's registered
+  // methods; a non-empty message never hung in 3,000 runs).
   for (const std::string method : {"/grpc.testing.TestService/UnimplementedCall", "/grpc.testing.TestService/Nope",
                                    "/grpc.testing.UnimplementedService/UnimplementedCall"}) {
     ::grpc::ClientContext ctx;
-    GenericCall call(*stub_, &ctx, method);
-    (void)call.Write(grpc::testing::Empty(), /*last=*/true);
-    const ::grpc::Status status = call.Finish();
-    EXPECT_EQ(status.error_code(), ::grpc::StatusCode::UNIMPLEMENTED) << method;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    const ::grpc::ByteBuffer request = Serialize(grpc::testing::Empty());
+    ::grpc::ByteBuffer response;
+    std::promise<::grpc::Status> done;
+    stub_->UnaryCall(&ctx, method, ::grpc::StubOptions(), &request, &response,
+                     [&](::grpc::Status status) { done.set_value(std::move(status)); });
+    const ::grpc::Status status = done.get_future().get();
+    EXPECT_EQ(status.error_code(), ::grpc::StatusCode::UNIMPLEMENTED) << method << ": " << status.error_message();
   }
 }
 
-TEST_F(GrpcServe, ACompressedRequestIsAccepted) {
+TEST_P(GrpcServe, ACompressedRequestIsAccepted) {
   ::grpc::ClientContext ctx;
   ctx.set_compression_algorithm(GRPC_COMPRESS_GZIP);
   GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/StreamingInputCall");
@@ -300,8 +343,8 @@ TEST(GrpcServeLimits, AnOversizeMessageGetsGrpcsErrorAndOtherCallsGoOn) {
   server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5));
 }
 
-TEST_F(GrpcServe, TheSameServiceOverTcpAtTheSameTime) {
-  auto tcp = server_.AddListener("tcp://127.0.0.1:0");
+TEST_P(GrpcServe, TheSameServiceOverTcpAtTheSameTime) {
+  auto tcp = server_->AddListener("tcp://127.0.0.1:0");
   ASSERT_TRUE(tcp.ok()) << tcp.status();
   auto channel = Channel::Create(*tcp);
   ASSERT_TRUE(channel.ok()) << channel.status();
@@ -320,6 +363,73 @@ TEST_F(GrpcServe, TheSameServiceOverTcpAtTheSameTime) {
   EXPECT_EQ(response.payload().body().size(), 10u);
   EXPECT_TRUE(call.Finish().ok());
 }
+
+TEST_P(GrpcServe, UnaryCallsOneAfterAnotherAndManyAtOnce) {
+  auto call_once = [&](int size) {
+    ::grpc::ClientContext ctx;
+    GenericCall call(*stub_, &ctx, "/grpc.testing.TestService/UnaryCall");
+    SimpleRequest request;
+    request.set_response_size(size);
+    if (!call.Write(request, /*last=*/true)) return false;
+    SimpleResponse response;
+    const bool read = call.Read(&response);
+    return call.Finish().ok() && read && response.payload().body().size() == static_cast<size_t>(size);
+  };
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(call_once(i)) << "call " << i;
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) failed += call_once(t * 100 + i) ? 0 : 1;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failed.load(), 0);
+  for (int i = 0; i < 1000 && server_->calls_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(server_->calls_in_flight(), 0u);
+}
+
+// Not empty: see UnknownMethodAndServiceAreUnimplementedNamingThem.
+grpc::testing::ReconnectParams NonEmptyParams() {
+  grpc::testing::ReconnectParams params;
+  params.set_max_reconnect_backoff_ms(1);
+  return params;
+}
+
+TEST_P(GrpcServe, ACancelledUnaryCallCancelsItsHandler) {
+  if (GetParam() == 0) GTEST_SKIP() << "a handler that waits must not run inline on gRPC's callback thread";
+  ::grpc::ClientContext ctx;
+  GenericCall call(*stub_, &ctx, "/grpc.testing.ReconnectService/Start");
+  ASSERT_TRUE(call.Write(NonEmptyParams(), /*last=*/true));
+  for (int i = 0; i < 1000 && !waiting_.started.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(waiting_.started.load());
+  ctx.TryCancel();
+  EXPECT_EQ(call.Finish().error_code(), ::grpc::StatusCode::CANCELLED);
+  for (int i = 0; i < 1000 && server_->calls_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(server_->calls_in_flight(), 0u);
+  EXPECT_TRUE(waiting_.SawCancel());
+}
+
+TEST_P(GrpcServe, AUnaryDeadlineEndsTheCallAndReachesTheHandler) {
+  if (GetParam() == 0) GTEST_SKIP() << "a handler that waits must not run inline on gRPC's callback thread";
+  ::grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  GenericCall call(*stub_, &ctx, "/grpc.testing.ReconnectService/Start");
+  (void)call.Write(NonEmptyParams(), /*last=*/true);
+  EXPECT_EQ(call.Finish().error_code(), ::grpc::StatusCode::DEADLINE_EXCEEDED);
+  for (int i = 0; i < 1000 && server_->calls_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(server_->calls_in_flight(), 0u);
+  // Under load the deadline may pass before the handler is dispatched;
+  // a handler that did run must have seen it.
+  if (waiting_.started.load()) {
+    EXPECT_TRUE(waiting_.SawCancel());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Handlers, GrpcServe, ::testing::Values(ServerOptions::kAutoWorkerThreads, 0),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("Inline") : std::string("OnWorkers");
+                         });
 
 }  // namespace
 }  // namespace zcrpc

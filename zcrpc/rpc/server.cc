@@ -587,6 +587,9 @@ StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
     if (method == nullptr) return std::nullopt;
     return method->descriptor.kind;
   };
+  for (const auto& [path, method] : methods_) {
+    if (method != nullptr) connection_options.served_methods.emplace_back(path, method->descriptor.kind);
+  }
   ZCRPC_ASSIGN_OR_RETURN(
       std::unique_ptr<transport::Listener> listener,
       transport->Listen(uri, connection_options,

@@ -33,6 +33,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "zcrpc/base/buffer.h"
@@ -62,6 +64,11 @@ struct ConnectionOptions {
   // method. Set by the runtime's Server; called on the transport's
   // threads; it must not wait.
   std::function<std::optional<MethodKind>(std::string_view path)> method_kind;
+  // Listen only: the full path and kind of every method the server serves,
+  // for transports that name methods to a library ahead of time (grpc://
+  // registers the unary ones with gRPC, whose registered unary path costs
+  // less than its generic one). Set by the runtime's Server.
+  std::vector<std::pair<std::string, MethodKind>> served_methods;
 };
 
 // What a connection can carry, known once the preface is exchanged (before

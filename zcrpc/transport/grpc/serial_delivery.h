@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "zcrpc/base/frame.h"
@@ -46,6 +47,7 @@ class SerialDelivery {
     std::unique_lock lock(mu_);
     if (delivering_ || handler_ == nullptr) return;
     delivering_ = true;
+    deliverer_ = std::this_thread::get_id();
     const std::shared_ptr<ConnectionHandler> handler = handler_;
     internal::DeliveryScope delivering;
     for (;;) {
@@ -71,6 +73,7 @@ class SerialDelivery {
       break;
     }
     delivering_ = false;
+    deliverer_ = std::thread::id();
   }
   // The last delivery: after the frames queued before it. The first reason
   // counts.
@@ -86,6 +89,12 @@ class SerialDelivery {
     std::lock_guard lock(mu_);
     return closing_.has_value();
   }
+  // Whether the calling thread is delivering this connection's frames now
+  // (so is inside the handler, called from Drain).
+  bool DeliveringHere() const {
+    std::lock_guard lock(mu_);
+    return delivering_ && deliverer_ == std::this_thread::get_id();
+  }
 
  private:
 
@@ -95,6 +104,7 @@ class SerialDelivery {
   std::optional<Status> closing_ ABSL_GUARDED_BY(mu_);
   bool closed_delivered_ ABSL_GUARDED_BY(mu_) = false;
   bool delivering_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread::id deliverer_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace zcrpc::transport::grpc_bridge

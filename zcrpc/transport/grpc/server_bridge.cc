@@ -1,6 +1,7 @@
 #include "zcrpc/transport/grpc/server_bridge.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -11,6 +12,8 @@
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/codegen/server_callback_handlers.h>
+#include <grpcpp/impl/rpc_service_method.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +51,7 @@ class BridgeService final : public ::grpc::CallbackGenericService,
 
  private:
   friend class BridgedCall;
+  friend class BridgedUnaryCall;
   // Runs on_accept unless stopped; false if stopped.
   bool Accept(std::unique_ptr<Connection> connection) {
     {
@@ -81,6 +85,35 @@ std::string PeerUri(const std::string& grpc_peer) {
     if (address.substr(0, prefix.size()) == prefix) address.remove_prefix(prefix.size());
   }
   return absl::StrCat("grpc://", ToAbsl(address));
+}
+
+// The request a gRPC call becomes for the runtime: its path, its metadata
+// (entries zcrpc would refuse are left out), its deadline as a timeout, and
+// for a unary call its one message.
+Frame BridgedRequestFrame(const ::grpc::CallbackServerContext& ctx, const std::string& path, bool stream,
+                          Buffer message) {
+  Metadata md;
+  for (const auto& [key, value] : ctx.client_metadata()) {
+    std::string k(key.data(), key.size()), v(value.data(), value.size());
+    if (ValidateMetadataEntry(k, v).ok()) md.emplace_back(std::move(k), std::move(v));
+  }
+  Frame frame;
+  frame.header.type = FrameType::kRequest;
+  frame.header.call_id = kBridgedCallId;
+  frame.header.flags = kFlagMethodPath | (stream ? kFlagStream : 0);
+  frame.header.method_id = 1;  // the connection's one binding, announced with the path
+  const auto deadline = ctx.deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::system_clock::now());
+    frame.header.timeout_us = static_cast<uint64_t>(std::max<int64_t>(1, left.count()));
+  }
+  const size_t path_size = EncodedMethodPathSize(path);
+  frame.metadata = BufferPool::Default().Allocate(path_size + EncodedMetadataSize(md));
+  EncodeMethodPath(path, frame.metadata.span());
+  EncodeMetadata(md, frame.metadata.span().subspan(path_size));
+  frame.message = std::move(message);
+  frame.SetLengthsFromParts();
+  return frame;
 }
 
 class Refused final : public ::grpc::ServerGenericBidiReactor {
@@ -224,27 +257,7 @@ void BridgedCall::Begin(Reactor* reactor) {
 }
 
 Frame BridgedCall::RequestFrame(bool stream, Buffer message) const {
-  const std::string& path = ctx_->method();
-  Metadata md;
-  for (const auto& [key, value] : ctx_->client_metadata()) {
-    std::string k(key.data(), key.size()), v(value.data(), value.size());
-    if (ValidateMetadataEntry(k, v).ok()) md.emplace_back(std::move(k), std::move(v));
-  }
-  Frame frame = CallFrame(FrameType::kRequest);
-  frame.header.flags = kFlagMethodPath | (stream ? kFlagStream : 0);
-  frame.header.method_id = 1;  // the connection's one binding, announced with the path
-  const auto deadline = ctx_->deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) {
-    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::system_clock::now());
-    frame.header.timeout_us = static_cast<uint64_t>(std::max<int64_t>(1, left.count()));
-  }
-  const size_t path_size = EncodedMethodPathSize(path);
-  frame.metadata = BufferPool::Default().Allocate(path_size + EncodedMetadataSize(md));
-  EncodeMethodPath(path, frame.metadata.span());
-  EncodeMetadata(md, frame.metadata.span().subspan(path_size));
-  frame.message = std::move(message);
-  frame.SetLengthsFromParts();
-  return frame;
+  return BridgedRequestFrame(*ctx_, ctx_->method(), stream, std::move(message));
 }
 
 void BridgedCall::OnReadDone(bool ok) {
@@ -436,13 +449,174 @@ void BridgedCall::Close(const Status& reason) {
   EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, std::string(reason.message())));
 }
 
+// A unary call to a method the server registered, through gRPC's raw
+// callback unary API: gRPC hands over the request with the call and sends
+// response, trailing metadata and status in one batch, as it does for its
+// own generated services. (The generic API would cost a read operation and
+// its callback more per call.) The reactor and the runtime's Connection
+// handle each hold it.
+class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryCall> {
+ public:
+  BridgedUnaryCall(std::shared_ptr<BridgeService> service, ::grpc::CallbackServerContext* ctx,
+                   ::grpc::ByteBuffer* response)
+      : service_(std::move(service)), ctx_(ctx), response_(response), peer_(PeerUri(ctx->peer())),
+        caps_(BridgedCapabilities()) {}
+
+  // Called once, from gRPC's method handler: returns the reactor to give
+  // gRPC. The runtime may answer (and so Finish) before this returns.
+  ::grpc::ServerUnaryReactor* Begin(const std::string& path, const ::grpc::ByteBuffer& request) {
+    auto* reactor = new Reactor(shared_from_this());
+    {
+      std::lock_guard lock(mu_);
+      reactor_ = reactor;
+    }
+    if (!service_->Accept(std::make_unique<BridgedConnection<BridgedUnaryCall>>(shared_from_this()))) {
+      EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+      return reactor;
+    }
+    delivery_.Deliver(BridgedRequestFrame(*ctx_, path, /*stream=*/false, TakeFromGrpc(request)));
+    return reactor;
+  }
+
+  // --- the runtime's connection ---
+  Status Send(Frame frame) {
+    if (delivery_.closing()) return absl::UnavailableError(absl::StrCat("gRPC call from ", peer_, " is over"));
+    frame.SetLengthsFromParts();
+    ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
+    if (frame.header.type == FrameType::kInitialMetadata) {
+      Metadata initial;
+      ZCRPC_RETURN_IF_ERROR(DecodeMetadata(frame.metadata.span(), &initial));
+      std::lock_guard lock(mu_);
+      if (finished_) return absl::OkStatus();
+      for (const auto& [key, value] : initial) ctx_->AddInitialMetadata(key, value);
+      return absl::OkStatus();
+    }
+    if (frame.header.type != FrameType::kResponse) return absl::OkStatus();  // nothing else applies to unary
+    Metadata trailing;
+    if (!frame.metadata.empty()) (void)DecodeMetadata(frame.metadata.span(), &trailing);
+    const auto code = static_cast<StatusCode>(frame.header.status_code);
+    ::grpc::ServerUnaryReactor* reactor;
+    {
+      std::lock_guard lock(mu_);
+      if (finished_ || reactor_ == nullptr) return absl::OkStatus();  // cancelled or closed first
+      finished_ = true;
+      reactor = reactor_;
+      for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
+      if (code == StatusCode::kOk) *response_ = LendToGrpc(std::move(frame.message));
+    }
+    // Answered inline, on the gRPC thread that delivered the request: the
+    // call's end may then run OnDone on a gRPC thread directly, as gRPC
+    // does for its own default reactor, instead of waking gRPC's executor
+    // thread for it (a thread hop per call). Answered from any other
+    // thread, OnDone could otherwise run inside this Finish, under the
+    // runtime's Send: gRPC's executor runs it.
+    inline_done_.store(delivery_.DeliveringHere(), std::memory_order_relaxed);
+    reactor->Finish(code == StatusCode::kOk ? ::grpc::Status::OK : ToGrpcStatus(code, frame.message.span()));
+    return absl::OkStatus();
+  }
+  void Close(const Status& reason) {
+    EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, std::string(reason.message())));
+  }
+  void StartDelivery(std::shared_ptr<ConnectionHandler> handler) { delivery_.Start(std::move(handler)); }
+  const Capabilities& capabilities() const { return caps_; }
+  const std::string& peer() const { return peer_; }
+  bool closed() const { return delivery_.closing(); }
+
+ private:
+  class Reactor final : public ::grpc::ServerUnaryReactor {
+   public:
+    explicit Reactor(std::shared_ptr<BridgedUnaryCall> call) : call_(std::move(call)) {}
+    bool InternalInlineable() override { return call_->inline_done_.load(std::memory_order_relaxed); }
+    void OnCancel() override {
+      // The runtime cancels the handler and sends nothing back for a
+      // cancelled call, so the gRPC call is finished here.
+      Frame cancel;
+      cancel.header.type = FrameType::kCancel;
+      cancel.header.call_id = kBridgedCallId;
+      call_->delivery_.Deliver(std::move(cancel));
+      call_->EndWith(::grpc::Status(::grpc::StatusCode::CANCELLED, "the client cancelled the call"));
+    }
+    void OnDone() override {
+      {
+        std::lock_guard lock(call_->mu_);
+        call_->reactor_ = nullptr;
+      }
+      call_->delivery_.Closed(absl::UnavailableError(absl::StrCat("the gRPC call from ", call_->peer_, " is over")));
+      delete this;
+    }
+
+   private:
+    const std::shared_ptr<BridgedUnaryCall> call_;
+  };
+
+  // The call ends with `status` unless it has ended already.
+  void EndWith(::grpc::Status status) {
+    ::grpc::ServerUnaryReactor* reactor;
+    {
+      std::lock_guard lock(mu_);
+      if (finished_ || reactor_ == nullptr) return;
+      finished_ = true;
+      reactor = reactor_;
+    }
+    reactor->Finish(std::move(status));
+  }
+
+  const std::shared_ptr<BridgeService> service_;
+  ::grpc::CallbackServerContext* const ctx_;
+  ::grpc::ByteBuffer* const response_;
+  const std::string peer_;
+  const Capabilities caps_;
+  SerialDelivery delivery_;
+  // Finish is called once, by whoever sets finished_, outside the lock:
+  // gRPC may run OnDone inline from it on a thread that is not gRPC's.
+  // The reactor outlives that call (gRPC frees it only after Finish).
+  std::mutex mu_;
+  Reactor* reactor_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> inline_done_{false};  // see Send
+};
+
+namespace {
+
+// The server's unary methods, registered with gRPC by path as raw callback
+// methods (ByteBuffer in, ByteBuffer out): what gRPC's generated code does
+// for a service with raw callback methods. Everything else (streams, and
+// paths the server does not have) goes to the generic service.
+class RegisteredUnaryMethods final : public ::grpc::Service {
+ public:
+  RegisteredUnaryMethods(std::shared_ptr<BridgeService> service,
+                         const std::vector<std::pair<std::string, MethodKind>>& methods) {
+    for (const auto& [path, kind] : methods) {
+      if (kind != MethodKind::kUnary) continue;
+      const std::string& name = paths_.emplace_back(path);  // gRPC keeps the char pointer
+      AddMethod(new ::grpc::internal::RpcServiceMethod(name.c_str(), ::grpc::internal::RpcMethod::NORMAL_RPC,
+                                                       nullptr));
+      MarkMethodRawCallback(
+          static_cast<int>(paths_.size() - 1),
+          new ::grpc::internal::CallbackUnaryHandler<::grpc::ByteBuffer, ::grpc::ByteBuffer>(
+              [service, &name](::grpc::CallbackServerContext* ctx, const ::grpc::ByteBuffer* request,
+                               ::grpc::ByteBuffer* response) -> ::grpc::ServerUnaryReactor* {
+                return std::make_shared<BridgedUnaryCall>(service, ctx, response)->Begin(name, *request);
+              }));
+    }
+  }
+  bool empty() const { return paths_.empty(); }
+
+ private:
+  std::deque<std::string> paths_;  // stable addresses
+};
+
+}  // namespace
+
 StatusOr<std::unique_ptr<GrpcListener>> GrpcListener::Start(const GrpcAddress& address,
                                                             const ConnectionOptions& options,
                                                             AcceptCallback on_accept) {
   auto service = std::make_shared<BridgeService>(options, std::move(on_accept));
+  auto unary_methods = std::make_unique<RegisteredUnaryMethods>(service, options.served_methods);
   ::grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address.target(), ::grpc::InsecureServerCredentials(), &port);
+  if (!unary_methods->empty()) builder.RegisterService(unary_methods.get());
   builder.RegisterCallbackGenericService(service.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(options.limits.max_body_bytes, INT_MAX)));
   builder.SetMaxSendMessageSize(-1);
@@ -452,21 +626,26 @@ StatusOr<std::unique_ptr<GrpcListener>> GrpcListener::Start(const GrpcAddress& a
   }
   GrpcAddress bound = address;
   bound.port = static_cast<uint16_t>(port);
-  return std::unique_ptr<GrpcListener>(
-      new GrpcListener(std::move(service), std::move(server), absl::StrCat("grpc://", bound.target())));
+  return std::unique_ptr<GrpcListener>(new GrpcListener(std::move(service), std::move(unary_methods),
+                                                       std::move(server), absl::StrCat("grpc://", bound.target())));
 }
 
-GrpcListener::GrpcListener(std::shared_ptr<BridgeService> service, std::unique_ptr<::grpc::Server> server,
-                           std::string uri)
-    : service_(std::move(service)), server_(std::move(server)), uri_(std::move(uri)) {}
+GrpcListener::GrpcListener(std::shared_ptr<BridgeService> service, std::unique_ptr<::grpc::Service> unary_methods,
+                           std::unique_ptr<::grpc::Server> server, std::string uri)
+    : service_(std::move(service)),
+      unary_methods_(std::move(unary_methods)),
+      server_(std::move(server)),
+      uri_(std::move(uri)) {}
 
 GrpcListener::~GrpcListener() {
   service_->Stop();
   // gRPC's Shutdown waits for the calls in flight, which the runtime ends
   // on its own schedule (Server::Shutdown's deadline): not on this thread.
-  std::thread([server = std::move(server_), service = std::move(service_)]() mutable {
+  std::thread([server = std::move(server_), service = std::move(service_),
+               unary_methods = std::move(unary_methods_)]() mutable {
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    server.reset();   // before the service it calls into
+    server.reset();  // before the services it calls into
+    unary_methods.reset();
     service.reset();
   }).detach();
 }

@@ -1,6 +1,7 @@
 // Serving zcrpc services to stock gRPC clients (docs/grpc.md, "Serving").
-// A listener is a gRPC server (libgrpc++) with one generic callback
-// service. Each gRPC call it receives becomes a zcrpc connection of its
+// A listener is a gRPC server (libgrpc++) with the server's unary methods
+// registered by path (gRPC's raw callback unary API) and one generic
+// callback service for the rest. Each gRPC call it receives becomes a zcrpc connection of its
 // own, carrying that one call, so the runtime serves it exactly as it
 // serves tcp or shm: its method is looked up by full path, its deadline is
 // swept, its stream has credit. The method's kind, which a gRPC call does
@@ -20,6 +21,7 @@
 
 namespace grpc {
 class Server;
+class Service;
 }
 
 namespace zcrpc::transport::grpc_bridge {
@@ -39,9 +41,11 @@ class GrpcListener final : public Listener {
   std::string uri() const override { return uri_; }
 
  private:
-  GrpcListener(std::shared_ptr<BridgeService> service, std::unique_ptr<::grpc::Server> server, std::string uri);
+  GrpcListener(std::shared_ptr<BridgeService> service, std::unique_ptr<::grpc::Service> unary_methods,
+               std::unique_ptr<::grpc::Server> server, std::string uri);
 
   std::shared_ptr<BridgeService> service_;
+  std::unique_ptr<::grpc::Service> unary_methods_;
   std::unique_ptr<::grpc::Server> server_;
   std::string uri_;
 };
