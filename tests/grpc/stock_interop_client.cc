@@ -20,6 +20,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "examples/interop/case_runner.h"
 #include "grpc/testing/test.grpc.pb.h"
 
 ABSL_FLAG(std::string, server_host, "127.0.0.1", "the server's host (loopback only)");
@@ -33,8 +34,7 @@ using grpc::Status;
 using grpc::StatusCode;
 using namespace grpc::testing;
 
-// A case's verdict: empty when it passed.
-using Verdict = std::string;
+using zcrpc::interop::Verdict;
 
 std::string Describe(const Status& status) {
   return absl::StrCat("code ", static_cast<int>(status.error_code()), ": ", status.error_message());
@@ -279,7 +279,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const std::string target = absl::StrCat(absl::GetFlag(FLAGS_server_host), ":", absl::GetFlag(FLAGS_server_port));
   Cases cases(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
-  const std::vector<std::pair<std::string, std::function<Verdict()>>> all = {
+  const std::vector<zcrpc::interop::Case> all = {
       {"empty_unary", [&] { return cases.EmptyUnary(); }},
       {"large_unary", [&] { return cases.LargeUnary(); }},
       {"client_streaming", [&] { return cases.ClientStreaming(); }},
@@ -295,23 +295,5 @@ int main(int argc, char** argv) {
       {"unimplemented_method", [&] { return cases.UnimplementedMethod(); }},
       {"unimplemented_service", [&] { return cases.UnimplementedService(); }},
   };
-  const std::string wanted = absl::GetFlag(FLAGS_test_case);
-  int failed = 0, ran = 0;
-  for (const auto& [name, run] : all) {
-    if (wanted != "all" && wanted != name) continue;
-    ++ran;
-    const Verdict verdict = run();
-    if (verdict.empty()) {
-      std::printf("PASS %s\n", name.c_str());
-    } else {
-      ++failed;
-      std::printf("FAIL %s: %s\n", name.c_str(), verdict.c_str());
-    }
-  }
-  if (ran == 0) {
-    std::fprintf(stderr, "stock_interop_client: no test case named '%s'\n", wanted.c_str());
-    return 2;
-  }
-  std::fflush(stdout);
-  return failed == 0 ? 0 : 1;
+  return zcrpc::interop::RunCases("stock_interop_client", all, absl::GetFlag(FLAGS_test_case));
 }
