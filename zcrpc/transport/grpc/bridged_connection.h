@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/wire.h"
@@ -25,6 +26,22 @@ inline Capabilities BridgedCapabilities() {
   caps.max_metadata_bytes = 16 << 10;
   caps.features = kFeatureStreams | kFeatureInitialMetadata;
   return caps;
+}
+
+// Credit for stream messages gRPC has taken goes back to the runtime's
+// writer in batches of at least this much, or as soon as nothing is left
+// queued (so a waiting writer always gets it): a credit frame per message
+// would wake the writer once per message. Half the initial window, so a
+// writer with the initial window keeps the other half queued meanwhile.
+inline constexpr uint64_t kWriteCreditBatch = kInitialStreamWindow / 2;
+
+// The credit to hand back after gRPC took a message that cost `cost`, given
+// what is already owed and whether anything is still queued: 0 while the
+// batch is short and more messages wait. `owed` keeps the rest.
+inline uint64_t CreditToReturn(uint64_t* owed, uint64_t cost, bool queue_empty) {
+  *owed += cost;
+  if (!queue_empty && *owed < kWriteCreditBatch) return 0;
+  return std::exchange(*owed, 0);
 }
 
 template <typename Bridge>

@@ -167,17 +167,17 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
   }
 
   void OnWriteDone(bool ok) override {
-    uint64_t cost;
+    uint64_t credit_bytes = 0;
     {
       std::lock_guard lock(mu_);
       write_in_flight_ = false;
-      cost = write_cost_;
+      if (ok && !unary_) credit_bytes = CreditToReturn(&credit_owed_, write_cost_, writes_.empty());
     }
-    if (ok && !unary_) {
+    if (credit_bytes > 0) {
       Frame credit;
       credit.header.type = FrameType::kCredit;
       credit.header.call_id = id_;
-      credit.header.set_credit_bytes(cost);
+      credit.header.set_credit_bytes(credit_bytes);
       owner_->Deliver(std::move(credit));
     }
     MaybeWrite();
@@ -284,6 +284,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
   std::deque<Buffer> writes_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t write_cost_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t credit_owed_ ABSL_GUARDED_BY(mu_) = 0;  // see CreditToReturn
   bool writes_done_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool initial_delivered_ ABSL_GUARDED_BY(mu_) = false;

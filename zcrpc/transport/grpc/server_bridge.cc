@@ -192,6 +192,7 @@ class BridgedCall final : public std::enable_shared_from_this<BridgedCall> {
   std::deque<Buffer> writes_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t write_cost_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t credit_owed_ ABSL_GUARDED_BY(mu_) = 0;  // see CreditToReturn
   std::optional<::grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
   Metadata trailing_ ABSL_GUARDED_BY(mu_);
   std::optional<Buffer> final_response_ ABSL_GUARDED_BY(mu_);  // unary and client streaming
@@ -364,32 +365,39 @@ Status BridgedCall::Send(Frame frame) {
 
 void BridgedCall::MaybeWrite() {
   Buffer next;
+  bool more_queued;
   {
     std::lock_guard lock(mu_);
     if (write_in_flight_ || writes_.empty()) return;
     write_in_flight_ = true;
     next = std::move(writes_.front());
     writes_.pop_front();
+    more_queued = !writes_.empty();
     write_cost_ = std::max(uint64_t{next.size()}, kStreamMessageMinCredit);
   }
   std::lock_guard ops(ops_mu_);
   if (finish_called_ || reactor_ == nullptr) return;
   write_buffer_ = LendToGrpc(std::move(next));
-  reactor_->StartWrite(&write_buffer_);
+  // More messages already wait behind this one: gRPC may hold it back and
+  // send several in one write to the socket. The last one queued goes
+  // without the hint, so nothing is held once the queue is empty.
+  ::grpc::WriteOptions options;
+  if (more_queued) options.set_buffer_hint();
+  reactor_->StartWrite(&write_buffer_, options);
 }
 
 void BridgedCall::OnWriteDone(bool ok) {
-  uint64_t cost;
+  uint64_t credit_bytes = 0;
   {
     std::lock_guard lock(mu_);
     write_in_flight_ = false;
-    cost = write_cost_;
-  }
-  if (ok) {
     // Taken by gRPC (its own flow control holds it from here): the
     // runtime's writer may send as much again.
+    if (ok) credit_bytes = CreditToReturn(&credit_owed_, write_cost_, writes_.empty());
+  }
+  if (credit_bytes > 0) {
     Frame credit = CallFrame(FrameType::kCredit);
-    credit.header.set_credit_bytes(cost);
+    credit.header.set_credit_bytes(credit_bytes);
     delivery_.Deliver(std::move(credit));
   }
   MaybeWrite();
