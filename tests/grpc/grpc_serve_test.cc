@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "examples/interop/grpc_test_service.h"
+#include "zcrpc/transport/grpc/bridged_connection.h"
 #include "zcrpc/zcrpc.h"
 
 namespace zcrpc {
@@ -424,6 +425,27 @@ TEST_P(GrpcServe, AUnaryDeadlineEndsTheCallAndReachesTheHandler) {
   if (waiting_.started.load()) {
     EXPECT_TRUE(waiting_.SawCancel());
   }
+}
+
+// The bridge's write credit: held back while the batch is short and more
+// messages wait; all of it as soon as nothing is queued or the batch is full.
+TEST(WriteCredit, ReturnedInBatchesOrWhenNothingIsQueued) {
+  using transport::grpc_bridge::CreditToReturn;
+  using transport::grpc_bridge::kWriteCreditBatch;
+  uint64_t owed = 0;
+  EXPECT_EQ(CreditToReturn(&owed, 4096, /*queue_empty=*/false), 0u);
+  EXPECT_EQ(owed, 4096u);
+  EXPECT_EQ(CreditToReturn(&owed, 4096, /*queue_empty=*/true), 8192u);
+  EXPECT_EQ(owed, 0u);
+  uint64_t returned = 0;
+  int frames = 0;
+  for (uint64_t sent = 0; sent < 10 * kWriteCreditBatch; sent += 4096) {
+    const uint64_t credit = CreditToReturn(&owed, 4096, /*queue_empty=*/false);
+    if (credit > 0) ++frames, returned += credit;
+  }
+  EXPECT_EQ(frames, 10);
+  EXPECT_EQ(returned + owed, 10 * kWriteCreditBatch);
+  EXPECT_EQ(owed, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Handlers, GrpcServe, ::testing::Values(ServerOptions::kAutoWorkerThreads, 0),
