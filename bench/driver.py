@@ -60,7 +60,8 @@ SYSTEMS = {
                       client=["bench_zcrpc_client"], busy_poll=False, variant="adaptive: spin 50 µs, then sleep"),
     # A stock gRPC client (bench_grpc_client) calling zcrpc's server through
     # its grpc:// listener: what gRPC users pay for the bridge. Measured with
-    # each client API gRPC's own rows try, keeping the faster.
+    # each client API gRPC's own rows try and each zcrpc server API,
+    # keeping the fastest.
     "zcrpc-grpc-bridge": dict(kind="rpc", server=["bench_zcrpc_server", "--listen", "grpc://127.0.0.1:0"],
                               client=["bench_grpc_client"], target_strip="grpc://", busy_poll=False),
     "floor-tcp": dict(kind="floor", program="bench_floor_tcp", busy_poll=False),
@@ -88,6 +89,10 @@ GRPC_RATE_VARIANTS = [("callback", "callback"), ("sync", "callback")]
 GRPC_STREAM_VARIANTS = {"full": GRPC_ONE_IN_FLIGHT_VARIANTS, "smoke": GRPC_ONE_IN_FLIGHT_VARIANTS,
                         "quick": [("callback", "sync"), ("sync", "sync")]}
 STREAM_WORKLOADS = ("stream", "stream-throughput")
+# zcrpc's server APIs, tried by the bridge rows: blocking handlers (a thread
+# per stream) and reactors (bench/zcrpc/zcrpc_server.cc). The zcrpc-tcp and
+# zcrpc-shm rows use the blocking handlers only, as they always have.
+ZCRPC_SERVER_APIS = ("blocking", "reactor")
 
 
 def matrix():
@@ -222,10 +227,13 @@ class Runner:
             for server_api, client_api in self.grpc_api_pairs(workload)])
 
     def run_bridge(self, spec, workload, payload):
-        """The stock client with each API gRPC's own rows use; the fastest."""
+        """The stock client with each API gRPC's own rows use, against zcrpc's
+        server with each of its handler APIs (as gRPC's server is measured
+        with both of its own); the fastest."""
         client_apis = list(dict.fromkeys(client for _, client in self.grpc_api_pairs(workload)))
-        return self.run_fastest(spec, workload, payload,
-                                [(f"bridge client={api}", [], ["--api", api]) for api in client_apis])
+        return self.run_fastest(spec, workload, payload, [
+            (f"bridge server={server_api} client={client_api}", ["--api", server_api], ["--api", client_api])
+            for server_api in ZCRPC_SERVER_APIS for client_api in client_apis])
 
     def run_fastest(self, spec, workload, payload, variants):
         """Runs each (name, server args, client args), records all in
