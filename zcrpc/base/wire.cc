@@ -192,19 +192,21 @@ Status ValidateMetadataEntry(std::string_view key, std::string_view value) {
 
 size_t EncodedMetadataSize(const Metadata& md) {
   size_t n = 0;
-  for (const auto& [k, v] : md) n += 8 + k.size() + v.size();
+  for (const auto& [k, v] : md) n += EncodedMetadataEntrySize(k, v);
   return n;
+}
+
+uint8_t* EncodeMetadataEntry(std::string_view key, std::string_view value, uint8_t* out) {
+  Put<uint32_t>(out, static_cast<uint32_t>(key.size()));
+  Put<uint32_t>(out + 4, static_cast<uint32_t>(value.size()));
+  std::memcpy(out + 8, key.data(), key.size());
+  std::memcpy(out + 8 + key.size(), value.data(), value.size());
+  return out + EncodedMetadataEntrySize(key, value);
 }
 
 void EncodeMetadata(const Metadata& md, std::span<uint8_t> out) {
   uint8_t* p = out.data();
-  for (const auto& [k, v] : md) {
-    Put<uint32_t>(p, static_cast<uint32_t>(k.size()));
-    Put<uint32_t>(p + 4, static_cast<uint32_t>(v.size()));
-    std::memcpy(p + 8, k.data(), k.size());
-    std::memcpy(p + 8 + k.size(), v.data(), v.size());
-    p += 8 + k.size() + v.size();
-  }
+  for (const auto& [k, v] : md) p = EncodeMetadataEntry(k, v, p);
 }
 
 Status DecodeMetadata(std::span<const uint8_t> block, Metadata* out) {

@@ -187,6 +187,14 @@ using Metadata = std::vector<std::pair<std::string, std::string>>;
 Status ValidateMetadataEntry(std::string_view key, std::string_view value);
 // Bytes EncodeMetadata() writes for `md`.
 size_t EncodedMetadataSize(const Metadata& md);
+// One entry's share of that, and writing it at `out` (which must hold
+// EncodedMetadataEntrySize bytes); returns the byte after it. For callers
+// whose metadata is not a Metadata vector (the gRPC bridge): no copy into
+// one first.
+inline size_t EncodedMetadataEntrySize(std::string_view key, std::string_view value) {
+  return 8 + key.size() + value.size();
+}
+uint8_t* EncodeMetadataEntry(std::string_view key, std::string_view value, uint8_t* out);
 // Writes `md` into `out` (exactly EncodedMetadataSize bytes).
 void EncodeMetadata(const Metadata& md, std::span<uint8_t> out);
 // Parses a metadata block. INVALID_ARGUMENT if truncated or invalid.

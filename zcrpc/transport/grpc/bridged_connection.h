@@ -48,7 +48,12 @@ template <typename Bridge>
 class BridgedConnection final : public Connection {
  public:
   explicit BridgedConnection(std::shared_ptr<Bridge> bridge) : bridge_(std::move(bridge)) {}
-  ~BridgedConnection() override { bridge_->Close(absl::UnavailableError("the runtime let go of the connection")); }
+  ~BridgedConnection() override {
+    // Made once: every bridged call ends here, and a Status with a message
+    // costs an allocation each time it is made.
+    static const Status* const kLetGo = new Status(absl::UnavailableError("the runtime let go of the connection"));
+    bridge_->Close(*kLetGo);
+  }
 
   Buffer Allocate(size_t size) override { return BufferPool::Default().Allocate(size); }
   Status Send(Frame frame) override { return bridge_->Send(std::move(frame)); }

@@ -7,13 +7,13 @@
 // Thread-safe.
 #pragma once
 
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
 #include "zcrpc/base/frame.h"
 #include "zcrpc/transport/internal/delivery_scope.h"
 #include "zcrpc/transport/transport.h"
@@ -51,9 +51,17 @@ class SerialDelivery {
     const std::shared_ptr<ConnectionHandler> handler = handler_;
     internal::DeliveryScope delivering;
     for (;;) {
-      if (!queue_.empty()) {
-        Frame next = std::move(queue_.front());
-        queue_.pop_front();
+      if (head_ < queue_.size()) {
+        Frame next = std::move(queue_[head_++]);
+        if (head_ == queue_.size()) {
+          queue_.clear();
+          head_ = 0;
+        } else if (head_ >= 64 && 2 * head_ >= queue_.size()) {
+          // A stream whose frames keep coming may never empty the queue:
+          // drop the delivered front now and then.
+          queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(head_));
+          head_ = 0;
+        }
         lock.unlock();
         handler->OnFrame(std::move(next));
         lock.lock();
@@ -100,7 +108,10 @@ class SerialDelivery {
 
   mutable std::mutex mu_;
   std::shared_ptr<ConnectionHandler> handler_ ABSL_GUARDED_BY(mu_);
-  std::deque<Frame> queue_ ABSL_GUARDED_BY(mu_);
+  // Frames not yet delivered: queue_[head_..]. Inline: a unary call's one
+  // or two frames take no allocation (a std::deque takes two, empty).
+  absl::InlinedVector<Frame, 2> queue_ ABSL_GUARDED_BY(mu_);
+  size_t head_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<Status> closing_ ABSL_GUARDED_BY(mu_);
   bool closed_delivered_ ABSL_GUARDED_BY(mu_) = false;
   bool delivering_ ABSL_GUARDED_BY(mu_) = false;

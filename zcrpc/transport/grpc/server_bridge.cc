@@ -92,10 +92,12 @@ std::string PeerUri(const std::string& grpc_peer) {
 // for a unary call its one message.
 Frame BridgedRequestFrame(const ::grpc::CallbackServerContext& ctx, const std::string& path, bool stream,
                           Buffer message) {
-  Metadata md;
+  // Encoded straight from gRPC's metadata, with no copy into a Metadata
+  // vector first (two passes: the size, then the bytes).
+  auto view = [](const ::grpc::string_ref& s) { return std::string_view(s.data(), s.size()); };
+  size_t md_size = 0;
   for (const auto& [key, value] : ctx.client_metadata()) {
-    std::string k(key.data(), key.size()), v(value.data(), value.size());
-    if (ValidateMetadataEntry(k, v).ok()) md.emplace_back(std::move(k), std::move(v));
+    if (ValidateMetadataEntry(view(key), view(value)).ok()) md_size += EncodedMetadataEntrySize(view(key), view(value));
   }
   Frame frame;
   frame.header.type = FrameType::kRequest;
@@ -108,12 +110,24 @@ Frame BridgedRequestFrame(const ::grpc::CallbackServerContext& ctx, const std::s
     frame.header.timeout_us = static_cast<uint64_t>(std::max<int64_t>(1, left.count()));
   }
   const size_t path_size = EncodedMethodPathSize(path);
-  frame.metadata = BufferPool::Default().Allocate(path_size + EncodedMetadataSize(md));
+  frame.metadata = BufferPool::Default().Allocate(path_size + md_size);
   EncodeMethodPath(path, frame.metadata.span());
-  EncodeMetadata(md, frame.metadata.span().subspan(path_size));
+  uint8_t* out = frame.metadata.data() + path_size;
+  for (const auto& [key, value] : ctx.client_metadata()) {
+    if (ValidateMetadataEntry(view(key), view(value)).ok()) out = EncodeMetadataEntry(view(key), view(value), out);
+  }
   frame.message = std::move(message);
   frame.SetLengthsFromParts();
   return frame;
+}
+
+// The reason a bridged connection gives the runtime when its gRPC call is
+// over: made once (every call ends with it; a Status with a message costs
+// an allocation each time it is made). The runtime has usually finished the
+// call by then; a handler still streaming learns its peer from its context.
+const Status& CallOver() {
+  static const Status* const kCallOver = new Status(absl::UnavailableError("the gRPC call is over"));
+  return *kCallOver;
 }
 
 class Refused final : public ::grpc::ServerGenericBidiReactor {
@@ -450,10 +464,14 @@ void BridgedCall::OnDone() {
     std::lock_guard ops(ops_mu_);
     reactor_ = nullptr;
   }
-  delivery_.Closed(absl::UnavailableError(absl::StrCat("the gRPC call from ", peer_, " is over")));
+  delivery_.Closed(CallOver());
 }
 
 void BridgedCall::Close(const Status& reason) {
+  {
+    std::lock_guard lock(mu_);
+    if (finish_) return;  // the usual case: the call has its status already
+  }
   EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, std::string(reason.message())));
 }
 
@@ -510,7 +528,10 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
       finished_ = true;
       reactor = reactor_;
       for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
-      if (code == StatusCode::kOk) *response_ = LendToGrpc(std::move(frame.message));
+      if (code == StatusCode::kOk) {
+        ::grpc::ByteBuffer lent = LendToGrpc(std::move(frame.message));
+        response_->Swap(&lent);  // ByteBuffer's assignment would copy
+      }
     }
     // Answered inline, on the gRPC thread that delivered the request: the
     // call's end may then run OnDone on a gRPC thread directly, as gRPC
@@ -523,6 +544,10 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
     return absl::OkStatus();
   }
   void Close(const Status& reason) {
+    {
+      std::lock_guard lock(mu_);
+      if (finished_ || reactor_ == nullptr) return;  // the usual case: answered already
+    }
     EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, std::string(reason.message())));
   }
   void StartDelivery(std::shared_ptr<ConnectionHandler> handler) { delivery_.Start(std::move(handler)); }
@@ -549,7 +574,7 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
         std::lock_guard lock(call_->mu_);
         call_->reactor_ = nullptr;
       }
-      call_->delivery_.Closed(absl::UnavailableError(absl::StrCat("the gRPC call from ", call_->peer_, " is over")));
+      call_->delivery_.Closed(CallOver());
       delete this;
     }
 
