@@ -427,9 +427,15 @@ def main():
           f"warm-up of {effort['warmup_s']}–{effort['warmup_max_s']} s (until steady)")
     print(f"bench: not measured yet (their issues have not landed): {', '.join(NOT_YET_BUILT)}")
     runner = Runner(args, mode)
-    results = []
+    # Run interleaved: every system's row for one workload and size one
+    # after the other, so a ratio against grpc compares figures measured
+    # seconds apart, not at the two ends of the run (this machine's
+    # neighbours come and go). The table keeps the matrix's order.
+    run_order = sorted(range(len(rows)), key=lambda i: (rows[i][1], rows[i][2], i))
+    results_by_index = {}
     started = time.monotonic()
-    for index, (system, workload, payload) in enumerate(rows, 1):
+    for index, row_index in enumerate(run_order, 1):
+        system, workload, payload = rows[row_index]
         label = f"[{index:2}/{len(rows)}] {system:<18} {workload:<17} {report.size_label(payload):>7}"
         print(label, end="", flush=True)
         row = dict(system=system, workload=workload, payload_bytes=payload)
@@ -456,12 +462,13 @@ def main():
             row["variant"] = None
             row["transport"] = None
         row["busy_poll"] = SYSTEMS[system]["busy_poll"]
-        results.append(row)
+        results_by_index[row_index] = row
         print(f"  {report.row_summary(row)}  ({time.monotonic() - row_started:.1f} s)", flush=True)
         if not row["error"] and report.stability(row):
             print(f"bench: WARNING {system} {workload} {report.size_label(payload)}: {report.stability(row)}",
                   flush=True)
 
+    results = [results_by_index[i] for i in range(len(rows))]
     print("bench: probing the kernel's zero-copy mechanisms (docs/zero-copy.md)", flush=True)
     document = {"machine": machine_info(mode, effort, args), "results": results,
                 "grpc_variants": runner.grpc_variants, "zero_copy_probe": zero_copy_probe(runner, effort)}
