@@ -477,6 +477,36 @@ void BridgedCall::Close(const Status& reason) {
   EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, std::string(reason.message())));
 }
 
+// What the runtime sends a bridged unary call, read off its frame: initial
+// metadata to add before the answer, or the answer itself.
+struct UnaryReply {
+  bool initial = false;  // initial metadata only
+  Metadata metadata;     // initial, or trailing with the answer
+  StatusCode code = StatusCode::kOk;
+  Buffer message;  // the response when the code is OK, else the status message
+
+  ::grpc::Status status() const {
+    return code == StatusCode::kOk ? ::grpc::Status::OK : ToGrpcStatus(code, message.span());
+  }
+};
+
+// nullopt for frames a unary call has no use for.
+StatusOr<std::optional<UnaryReply>> ReadUnaryReply(Frame frame, const Capabilities& caps, const std::string& peer) {
+  frame.SetLengthsFromParts();
+  ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps, frame, peer));
+  UnaryReply reply;
+  if (frame.header.type == FrameType::kInitialMetadata) {
+    reply.initial = true;
+    ZCRPC_RETURN_IF_ERROR(DecodeMetadata(frame.metadata.span(), &reply.metadata));
+    return reply;
+  }
+  if (frame.header.type != FrameType::kResponse) return std::nullopt;
+  if (!frame.metadata.empty()) (void)DecodeMetadata(frame.metadata.span(), &reply.metadata);
+  reply.code = static_cast<StatusCode>(frame.header.status_code);
+  reply.message = std::move(frame.message);
+  return reply;
+}
+
 // A unary call to a method the server registered, through gRPC's raw
 // callback unary API: gRPC hands over the request with the call and sends
 // response, trailing metadata and status in one batch, as it does for its
@@ -509,29 +539,21 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
   // --- the runtime's connection ---
   Status Send(Frame frame) {
     if (delivery_.closing()) return absl::UnavailableError(absl::StrCat("gRPC call from ", peer_, " is over"));
-    frame.SetLengthsFromParts();
-    ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
-    if (frame.header.type == FrameType::kInitialMetadata) {
-      Metadata initial;
-      ZCRPC_RETURN_IF_ERROR(DecodeMetadata(frame.metadata.span(), &initial));
-      std::lock_guard lock(mu_);
-      if (finished_) return absl::OkStatus();
-      for (const auto& [key, value] : initial) ctx_->AddInitialMetadata(key, value);
-      return absl::OkStatus();
-    }
-    if (frame.header.type != FrameType::kResponse) return absl::OkStatus();  // nothing else applies to unary
-    Metadata trailing;
-    if (!frame.metadata.empty()) (void)DecodeMetadata(frame.metadata.span(), &trailing);
-    const auto code = static_cast<StatusCode>(frame.header.status_code);
+    ZCRPC_ASSIGN_OR_RETURN(std::optional<UnaryReply> reply, ReadUnaryReply(std::move(frame), caps_, peer_));
+    if (!reply) return absl::OkStatus();
     ::grpc::ServerUnaryReactor* reactor;
     {
       std::lock_guard lock(mu_);
       if (finished_ || reactor_ == nullptr) return absl::OkStatus();  // cancelled or closed first
+      if (reply->initial) {
+        for (const auto& [key, value] : reply->metadata) ctx_->AddInitialMetadata(key, value);
+        return absl::OkStatus();
+      }
       finished_ = true;
       reactor = reactor_;
-      for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
-      if (code == StatusCode::kOk) {
-        ::grpc::ByteBuffer lent = LendToGrpc(std::move(frame.message));
+      for (const auto& [key, value] : reply->metadata) ctx_->AddTrailingMetadata(key, value);
+      if (reply->code == StatusCode::kOk) {
+        ::grpc::ByteBuffer lent = LendToGrpc(std::move(reply->message));
         response_->Swap(&lent);  // ByteBuffer's assignment would copy
       }
     }
@@ -542,7 +564,7 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
     // thread, OnDone could otherwise run inside this Finish, under the
     // runtime's Send: gRPC's executor runs it.
     inline_done_.store(delivery_.DeliveringHere(), std::memory_order_relaxed);
-    reactor->Finish(code == StatusCode::kOk ? ::grpc::Status::OK : ToGrpcStatus(code, frame.message.span()));
+    reactor->Finish(reply->status());
     return absl::OkStatus();
   }
   void Close(const Status& reason) {
@@ -655,29 +677,19 @@ class BridgedSyncCall final : public std::enable_shared_from_this<BridgedSyncCal
   // --- the runtime's connection ---
   Status Send(Frame frame) {
     if (delivery_.closing()) return absl::UnavailableError(absl::StrCat("gRPC call from ", peer_, " is over"));
-    frame.SetLengthsFromParts();
-    ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
-    if (frame.header.type == FrameType::kInitialMetadata) {
-      Metadata initial;
-      ZCRPC_RETURN_IF_ERROR(DecodeMetadata(frame.metadata.span(), &initial));
-      std::lock_guard lock(mu_);
-      if (status_) return absl::OkStatus();
-      for (const auto& [key, value] : initial) ctx_->AddInitialMetadata(key, value);
-      return absl::OkStatus();
-    }
-    if (frame.header.type != FrameType::kResponse) return absl::OkStatus();  // nothing else applies to unary
-    Metadata trailing;
-    if (!frame.metadata.empty()) (void)DecodeMetadata(frame.metadata.span(), &trailing);
-    const auto code = static_cast<StatusCode>(frame.header.status_code);
+    ZCRPC_ASSIGN_OR_RETURN(std::optional<UnaryReply> reply, ReadUnaryReply(std::move(frame), caps_, peer_));
+    if (!reply) return absl::OkStatus();
     std::lock_guard lock(mu_);
     if (status_) return absl::OkStatus();  // cancelled or closed first
-    for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
-    if (code == StatusCode::kOk) {
-      ::grpc::ByteBuffer lent = LendToGrpc(std::move(frame.message));
+    if (reply->initial) {
+      for (const auto& [key, value] : reply->metadata) ctx_->AddInitialMetadata(key, value);
+      return absl::OkStatus();
+    }
+    for (const auto& [key, value] : reply->metadata) ctx_->AddTrailingMetadata(key, value);
+    status_ = reply->status();
+    if (reply->code == StatusCode::kOk) {
+      ::grpc::ByteBuffer lent = LendToGrpc(std::move(reply->message));
       response_.Swap(&lent);
-      status_ = ::grpc::Status::OK;
-    } else {
-      status_ = ToGrpcStatus(code, frame.message.span());
     }
     answer_.notify_one();
     return absl::OkStatus();
