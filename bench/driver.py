@@ -228,17 +228,12 @@ class Runner:
 
     def run_bridge(self, spec, workload, payload):
         """The stock client with each API gRPC's own rows use, against zcrpc's
-        server with each of its handler APIs and, for unary calls, each of
-        the gRPC server APIs its listener can serve them with (as gRPC's
-        server is measured with both of its own); the fastest."""
+        server with each of its handler APIs (as gRPC's server is measured
+        with both of its own); the fastest."""
         client_apis = list(dict.fromkeys(client for _, client in self.grpc_api_pairs(workload)))
-        servers = [(f"server={api}", ["--api", api]) for api in ZCRPC_SERVER_APIS]
-        if workload in ("unary", "rate"):
-            servers.append(("server=blocking unary_api=sync",
-                            ["--api", "blocking", "--listen", "grpc://127.0.0.1:0?unary_api=sync"]))
         return self.run_fastest(spec, workload, payload, [
-            (f"bridge {server} client={client_api}", server_args, ["--api", client_api])
-            for server, server_args in servers for client_api in client_apis])
+            (f"bridge server={server_api} client={client_api}", ["--api", server_api], ["--api", client_api])
+            for server_api in ZCRPC_SERVER_APIS for client_api in client_apis])
 
     def run_fastest(self, spec, workload, payload, variants):
         """Runs each (name, server args, client args), records all in

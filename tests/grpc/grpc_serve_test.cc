@@ -111,27 +111,19 @@ class GenericCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, :
   ::grpc::Status status_;
 };
 
-// Every case runs four times: handlers on the server's worker threads (the
-// default) or inline on the gRPC thread that delivered the request
-// (worker_threads = 0, where a unary call's end runs on gRPC's threads
-// without its executor), and unary methods served through gRPC's callback
-// API (the default) or its sync API (?unary_api=sync; server_bridge.cc,
-// BridgedUnaryCall and BridgedSyncCall).
-struct ServeMode {
-  int worker_threads;
-  const char* unary_api;
-};
-
-class GrpcServe : public ::testing::TestWithParam<ServeMode> {
+// Every case runs twice: handlers on the server's worker threads (the
+// default), and inline on gRPC's callback thread that delivered the request
+// (worker_threads = 0), where a unary call's end runs on gRPC's threads
+// without its executor (server_bridge.cc, BridgedUnaryCall).
+class GrpcServe : public ::testing::TestWithParam<int> {
  protected:
-  bool inline_handlers() const { return GetParam().worker_threads == 0; }
   void SetUp() override {
     ServerOptions options;
-    options.worker_threads = GetParam().worker_threads;
+    options.worker_threads = GetParam();
     server_ = std::make_unique<Server>(options);
     ASSERT_TRUE(server_->RegisterService(&service_).ok());
     ASSERT_TRUE(server_->RegisterService(&waiting_).ok());
-    auto uri = server_->AddListener(std::string("grpc://127.0.0.1:0?unary_api=") + GetParam().unary_api);
+    auto uri = server_->AddListener("grpc://127.0.0.1:0");
     ASSERT_TRUE(uri.ok()) << uri.status();
     uri_ = *uri;
     ASSERT_EQ(uri_.rfind("grpc://127.0.0.1:", 0), 0u) << uri_;
@@ -406,7 +398,7 @@ grpc::testing::ReconnectParams NonEmptyParams() {
 }
 
 TEST_P(GrpcServe, ACancelledUnaryCallCancelsItsHandler) {
-  if (inline_handlers()) GTEST_SKIP() << "a handler that waits must not run inline on gRPC's thread";
+  if (GetParam() == 0) GTEST_SKIP() << "a handler that waits must not run inline on gRPC's callback thread";
   ::grpc::ClientContext ctx;
   GenericCall call(*stub_, &ctx, "/grpc.testing.ReconnectService/Start");
   ASSERT_TRUE(call.Write(NonEmptyParams(), /*last=*/true));
@@ -420,7 +412,7 @@ TEST_P(GrpcServe, ACancelledUnaryCallCancelsItsHandler) {
 }
 
 TEST_P(GrpcServe, AUnaryDeadlineEndsTheCallAndReachesTheHandler) {
-  if (inline_handlers()) GTEST_SKIP() << "a handler that waits must not run inline on gRPC's thread";
+  if (GetParam() == 0) GTEST_SKIP() << "a handler that waits must not run inline on gRPC's callback thread";
   ::grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
   GenericCall call(*stub_, &ctx, "/grpc.testing.ReconnectService/Start");
@@ -456,29 +448,10 @@ TEST(WriteCredit, ReturnedInBatchesOrWhenNothingIsQueued) {
   EXPECT_EQ(owed, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Handlers, GrpcServe,
-                         ::testing::Values(ServeMode{ServerOptions::kAutoWorkerThreads, "callback"},
-                                           ServeMode{0, "callback"},
-                                           ServeMode{ServerOptions::kAutoWorkerThreads, "sync"}, ServeMode{0, "sync"}),
-                         [](const ::testing::TestParamInfo<ServeMode>& info) {
-                           return std::string(info.param.worker_threads == 0 ? "Inline" : "OnWorkers") +
-                                  (std::string(info.param.unary_api) == "sync" ? "Sync" : "Callback");
+INSTANTIATE_TEST_SUITE_P(Handlers, GrpcServe, ::testing::Values(ServerOptions::kAutoWorkerThreads, 0),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("Inline") : std::string("OnWorkers");
                          });
-
-TEST(GrpcListenerAddress, UnaryApiIsSyncOrCallbackAndNothingElse) {
-  Server server;
-  testing::GrpcTestService service;
-  ASSERT_TRUE(server.RegisterService(&service).ok());
-  for (const char* good : {"grpc://127.0.0.1:0?unary_api=sync", "grpc://127.0.0.1:0?unary_api=callback"}) {
-    auto uri = server.AddListener(good);
-    ASSERT_TRUE(uri.ok()) << good << ": " << uri.status();
-    EXPECT_EQ(uri->find('?'), std::string::npos) << *uri;  // the bound URI carries no options
-  }
-  auto bad = server.AddListener("grpc://127.0.0.1:0?unary_api=fast");
-  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("sync or callback"), std::string_view::npos) << bad.status();
-  server.Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5));
-}
 
 }  // namespace
 }  // namespace zcrpc

@@ -12,18 +12,11 @@ std::string GrpcAddress::target() const {
 
 StatusOr<GrpcAddress> GrpcAddress::Parse(std::string_view address) {
   const AddressOptions split = SplitAddressOptions(address);
-  GrpcAddress parsed;
-  for (const auto& [key, value] : split.options) {
-    if (key == "unary_api" && (value == "sync" || value == "callback")) {
-      parsed.unary_api = value == "sync" ? UnaryApi::kSync : UnaryApi::kCallback;
-      continue;
-    }
-    if (key == "unary_api") {
-      return absl::InvalidArgumentError(absl::StrCat("grpc address '", ToAbsl(address), "': unary_api must be sync or callback, not '", value, "'"));
-    }
+  if (!split.options.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("grpc address '", ToAbsl(address), "': unknown option '", key, "'"));
+        absl::StrCat("grpc address '", ToAbsl(address), "': unknown option '", split.options.front().first, "'"));
   }
+  GrpcAddress parsed;
   if (Status s = SplitHostPort(split.base, &parsed.host, &parsed.port); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("grpc address '", ToAbsl(address), "': ", s.message()));
   }

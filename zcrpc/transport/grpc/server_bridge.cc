@@ -14,7 +14,6 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/server_callback_handlers.h>
 #include <grpcpp/impl/rpc_service_method.h>
-#include <grpcpp/support/method_handler.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
@@ -53,7 +52,6 @@ class BridgeService final : public ::grpc::CallbackGenericService,
  private:
   friend class BridgedCall;
   friend class BridgedUnaryCall;
-  friend class BridgedSyncCall;
   // Runs on_accept unless stopped; false if stopped.
   bool Accept(std::unique_ptr<Connection> connection) {
     {
@@ -92,7 +90,7 @@ std::string PeerUri(const std::string& grpc_peer) {
 // The request a gRPC call becomes for the runtime: its path, its metadata
 // (entries zcrpc would refuse are left out), its deadline as a timeout, and
 // for a unary call its one message.
-Frame BridgedRequestFrame(const ::grpc::ServerContextBase& ctx, const std::string& path, bool stream,
+Frame BridgedRequestFrame(const ::grpc::CallbackServerContext& ctx, const std::string& path, bool stream,
                           Buffer message) {
   // Encoded straight from gRPC's metadata, with no copy into a Metadata
   // vector first (two passes: the size, then the bytes).
@@ -477,36 +475,6 @@ void BridgedCall::Close(const Status& reason) {
   EndWith(::grpc::Status(::grpc::StatusCode::UNAVAILABLE, std::string(reason.message())));
 }
 
-// What the runtime sends a bridged unary call, read off its frame: initial
-// metadata to add before the answer, or the answer itself.
-struct UnaryReply {
-  bool initial = false;  // initial metadata only
-  Metadata metadata;     // initial, or trailing with the answer
-  StatusCode code = StatusCode::kOk;
-  Buffer message;  // the response when the code is OK, else the status message
-
-  ::grpc::Status status() const {
-    return code == StatusCode::kOk ? ::grpc::Status::OK : ToGrpcStatus(code, message.span());
-  }
-};
-
-// nullopt for frames a unary call has no use for.
-StatusOr<std::optional<UnaryReply>> ReadUnaryReply(Frame frame, const Capabilities& caps, const std::string& peer) {
-  frame.SetLengthsFromParts();
-  ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps, frame, peer));
-  UnaryReply reply;
-  if (frame.header.type == FrameType::kInitialMetadata) {
-    reply.initial = true;
-    ZCRPC_RETURN_IF_ERROR(DecodeMetadata(frame.metadata.span(), &reply.metadata));
-    return reply;
-  }
-  if (frame.header.type != FrameType::kResponse) return std::nullopt;
-  if (!frame.metadata.empty()) (void)DecodeMetadata(frame.metadata.span(), &reply.metadata);
-  reply.code = static_cast<StatusCode>(frame.header.status_code);
-  reply.message = std::move(frame.message);
-  return reply;
-}
-
 // A unary call to a method the server registered, through gRPC's raw
 // callback unary API: gRPC hands over the request with the call and sends
 // response, trailing metadata and status in one batch, as it does for its
@@ -539,21 +507,29 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
   // --- the runtime's connection ---
   Status Send(Frame frame) {
     if (delivery_.closing()) return absl::UnavailableError(absl::StrCat("gRPC call from ", peer_, " is over"));
-    ZCRPC_ASSIGN_OR_RETURN(std::optional<UnaryReply> reply, ReadUnaryReply(std::move(frame), caps_, peer_));
-    if (!reply) return absl::OkStatus();
+    frame.SetLengthsFromParts();
+    ZCRPC_RETURN_IF_ERROR(internal::CheckFrameFits(caps_, frame, peer_));
+    if (frame.header.type == FrameType::kInitialMetadata) {
+      Metadata initial;
+      ZCRPC_RETURN_IF_ERROR(DecodeMetadata(frame.metadata.span(), &initial));
+      std::lock_guard lock(mu_);
+      if (finished_) return absl::OkStatus();
+      for (const auto& [key, value] : initial) ctx_->AddInitialMetadata(key, value);
+      return absl::OkStatus();
+    }
+    if (frame.header.type != FrameType::kResponse) return absl::OkStatus();  // nothing else applies to unary
+    Metadata trailing;
+    if (!frame.metadata.empty()) (void)DecodeMetadata(frame.metadata.span(), &trailing);
+    const auto code = static_cast<StatusCode>(frame.header.status_code);
     ::grpc::ServerUnaryReactor* reactor;
     {
       std::lock_guard lock(mu_);
       if (finished_ || reactor_ == nullptr) return absl::OkStatus();  // cancelled or closed first
-      if (reply->initial) {
-        for (const auto& [key, value] : reply->metadata) ctx_->AddInitialMetadata(key, value);
-        return absl::OkStatus();
-      }
       finished_ = true;
       reactor = reactor_;
-      for (const auto& [key, value] : reply->metadata) ctx_->AddTrailingMetadata(key, value);
-      if (reply->code == StatusCode::kOk) {
-        ::grpc::ByteBuffer lent = LendToGrpc(std::move(reply->message));
+      for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
+      if (code == StatusCode::kOk) {
+        ::grpc::ByteBuffer lent = LendToGrpc(std::move(frame.message));
         response_->Swap(&lent);  // ByteBuffer's assignment would copy
       }
     }
@@ -564,7 +540,7 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
     // thread, OnDone could otherwise run inside this Finish, under the
     // runtime's Send: gRPC's executor runs it.
     inline_done_.store(delivery_.DeliveringHere(), std::memory_order_relaxed);
-    reactor->Finish(reply->status());
+    reactor->Finish(code == StatusCode::kOk ? ::grpc::Status::OK : ToGrpcStatus(code, frame.message.span()));
     return absl::OkStatus();
   }
   void Close(const Status& reason) {
@@ -633,90 +609,6 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
   std::atomic<bool> inline_done_{false};  // see Send
 };
 
-// A unary call through gRPC's synchronous API (grpc://...?unary_api=sync):
-// the call's handler runs on one of gRPC's sync threads, hands the request
-// to the runtime and waits there for its answer. A runtime handler that
-// answers inline answers on this very thread, before the wait.
-class BridgedSyncCall final : public std::enable_shared_from_this<BridgedSyncCall> {
- public:
-  BridgedSyncCall(std::shared_ptr<BridgeService> service, ::grpc::ServerContext* ctx)
-      : service_(std::move(service)), ctx_(ctx), peer_(PeerUri(ctx->peer())), caps_(BridgedCapabilities()) {}
-
-  // On gRPC's sync thread, once: returns the call's status, with
-  // `response` filled when it is OK.
-  ::grpc::Status Serve(const std::string& path, const ::grpc::ByteBuffer& request, ::grpc::ByteBuffer* response) {
-    if (!service_->Accept(std::make_unique<BridgedConnection<BridgedSyncCall>>(shared_from_this()))) {
-      return ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
-    }
-    delivery_.Deliver(BridgedRequestFrame(*ctx_, path, /*stream=*/false, TakeFromGrpc(request)));
-    bool cancelled = false;
-    ::grpc::Status status;
-    {
-      std::unique_lock lock(mu_);
-      // gRPC's sync API tells no one of a cancel (or a passed deadline):
-      // it is polled, as gRPC's own sync handlers must.
-      while (!answer_.wait_for(lock, std::chrono::milliseconds(20), [this] { return status_.has_value(); })) {
-        if (ctx_->IsCancelled()) {
-          status_ = ::grpc::Status(::grpc::StatusCode::CANCELLED, "the client cancelled the call");
-          cancelled = true;
-        }
-      }
-      status = *status_;
-      if (status.ok()) response->Swap(&response_);
-    }
-    if (cancelled) {
-      Frame cancel;
-      cancel.header.type = FrameType::kCancel;
-      cancel.header.call_id = kBridgedCallId;
-      delivery_.Deliver(std::move(cancel));
-    }
-    delivery_.Closed(CallOver());
-    return status;
-  }
-
-  // --- the runtime's connection ---
-  Status Send(Frame frame) {
-    if (delivery_.closing()) return absl::UnavailableError(absl::StrCat("gRPC call from ", peer_, " is over"));
-    ZCRPC_ASSIGN_OR_RETURN(std::optional<UnaryReply> reply, ReadUnaryReply(std::move(frame), caps_, peer_));
-    if (!reply) return absl::OkStatus();
-    std::lock_guard lock(mu_);
-    if (status_) return absl::OkStatus();  // cancelled or closed first
-    if (reply->initial) {
-      for (const auto& [key, value] : reply->metadata) ctx_->AddInitialMetadata(key, value);
-      return absl::OkStatus();
-    }
-    for (const auto& [key, value] : reply->metadata) ctx_->AddTrailingMetadata(key, value);
-    status_ = reply->status();
-    if (reply->code == StatusCode::kOk) {
-      ::grpc::ByteBuffer lent = LendToGrpc(std::move(reply->message));
-      response_.Swap(&lent);
-    }
-    answer_.notify_one();
-    return absl::OkStatus();
-  }
-  void Close(const Status& reason) {
-    std::lock_guard lock(mu_);
-    if (status_) return;  // the usual case: answered already
-    status_ = ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, std::string(reason.message()));
-    answer_.notify_one();
-  }
-  void StartDelivery(std::shared_ptr<ConnectionHandler> handler) { delivery_.Start(std::move(handler)); }
-  const Capabilities& capabilities() const { return caps_; }
-  const std::string& peer() const { return peer_; }
-  bool closed() const { return delivery_.closing(); }
-
- private:
-  const std::shared_ptr<BridgeService> service_;
-  ::grpc::ServerContext* const ctx_;  // valid until Serve returns; then status_ is set
-  const std::string peer_;
-  const Capabilities caps_;
-  SerialDelivery delivery_;
-  std::mutex mu_;
-  std::condition_variable answer_;
-  std::optional<::grpc::Status> status_ ABSL_GUARDED_BY(mu_);  // the call's end, once known
-  ::grpc::ByteBuffer response_ ABSL_GUARDED_BY(mu_);
-};
-
 namespace {
 
 // The server's unary methods, registered with gRPC by path as raw callback
@@ -726,21 +618,10 @@ namespace {
 class RegisteredUnaryMethods final : public ::grpc::Service {
  public:
   RegisteredUnaryMethods(std::shared_ptr<BridgeService> service,
-                         const std::vector<std::pair<std::string, MethodKind>>& methods, GrpcAddress::UnaryApi api) {
+                         const std::vector<std::pair<std::string, MethodKind>>& methods) {
     for (const auto& [path, kind] : methods) {
       if (kind != MethodKind::kUnary) continue;
       const std::string& name = paths_.emplace_back(path);  // gRPC keeps the char pointer
-      if (api == GrpcAddress::UnaryApi::kSync) {
-        AddMethod(new ::grpc::internal::RpcServiceMethod(
-            name.c_str(), ::grpc::internal::RpcMethod::NORMAL_RPC,
-            new ::grpc::internal::RpcMethodHandler<RegisteredUnaryMethods, ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
-                [service, &name](RegisteredUnaryMethods*, ::grpc::ServerContext* ctx, const ::grpc::ByteBuffer* request,
-                                 ::grpc::ByteBuffer* response) {
-                  return std::make_shared<BridgedSyncCall>(service, ctx)->Serve(name, *request, response);
-                },
-                this)));
-        continue;
-      }
       AddMethod(new ::grpc::internal::RpcServiceMethod(name.c_str(), ::grpc::internal::RpcMethod::NORMAL_RPC,
                                                        nullptr));
       MarkMethodRawCallback(
@@ -764,7 +645,7 @@ StatusOr<std::unique_ptr<GrpcListener>> GrpcListener::Start(const GrpcAddress& a
                                                             const ConnectionOptions& options,
                                                             AcceptCallback on_accept) {
   auto service = std::make_shared<BridgeService>(options, std::move(on_accept));
-  auto unary_methods = std::make_unique<RegisteredUnaryMethods>(service, options.served_methods, address.unary_api);
+  auto unary_methods = std::make_unique<RegisteredUnaryMethods>(service, options.served_methods);
   ::grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address.target(), ::grpc::InsecureServerCredentials(), &port);
