@@ -582,11 +582,6 @@ StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
   connection_options.send_budget_bytes = options_.send_budget_bytes;
   connection_options.send_stall_timeout = options_.send_stall_timeout;
   // Services are fixed once a listener exists: read without the lock.
-  connection_options.method_kind = [this](std::string_view path) -> std::optional<MethodKind> {
-    const Service::Method* method = FindMethod(path);
-    if (method == nullptr) return std::nullopt;
-    return method->descriptor.kind;
-  };
   for (const auto& [path, method] : methods_) {
     if (method != nullptr) connection_options.served_methods.emplace_back(path, method->descriptor.kind);
   }

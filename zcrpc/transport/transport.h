@@ -58,16 +58,12 @@ struct ConnectionOptions {
   // Connect only: give up (DEADLINE_EXCEEDED) once this much time has
   // passed without a connection whose preface arrived.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(20);
-  // Listen only, for transports whose peers do not say whether a call
-  // streams (grpc://: every gRPC call is a stream of messages): the kind
-  // of the method at `path`, or nullopt when the server has no such
-  // method. Set by the runtime's Server; called on the transport's
-  // threads; it must not wait.
-  std::function<std::optional<MethodKind>(std::string_view path)> method_kind;
   // Listen only: the full path and kind of every method the server serves,
-  // for transports that name methods to a library ahead of time (grpc://
-  // registers the unary ones with gRPC, whose registered unary path costs
-  // less than its generic one). Set by the runtime's Server.
+  // for transports whose peers do not say whether a call streams, or that
+  // name methods to a library ahead of time (grpc://: every gRPC call is a
+  // stream of messages, and the unary methods are registered with gRPC,
+  // whose registered unary path costs less than its generic one). Set by
+  // the runtime's Server.
   std::vector<std::pair<std::string, MethodKind>> served_methods;
 };
 

@@ -105,7 +105,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
     }
     std::lock_guard ops(ops_mu_);
     if (unary_) {
-      write_buffer_ = LendToGrpc(std::move(request));
+      LendToGrpc(std::move(request), &write_buffer_);
       StartWriteLast(&write_buffer_, ::grpc::WriteOptions());
     }
     StartRead(&read_buffer_);
@@ -260,7 +260,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
     }
     std::lock_guard ops(ops_mu_);
     if (writes_done) return StartWritesDone();
-    write_buffer_ = LendToGrpc(std::move(next));
+    LendToGrpc(std::move(next), &write_buffer_);
     StartWrite(&write_buffer_);
   }
 

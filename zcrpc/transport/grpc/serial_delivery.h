@@ -45,8 +45,7 @@ class SerialDelivery {
   }
   void Drain() {
     std::unique_lock lock(mu_);
-    if (delivering_ || handler_ == nullptr) return;
-    delivering_ = true;
+    if (deliverer_ != std::thread::id() || handler_ == nullptr) return;
     deliverer_ = std::this_thread::get_id();
     const std::shared_ptr<ConnectionHandler> handler = handler_;
     internal::DeliveryScope delivering;
@@ -80,7 +79,6 @@ class SerialDelivery {
       }
       break;
     }
-    delivering_ = false;
     deliverer_ = std::thread::id();
   }
   // The last delivery: after the frames queued before it. The first reason
@@ -101,7 +99,7 @@ class SerialDelivery {
   // (so is inside the handler, called from Drain).
   bool DeliveringHere() const {
     std::lock_guard lock(mu_);
-    return delivering_ && deliverer_ == std::this_thread::get_id();
+    return deliverer_ == std::this_thread::get_id();
   }
 
  private:
@@ -114,8 +112,7 @@ class SerialDelivery {
   size_t head_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<Status> closing_ ABSL_GUARDED_BY(mu_);
   bool closed_delivered_ ABSL_GUARDED_BY(mu_) = false;
-  bool delivering_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread::id deliverer_ ABSL_GUARDED_BY(mu_);
+  std::thread::id deliverer_ ABSL_GUARDED_BY(mu_);  // the delivering thread; none while nobody delivers
 };
 
 }  // namespace zcrpc::transport::grpc_bridge

@@ -16,6 +16,7 @@
 #include <grpcpp/impl/rpc_service_method.h>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/wire.h"
 #include "zcrpc/transport/grpc/bridged_connection.h"
@@ -36,7 +37,9 @@ class BridgeService final : public ::grpc::CallbackGenericService,
                             public std::enable_shared_from_this<BridgeService> {
  public:
   BridgeService(ConnectionOptions options, AcceptCallback on_accept)
-      : options_(std::move(options)), on_accept_(std::move(on_accept)) {}
+      : options_(std::move(options)),
+        kinds_(options_.served_methods.begin(), options_.served_methods.end()),
+        on_accept_(std::move(on_accept)) {}
 
   ::grpc::ServerGenericBidiReactor* CreateReactor(::grpc::GenericCallbackServerContext* ctx) override;
 
@@ -48,6 +51,12 @@ class BridgeService final : public ::grpc::CallbackGenericService,
   }
 
   const ConnectionOptions& options() const { return options_; }
+  // The kind of the server's method at `path`; nullopt if it has none.
+  std::optional<MethodKind> KindOf(const std::string& path) const {
+    auto it = kinds_.find(path);
+    if (it == kinds_.end()) return std::nullopt;
+    return it->second;
+  }
 
  private:
   friend class BridgedCall;
@@ -69,6 +78,7 @@ class BridgeService final : public ::grpc::CallbackGenericService,
   }
 
   const ConnectionOptions options_;
+  const absl::flat_hash_map<std::string, MethodKind> kinds_;  // from options_.served_methods
   const AcceptCallback on_accept_;
   std::mutex mu_;
   std::condition_variable idle_;
@@ -247,7 +257,7 @@ void BridgedCall::Begin(Reactor* reactor) {
   }
   const std::string& path = ctx_->method();
   const std::optional<MethodKind> kind =
-      service_->options().method_kind ? service_->options().method_kind(path) : std::nullopt;
+      service_->KindOf(path);
   const bool stream = kind.has_value() && *kind != MethodKind::kUnary;
   {
     std::lock_guard lock(mu_);
@@ -391,7 +401,7 @@ void BridgedCall::MaybeWrite() {
   }
   std::lock_guard ops(ops_mu_);
   if (finish_called_ || reactor_ == nullptr) return;
-  write_buffer_ = LendToGrpc(std::move(next));
+  LendToGrpc(std::move(next), &write_buffer_);
   // More messages already wait behind this one: gRPC may hold it back and
   // send several in one write to the socket. The last one queued goes
   // without the hint, so nothing is held once the queue is empty.
@@ -435,7 +445,7 @@ void BridgedCall::MaybeFinish() {
   finish_called_ = true;
   for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
   if (response) {
-    write_buffer_ = LendToGrpc(std::move(*response));
+    LendToGrpc(std::move(*response), &write_buffer_);
     reactor_->StartWriteAndFinish(&write_buffer_, ::grpc::WriteOptions(), status);
   } else {
     reactor_->Finish(status);
@@ -528,10 +538,7 @@ class BridgedUnaryCall final : public std::enable_shared_from_this<BridgedUnaryC
       finished_ = true;
       reactor = reactor_;
       for (const auto& [key, value] : trailing) ctx_->AddTrailingMetadata(key, value);
-      if (code == StatusCode::kOk) {
-        ::grpc::ByteBuffer lent = LendToGrpc(std::move(frame.message));
-        response_->Swap(&lent);  // ByteBuffer's assignment would copy
-      }
+      if (code == StatusCode::kOk) LendToGrpc(std::move(frame.message), response_);
     }
     // Answered inline, on the gRPC thread that delivered the request: the
     // call's end may then run OnDone on a gRPC thread directly, as gRPC

@@ -1,11 +1,12 @@
 // Serving zcrpc services to stock gRPC clients (docs/grpc.md, "Serving").
 // A listener is a gRPC server (libgrpc++) with the server's unary methods
 // registered by path (gRPC's raw callback unary API) and one generic
-// callback service for the rest. Each gRPC call it receives becomes a zcrpc connection of its
-// own, carrying that one call, so the runtime serves it exactly as it
-// serves tcp or shm: its method is looked up by full path, its deadline is
-// swept, its stream has credit. The method's kind, which a gRPC call does
-// not carry, comes from the server's registry (ConnectionOptions::method_kind).
+// callback service for the rest. Each gRPC call it receives becomes a
+// zcrpc connection of its own, carrying that one call, so the runtime
+// serves it exactly as it serves tcp or shm: its method is looked up by
+// full path, its deadline is swept, its stream has credit. The method's
+// kind, which a gRPC call does not carry, comes from the server's registry
+// (ConnectionOptions::served_methods).
 //
 // Threads: gRPC's callback threads run the calls; each bridged connection
 // delivers its frames one at a time through a SerialDelivery. The listener

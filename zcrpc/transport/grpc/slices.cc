@@ -26,11 +26,16 @@ void FreeLentBuffer(void* lent) { delete static_cast<Buffer*>(lent); }
 
 }  // namespace
 
-::grpc::ByteBuffer LendToGrpc(Buffer buffer) {
-  if (buffer.empty()) return ::grpc::ByteBuffer(nullptr, 0);
+void LendToGrpc(Buffer buffer, ::grpc::ByteBuffer* message) {
+  if (buffer.empty()) {
+    ::grpc::ByteBuffer empty(nullptr, 0);  // a valid empty message, not an absent one
+    message->Swap(&empty);
+    return;
+  }
   auto* lent = new Buffer(std::move(buffer));
   ::grpc::Slice slice(lent->data(), lent->size(), &FreeLentBuffer, lent);
-  return ::grpc::ByteBuffer(&slice, 1);
+  ::grpc::ByteBuffer one(&slice, 1);
+  message->Swap(&one);
 }
 
 Buffer TakeFromGrpc(const ::grpc::ByteBuffer& message) {

@@ -15,8 +15,10 @@
 
 namespace zcrpc::transport::grpc_bridge {
 
-// `buffer` as a one-slice gRPC message, lent: gRPC releases it when done.
-::grpc::ByteBuffer LendToGrpc(Buffer buffer);
+// Makes `*message` `buffer` as a one-slice gRPC message, lent: gRPC
+// releases it when done. Into the caller's ByteBuffer, because gRPC 1.51's
+// ByteBuffer has no move assignment: assigning a returned one would copy it.
+void LendToGrpc(Buffer buffer, ::grpc::ByteBuffer* message);
 
 // The bytes of `message` as one Buffer (empty for an empty message).
 Buffer TakeFromGrpc(const ::grpc::ByteBuffer& message);
