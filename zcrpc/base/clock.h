@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 
 namespace zcrpc {
 
@@ -42,6 +43,17 @@ class FakeClock final : public Clock {
  private:
   std::atomic<int64_t> now_;
 };
+
+// t + d, clamped to int64_t's range: a deadline or timer computed from a
+// huge duration ("infinity", or a value a peer sent) never wraps into the
+// past, and a huge negative one never into the future.
+inline int64_t SaturatingAddNanos(int64_t t, int64_t d) {
+  int64_t sum;
+  if (__builtin_add_overflow(t, d, &sum)) {
+    return d > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  }
+  return sum;
+}
 
 inline Clock& Clock::Real() {
   static SteadyClock* clock = new SteadyClock();  // never destroyed: usable at exit

@@ -41,7 +41,7 @@ enum Offset : size_t {
   kPaddingLen = 56,
 };
 
-bool IsKnownType(uint8_t t) { return t >= 1 && t <= 8; }
+bool IsKnownType(uint8_t t) { return t >= 1 && t <= 10; }
 
 }  // namespace
 
@@ -114,7 +114,8 @@ StatusOr<WireHeader> DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize> 
     return absl::InvalidArgumentError("attachment section length overflows");
   }
   const bool bodiless = h.type == FrameType::kCancel || h.type == FrameType::kGoAway ||
-                        h.type == FrameType::kHalfClose || h.type == FrameType::kCredit;
+                        h.type == FrameType::kHalfClose || h.type == FrameType::kCredit ||
+                        h.type == FrameType::kPing || h.type == FrameType::kPingAck;
   if (bodiless && h.wire_body_len() != 0) {
     return absl::InvalidArgumentError(absl::StrCat(FrameTypeName(h.type), " frame with a body"));
   }
@@ -152,6 +153,8 @@ const char* FrameTypeName(FrameType type) {
     case FrameType::kHalfClose: return "half-close";
     case FrameType::kCredit: return "credit";
     case FrameType::kInitialMetadata: return "initial metadata";
+    case FrameType::kPing: return "ping";
+    case FrameType::kPingAck: return "ping ack";
   }
   return "unknown";
 }

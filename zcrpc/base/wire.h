@@ -37,7 +37,13 @@ enum class FrameType : uint8_t {
   // else), before its first message or its response. Sent only where both
   // prefaces announced kFeatureInitialMetadata.
   kInitialMetadata = 8,
-  // 9..15 are reserved; a receiver treats them as unknown types and closes
+  // Either way: keepalive (docs/wire.md, "Keepalive"). A ping asks the peer
+  // to answer with a ping ack carrying the same call_id (any non-zero
+  // value; it names the ping, not a call); no body. Sent only where both
+  // prefaces announced kFeatureKeepalive.
+  kPing = 9,
+  kPingAck = 10,
+  // 11..15 are reserved; a receiver treats them as unknown types and closes
   // the connection.
 };
 
@@ -150,7 +156,9 @@ enum class PrefaceRole : uint8_t { kClient = 1, kServer = 2 };
 inline constexpr uint64_t kFeatureStreams = 2;
 // The side sends and accepts kInitialMetadata frames.
 inline constexpr uint64_t kFeatureInitialMetadata = 4;
-inline constexpr uint64_t kKnownFeatures = kFeatureStreams | kFeatureInitialMetadata;
+// The side answers kPing frames with kPingAck (and may send pings).
+inline constexpr uint64_t kFeatureKeepalive = 8;
+inline constexpr uint64_t kKnownFeatures = kFeatureStreams | kFeatureInitialMetadata | kFeatureKeepalive;
 
 struct Preface {
   uint8_t version = kWireVersion;

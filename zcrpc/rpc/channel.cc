@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/cpu_relax.h"
 #include "zcrpc/rpc/internal/client_call.h"
+#include "zcrpc/rpc/internal/connection_keeper.h"
 #include "zcrpc/rpc/internal/client_stream.h"
 #include "zcrpc/rpc/internal/method_bindings.h"
 
@@ -57,11 +58,14 @@ class LiveChannels {
 // late frame after the channel is gone is dropped.
 class Channel::Link final : public transport::ConnectionHandler, public std::enable_shared_from_this<Link> {
  public:
-  Link(std::weak_ptr<Channel> channel, std::unique_ptr<transport::Connection> connection, uint64_t epoch)
+  Link(std::weak_ptr<Channel> channel, std::unique_ptr<transport::Connection> connection, uint64_t epoch,
+       const KeepaliveOptions& keepalive, int64_t now_nanos)
       : channel_(std::move(channel)),
         connection_(std::move(connection)),
         epoch_(epoch),
-        takes_streams_((connection_->capabilities().features & kFeatureStreams) != 0) {}
+        takes_streams_((connection_->capabilities().features & kFeatureStreams) != 0),
+        keeper_(keepalive, /*lifetime=*/nullptr, (connection_->capabilities().features & kFeatureKeepalive) != 0,
+                now_nanos) {}
 
   transport::Connection& connection() { return *connection_; }
   uint64_t epoch() const { return epoch_; }
@@ -69,8 +73,23 @@ class Channel::Link final : public transport::ConnectionHandler, public std::ena
   // The server said go away: no new calls here; closed once the last ends.
   bool draining() const { return draining_.load(std::memory_order_acquire); }
   bool takes_streams() const { return takes_streams_; }
+  internal::ConnectionKeeper& keeper() { return keeper_; }
 
   void OnFrame(Frame frame) override {
+    keeper_.NoteFrame();
+    if (frame.header.type == FrameType::kPing || frame.header.type == FrameType::kPingAck) {
+      if ((connection_->capabilities().features & kFeatureKeepalive) == 0) {
+        return Fail("sent a ping on a connection without keepalive");
+      }
+      // Echoed unless the server is not reading what is queued already.
+      if (frame.header.type == FrameType::kPing && connection_->writable()) {
+        Frame ack;
+        ack.header.type = FrameType::kPingAck;
+        ack.header.call_id = frame.header.call_id;
+        (void)connection_->Send(std::move(ack));
+      }
+      return;
+    }
     if (frame.header.type == FrameType::kGoAway) {
       draining_.store(true, std::memory_order_release);
       if (auto channel = channel_.lock()) channel->OnGoAway(*this);
@@ -111,6 +130,7 @@ class Channel::Link final : public transport::ConnectionHandler, public std::ena
   const uint64_t epoch_;
   // Both prefaces announced streams (capabilities are fixed once connected).
   const bool takes_streams_;
+  internal::ConnectionKeeper keeper_;
   internal::ClientMethodBindings bindings_;
   std::atomic<bool> draining_{false};
 };
@@ -147,6 +167,7 @@ Channel::Channel(std::string target, transport::Uri uri, transport::Transport* t
       options_(options),
       sweeper_(options.sweeper ? options.sweeper : &DeadlineSweeper::Default()),
       table_(options.max_calls_in_flight),
+      timer_interval_(internal::ConnectionKeeper::CheckInterval(options.keepalive, /*lifetime=*/nullptr)),
       backoff_(options.initial_backoff) {
   sweeper_->Add(this);
 }
@@ -178,6 +199,7 @@ void Channel::StartConnectLocked(std::unique_lock<std::mutex>& lock) {
   connection_options.send_budget_bytes = options_.send_budget_bytes;
   connection_options.send_stall_timeout = options_.send_stall_timeout;
   connection_options.connect_timeout = options_.connect_timeout;
+  connection_options.receive_stall_timeout = options_.receive_stall_timeout;
   // Connect() never blocks and never calls back inside; still, callers
   // must not queue behind it, so it runs without the lock.
   lock.unlock();
@@ -198,7 +220,8 @@ void Channel::OnConnected(uint64_t attempt, StatusOr<std::unique_ptr<transport::
     if (attempt != connect_attempt_) return;  // superseded; dropping it closes it
     connecting_ = false;
     if (connection.ok()) {
-      link = std::make_shared<Link>(weak_from_this(), *std::move(connection), ++link_epoch_);
+      link = std::make_shared<Link>(weak_from_this(), *std::move(connection), ++link_epoch_, options_.keepalive, Now());
+      if (timer_interval_.count() > 0) next_timer_nanos_.store(Now() + timer_interval_.count(), std::memory_order_relaxed);
       replaced = ReplaceLinkLocked(link);
       backoff_ = options_.initial_backoff;
       last_connect_error_ = absl::OkStatus();
@@ -330,7 +353,7 @@ Frame Channel::BuildRequest(Link* link, const MethodDescriptor& method, ClientCo
 
 Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context,
                           const google::protobuf::MessageLite& request, internal::ClientCall* call, bool may_wait,
-                          std::shared_ptr<Link>* used_link) {
+                          std::shared_ptr<Link>* used_link, bool retried_after_go_away) {
   const int64_t deadline = context->deadline_nanos();
   if (deadline != 0 && deadline <= Now()) {
     return absl::DeadlineExceededError("deadline passed before the call started");
@@ -380,7 +403,15 @@ Status Channel::StartCall(const MethodDescriptor& method, ClientContext* context
   if (!sent.ok()) {
     // If the call is still ours, fail it here; otherwise whoever removed it
     // (a failing connection, the sweeper) completes it.
-    if (internal::ClientCall* mine = table_.Remove(id)) mine->Complete(sent, Frame{});
+    if (internal::ClientCall* mine = table_.Remove(id)) {
+      // The server told the connection to go away (idle, age) as the call
+      // started, and it closed before the request left: nothing was sent,
+      // so the call starts over on a new connection, once.
+      if (sent.code() == StatusCode::kUnavailable && link->draining() && !retried_after_go_away) {
+        return StartCall(method, context, request, call, may_wait, used_link, /*retried_after_go_away=*/true);
+      }
+      mine->Complete(sent, Frame{});
+    }
   }
   if (used_link != nullptr) *used_link = std::move(link);
   return absl::OkStatus();
@@ -615,6 +646,28 @@ void Channel::OnLinkClosed(Link* link, const Status& reason) {
                   [&failure](CallId, internal::ClientCall* call) { call->Complete(failure, Frame{}); });
 }
 
+void Channel::CheckKeepalive(int64_t now) {
+  std::vector<std::shared_ptr<Link>> links;
+  {
+    std::lock_guard lock(mu_);
+    if (link_) links.push_back(link_);
+    links.insert(links.end(), draining_links_.begin(), draining_links_.end());
+    // Armed again while a link remains (OnConnected arms it otherwise).
+    next_timer_nanos_.store(links.empty() ? 0 : now + timer_interval_.count(), std::memory_order_relaxed);
+  }
+  for (const std::shared_ptr<Link>& link : links) {
+    const internal::ConnectionKeeper::Action action =
+        link->keeper().Check(now, /*has_calls=*/false, link->connection().peer());
+    if (action.send_ping) {
+      Frame ping;
+      ping.header.type = FrameType::kPing;
+      ping.header.call_id = static_cast<uint64_t>(now) | 1;  // any non-zero value names it
+      (void)link->connection().Send(std::move(ping));
+    }
+    if (!action.close.ok()) link->connection().Close(action.close);
+  }
+}
+
 void Channel::SendCancel(CallId id, uint64_t link_epoch) {
   std::shared_ptr<Link> link;
   {
@@ -647,6 +700,9 @@ void Channel::SweepExpired(int64_t now_nanos) {
   // keep it alive until the sweep is over.
   std::shared_ptr<Channel> self = weak_from_this().lock();
   if (self == nullptr) return;  // being destroyed: its destructor ends the calls
+  if (const int64_t timer = next_timer_nanos_.load(std::memory_order_relaxed); timer != 0 && timer <= now_nanos) {
+    CheckKeepalive(now_nanos);
+  }
   table_.SweepExpired(
       now_nanos, [](internal::ClientCall* call) { return call->DueAt(); },
       [this, now_nanos](CallId id, internal::ClientCall* call) {

@@ -34,6 +34,7 @@
 #include "zcrpc/base/wire.h"
 #include "zcrpc/rpc/call_table.h"
 #include "zcrpc/rpc/client_context.h"
+#include "zcrpc/rpc/connection_limits.h"
 #include "zcrpc/rpc/deadline_sweeper.h"
 #include "zcrpc/rpc/internal/method_bindings.h"
 #include "zcrpc/rpc/method.h"
@@ -62,6 +63,12 @@ struct ChannelOptions {
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(20);
   uint64_t send_budget_bytes = 16u << 20;
   std::chrono::nanoseconds send_stall_timeout = std::chrono::seconds(20);
+  // A response begun and then not continued for this long closes the
+  // connection (ServerOptions::receive_stall_timeout); 0: never.
+  std::chrono::nanoseconds receive_stall_timeout = std::chrono::seconds(20);
+  // Keepalive pings (connection_limits.h): a server that stops answering
+  // ends the calls on its connection with UNAVAILABLE.
+  KeepaliveOptions keepalive;
   // Streams: bytes of messages a server may send ahead of the client's
   // reads, per stream (docs/streaming.md, "Flow control"); at least 64 KiB.
   // ClientContext::set_stream_window_bytes overrides it per call.
@@ -141,10 +148,12 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   Channel(std::string target, transport::Uri uri, transport::Transport* transport, ChannelOptions options);
 
   // Puts the call in the table and sends its request, or parks it until
-  // the connection is up (`may_wait` false: callback calls).
+  // the connection is up (`may_wait` false: callback calls). A request
+  // that never left because its connection was told to go away and closed
+  // as it started is sent once more, on a new connection.
   Status StartCall(const MethodDescriptor& method, ClientContext* context,
                    const google::protobuf::MessageLite& request, internal::ClientCall* call, bool may_wait,
-                   std::shared_ptr<Link>* used_link);
+                   std::shared_ptr<Link>* used_link, bool retried_after_go_away = false);
   // The request frame, with all it takes from `context`; in `link`'s memory,
   // or the pool's when there is no link yet. No `request`: a stream's
   // opening frame (no message).
@@ -185,6 +194,9 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
 
   void SweepExpired(int64_t now_nanos) override;
   bool HasCallsInFlight() const override { return table_.size() > 0; }
+  int64_t NextTimerNanos() const override { return next_timer_nanos_.load(std::memory_order_relaxed); }
+  // Keepalive on the links (ConnectionKeeper).
+  void CheckKeepalive(int64_t now_nanos);
 
   uint64_t id_ = 0;  // set once by Create(), before the channel is shared
   const std::string target_;
@@ -193,6 +205,10 @@ class Channel final : public std::enable_shared_from_this<Channel>, private Dead
   const ChannelOptions options_;
   DeadlineSweeper* const sweeper_;
   CallTable<internal::ClientCall> table_;
+  // How often the links' keepalive is checked (0: never), and when next
+  // (0: no link).
+  const std::chrono::nanoseconds timer_interval_;
+  std::atomic<int64_t> next_timer_nanos_{0};
 
   std::mutex mu_;
   std::condition_variable connect_done_;

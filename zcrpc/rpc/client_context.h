@@ -31,10 +31,13 @@ class ClientContext {
   ClientContext& operator=(const ClientContext&) = delete;
 
   // The call fails with DEADLINE_EXCEEDED once this time has passed, and the
-  // server is told to cancel. Default: no deadline.
+  // server is told to cancel. Default: no deadline; time_point::max() is
+  // none too.
   void set_deadline(std::chrono::steady_clock::time_point deadline);
-  // Deadline relative to now.
-  void set_timeout(std::chrono::nanoseconds timeout) { set_deadline(std::chrono::steady_clock::now() + timeout); }
+  // Deadline relative to now. Saturates: a timeout too large to add to the
+  // clock (nanoseconds::max(), say) is no deadline at all, never one in the
+  // past; zero or negative has passed already.
+  void set_timeout(std::chrono::nanoseconds timeout);
   // Nanoseconds on the steady clock, 0 if none.
   int64_t deadline_nanos() const { return deadline_nanos_; }
 

@@ -1,4 +1,7 @@
 // ClientContext and ServerContext: small enough to share one file.
+#include <limits>
+
+#include "zcrpc/base/clock.h"
 #include "zcrpc/rpc/channel.h"
 #include "zcrpc/rpc/client_context.h"
 #include "zcrpc/rpc/internal/stream_state.h"
@@ -13,7 +16,14 @@ int64_t SteadyNanos(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 void ClientContext::set_deadline(std::chrono::steady_clock::time_point deadline) {
-  deadline_nanos_ = std::max<int64_t>(1, SteadyNanos(deadline));
+  const int64_t nanos = SteadyNanos(deadline);
+  deadline_nanos_ = nanos == std::numeric_limits<int64_t>::max() ? 0 : std::max<int64_t>(1, nanos);
+}
+
+void ClientContext::set_timeout(std::chrono::nanoseconds timeout) {
+  const int64_t deadline = SaturatingAddNanos(SteadyNanos(std::chrono::steady_clock::now()), timeout.count());
+  // The largest steady time means "no deadline" everywhere downstream.
+  deadline_nanos_ = deadline == std::numeric_limits<int64_t>::max() ? 0 : std::max<int64_t>(1, deadline);
 }
 
 Status ClientContext::AddMetadata(std::string key, std::string value) {

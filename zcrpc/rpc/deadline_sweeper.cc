@@ -79,10 +79,17 @@ bool DeadlineSweeper::SweepOnce() {
   std::vector<Client*>& busy = t_sweep_list;
   busy.clear();
   const std::thread::id me = std::this_thread::get_id();
+  bool calls_in_flight = false;
   {
     std::lock_guard lock(clients_mu_);
     for (Client* c : clients_) {
-      if (c->HasCallsInFlight()) busy.push_back(c);
+      const bool has_calls = c->HasCallsInFlight();
+      calls_in_flight |= has_calls;
+      if (has_calls) {
+        busy.push_back(c);
+      } else if (const int64_t timer = c->NextTimerNanos(); timer != 0 && timer <= now) {
+        busy.push_back(c);
+      }
     }
     for (Client* c : busy) sweeping_.push_back({c, me});
   }
@@ -96,7 +103,7 @@ bool DeadlineSweeper::SweepOnce() {
   std::lock_guard lock(clients_mu_);
   std::erase_if(sweeping_, [&](const Sweep& s) { return s.by == me; });
   sweep_done_.notify_all();
-  return true;
+  return calls_in_flight;
 }
 
 void DeadlineSweeper::Run() {
@@ -132,6 +139,9 @@ void DeadlineSweeper::Run() {
     lock.lock();
     if (!became_busy) {
       park_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return WokenOrStopped(); });
+      // Not woken by a call: one sweep for timers that fell due, then park
+      // again, rather than ticking 100 times.
+      if (!wake_) idle_ticks = kIdleTicksBeforePark - 1;
     }
     wake_ = false;
     parked_.store(false, std::memory_order_seq_cst);

@@ -5,7 +5,9 @@
 // frame on a channel, a cancelled context on a server. There is no ordered
 // timer structure (docs/timers.md). It parks once no client has had a call
 // in flight for 100 ticks, so an idle process does not wake 1000 times a
-// second, while back-to-back calls do not each pay to wake it.
+// second, while back-to-back calls do not each pay to wake it; parked, it
+// still sweeps a client whose connection timers are due (NextTimerNanos),
+// waking at most every 100 ms for them.
 //
 // Lock discipline: a client's SweepExpired runs with none of the sweeper's
 // locks held, so it may run completion callbacks and send frames (Send
@@ -39,6 +41,11 @@ class DeadlineSweeper {
     virtual void SweepExpired(int64_t now_nanos) = 0;
     // Whether any call is in flight (a cheap atomic read).
     virtual bool HasCallsInFlight() const = 0;
+    // When, on the sweeper's clock, this client wants SweepExpired even
+    // with no call in flight (its connections' keepalive and idle timers);
+    // 0: never. A cheap atomic read. The sweeper calls it at least every
+    // 100 ms, so a later answer may change.
+    virtual int64_t NextTimerNanos() const { return 0; }
 
    protected:
     ~Client() = default;
@@ -67,8 +74,9 @@ class DeadlineSweeper {
   void Wake() {
     if (parked_.load(std::memory_order_seq_cst)) WakeSlow();
   }
-  // One sweep of every client, on the calling thread, at clock().NowNanos().
-  // Returns whether any client had calls in flight. In steady state it
+  // One sweep of every client with calls in flight or a timer due, on the
+  // calling thread, at clock().NowNanos(). Returns whether any client had
+  // calls in flight. In steady state it
   // takes the sweeper's lock twice and allocates nothing, whatever the
   // number of calls.
   bool SweepOnce();

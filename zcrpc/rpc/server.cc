@@ -5,6 +5,7 @@
 #include <google/protobuf/message_lite.h>
 #include <cstring>
 #include <exception>
+#include <random>
 #include <limits>
 #include <system_error>
 #include <thread>
@@ -13,6 +14,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "zcrpc/rpc/internal/connection_keeper.h"
 #include "zcrpc/rpc/internal/method_bindings.h"
 #include "zcrpc/rpc/internal/reactor_driver.h"
 #include "zcrpc/rpc/internal/server_callback.h"
@@ -53,15 +55,32 @@ Status RunHandler(std::string_view path, Handler&& handler) {
 class ServerConnection final : public transport::ConnectionHandler,
                                public std::enable_shared_from_this<ServerConnection> {
  public:
-  ServerConnection(Server* server, std::unique_ptr<transport::Connection> connection)
+  // `load`: the listener's count, which this connection is in (null: it
+  // was refused, over the listener's limit).
+  ServerConnection(Server* server, std::unique_ptr<transport::Connection> connection,
+                   std::shared_ptr<Server::ListenerLoad> load, double age_jitter)
       : server_(server),
         connection_(std::move(connection)),
         peer_(connection_->peer()),
-        takes_streams_((connection_->capabilities().features & kFeatureStreams) != 0) {}
+        takes_streams_((connection_->capabilities().features & kFeatureStreams) != 0),
+        load_(std::move(load)),
+        keeper_(server->options_.keepalive, &server->options_.connection_lifetime,
+                (connection_->capabilities().features & kFeatureKeepalive) != 0, server->Now(), age_jitter) {}
+  ~ServerConnection() override {
+    if (load_) load_->connections.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   transport::Connection& connection() { return *connection_; }
+  internal::ConnectionKeeper& keeper() { return keeper_; }
+  bool refused() const { return load_ == nullptr; }
+  const std::string& peer() const { return peer_; }
+  bool HasCalls() {
+    std::lock_guard lock(mu_);
+    return !running_.empty();
+  }
 
   void OnFrame(Frame frame) override {
+    keeper_.NoteFrame();
     switch (frame.header.type) {
       case FrameType::kRequest:
         return OnRequest(std::move(frame));
@@ -83,9 +102,27 @@ class ServerConnection final : public transport::ConnectionHandler,
         call->Unref();
         return;
       }
+      case FrameType::kPing:
+        return AnswerPing(frame.header.call_id);
+      case FrameType::kPingAck:
+        return;  // NoteFrame above was the point
       default:
         Fail(absl::StrCat("sent a ", FrameTypeName(frame.header.type), " frame to a server"));
     }
+  }
+
+  // A keepalive ping: echoed, unless the client is not reading what is
+  // queued for it already (then its own keepalive, or the send stall
+  // timeout, ends the connection; acks must not pile up behind a stall).
+  void AnswerPing(CallId id) {
+    if ((connection_->capabilities().features & kFeatureKeepalive) == 0) {
+      return Fail("sent a ping on a connection without keepalive");
+    }
+    if (!connection_->writable()) return;
+    Frame ack;
+    ack.header.type = FrameType::kPingAck;
+    ack.header.call_id = id;
+    (void)connection_->Send(std::move(ack));
   }
 
   // The send queue drained: reactors whose writes it held back go on
@@ -154,6 +191,8 @@ class ServerConnection final : public transport::ConnectionHandler,
   const std::string peer_;
   // Both prefaces announced streams (capabilities are fixed once connected).
   const bool takes_streams_;
+  const std::shared_ptr<Server::ListenerLoad> load_;
+  internal::ConnectionKeeper keeper_;
   // Touched only by the thread delivering this connection's frames.
   internal::ServerMethodBindings<Service::Method> bindings_;
   std::mutex mu_;
@@ -166,6 +205,14 @@ class ServerConnection final : public transport::ConnectionHandler,
 
 void ServerConnection::OnRequest(Frame frame) {
   const WireHeader& h = frame.header;
+  keeper_.NoteCall();
+  if (refused()) {
+    return Reply(h.call_id,
+                 absl::ResourceExhaustedError(absl::StrCat(
+                     "the server holds its limit of ", server_->options_.max_connections_per_listener,
+                     " connections on this listener (max_connections_per_listener); try again later")),
+                 nullptr, Buffer());
+  }
   if (frame.body_discarded) {
     // The path (if any) was in the discarded body: nothing is bound, and the
     // client announces it again with its next request.
@@ -533,7 +580,8 @@ Server::Server(ServerOptions options)
       registry_(options.registry ? *options.registry : transport::Registry::Default()),
       sweeper_(options.sweeper ? options.sweeper : &DeadlineSweeper::Default()),
       handlers_(std::make_shared<Handlers>()),
-      calls_(std::max<uint32_t>(1, options.max_calls_in_flight)) {
+      calls_(std::max<uint32_t>(1, options.max_calls_in_flight)),
+      timer_interval_(internal::ConnectionKeeper::CheckInterval(options.keepalive, &options.connection_lifetime)) {
   int workers = options_.worker_threads;
   if (workers == ServerOptions::kAutoWorkerThreads) {
     workers = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
@@ -581,28 +629,86 @@ StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
   connection_options.limits = options_.limits;
   connection_options.send_budget_bytes = options_.send_budget_bytes;
   connection_options.send_stall_timeout = options_.send_stall_timeout;
+  connection_options.connect_timeout = options_.handshake_timeout;
+  connection_options.receive_stall_timeout = options_.receive_stall_timeout;
   // Services are fixed once a listener exists: read without the lock.
   for (const auto& [path, method] : methods_) {
     if (method != nullptr) connection_options.served_methods.emplace_back(path, method->descriptor.kind);
   }
+  auto load = std::make_shared<ListenerLoad>();
   ZCRPC_ASSIGN_OR_RETURN(
       std::unique_ptr<transport::Listener> listener,
       transport->Listen(uri, connection_options,
-                        [this](std::unique_ptr<transport::Connection> c) { OnAccept(std::move(c)); }));
+                        [this, load](std::unique_ptr<transport::Connection> c) { OnAccept(std::move(c), load); }));
   std::string bound = listener->uri();
   std::unique_lock lock(mu_);
   listeners_.push_back(std::move(listener));
   return bound;
 }
 
-void Server::OnAccept(std::unique_ptr<transport::Connection> connection) {
-  auto sc = std::make_shared<ServerConnection>(this, std::move(connection));
+void Server::OnAccept(std::unique_ptr<transport::Connection> connection, const std::shared_ptr<ListenerLoad>& load) {
+  // Counted before it can be refused, so the limit holds however many
+  // accepts run at once.
+  const bool over_limit =
+      load->connections.fetch_add(1, std::memory_order_relaxed) >= options_.max_connections_per_listener;
+  if (over_limit) load->connections.fetch_sub(1, std::memory_order_relaxed);
+  // The age limit's jitter: each connection its own, so a fleet of clients
+  // does not reconnect in step.
+  thread_local std::minstd_rand jitter_source(std::random_device{}());
+  const double jitter = std::uniform_real_distribution<double>(-1.0, 1.0)(jitter_source);
+  auto sc = std::make_shared<ServerConnection>(this, std::move(connection), over_limit ? nullptr : load, jitter);
+  // Refused: its requests are answered RESOURCE_EXHAUSTED, and the timers
+  // close it once its client has been quiet for a moment (no go-away: a
+  // client told to go away before its first request went out would see
+  // only a closed connection, not why). Marked before the sweep sees it.
+  if (over_limit) sc->keeper().GoAwayNow(Now());
   {
     std::unique_lock lock(mu_);
     if (shutting_down_) return;  // dropping it closes it
     connections_.emplace(sc.get(), sc);
+    // Arm the connection timers' sweep if none is due yet (under mu_, as
+    // CheckConnectionTimers disarms it).
+    if ((timer_interval_.count() > 0 || over_limit) && next_timer_nanos_.load(std::memory_order_relaxed) == 0) {
+      next_timer_nanos_.store(Now() + TimerInterval().count(), std::memory_order_relaxed);
+    }
   }
   sc->connection().Start(sc);
+}
+
+void Server::CheckConnectionTimers(int64_t now) {
+  std::vector<std::shared_ptr<ServerConnection>> connections;
+  {
+    std::unique_lock lock(mu_);
+    connections.reserve(connections_.size());
+    for (const auto& [raw, connection] : connections_) connections.push_back(connection);
+    // Armed again while connections remain (OnAccept arms it otherwise).
+    next_timer_nanos_.store(connections.empty() ? 0 : now + TimerInterval().count(), std::memory_order_relaxed);
+  }
+  for (const std::shared_ptr<ServerConnection>& c : connections) {
+    const internal::ConnectionKeeper::Action action = c->keeper().Check(now, c->HasCalls(), c->peer());
+    if (action.send_ping) {
+      Frame ping;
+      ping.header.type = FrameType::kPing;
+      ping.header.call_id = static_cast<uint64_t>(now) | 1;  // any non-zero value names it
+      (void)c->connection().Send(std::move(ping));
+    }
+    if (action.send_go_away) {
+      Frame go_away;
+      go_away.header.type = FrameType::kGoAway;
+      (void)c->connection().Send(std::move(go_away));
+    }
+    if (!action.end_calls.ok()) EndCallsOn(c.get(), action.end_calls);
+    if (!action.close.ok()) c->connection().Close(action.close);
+  }
+}
+
+void Server::EndCallsOn(ServerConnection* connection, const Status& why) {
+  calls_.RemoveIf([connection](internal::ServerCall* call) { return call->connection.get() == connection; },
+                  [&why](CallId, internal::ServerCall* call) {
+                    call->Cancel();
+                    call->connection->Reply(call->client_call_id, why, nullptr, Buffer());
+                    call->Unref();
+                  });
 }
 
 void Server::OnConnectionClosed(ServerConnection* connection) {
@@ -621,6 +727,9 @@ bool Server::RemoveCall(internal::ServerCall* call) {
 }
 
 void Server::SweepExpired(int64_t now_nanos) {
+  if (const int64_t timer = next_timer_nanos_.load(std::memory_order_relaxed); timer != 0 && timer <= now_nanos) {
+    CheckConnectionTimers(now_nanos);
+  }
   // The client's own sweep gives its caller DEADLINE_EXCEEDED; here the
   // handler learns that nobody waits any more, and its reply is dropped.
   calls_.SweepExpired(

@@ -34,6 +34,7 @@
 #include "zcrpc/base/status.h"
 #include "zcrpc/base/wire.h"
 #include "zcrpc/rpc/call_table.h"
+#include "zcrpc/rpc/connection_limits.h"
 #include "zcrpc/rpc/deadline_sweeper.h"
 #include "zcrpc/rpc/service.h"
 #include "zcrpc/transport/registry.h"
@@ -66,6 +67,20 @@ struct ServerOptions {
   // The send queue of each connection (transport.h, ConnectionOptions).
   uint64_t send_budget_bytes = 16u << 20;
   std::chrono::nanoseconds send_stall_timeout = std::chrono::seconds(20);
+  // Connections (docs/reliability.md): a connection whose zcrpc handshake
+  // has not completed this long after it was accepted is closed.
+  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(20);
+  // A frame begun and then not continued for this long (a header followed
+  // by silence) closes its connection; transports that receive frames
+  // whole (shm) have nothing to time. 0: never.
+  std::chrono::nanoseconds receive_stall_timeout = std::chrono::seconds(20);
+  // Connections each listener keeps at once; one more gets a go-away, and
+  // its requests RESOURCE_EXHAUSTED, until it closes (at most 1 s later).
+  uint32_t max_connections_per_listener = 16384;
+  // Keepalive pings both ways, and the idle and age limits of a connection
+  // (connection_limits.h).
+  KeepaliveOptions keepalive;
+  ConnectionLifetime connection_lifetime;
   // Streams: bytes of messages a client may send ahead of the handler's
   // reads, per stream (docs/streaming.md, "Flow control"); at least 64 KiB.
   uint64_t stream_window_bytes = 1u << 20;
@@ -118,7 +133,11 @@ class Server final : private DeadlineSweeper::Client {
   friend class internal::ServerCallbackCall;
   friend class internal::RequestWaiter;
   const Service::Method* FindMethod(std::string_view path) const;
-  void OnAccept(std::unique_ptr<transport::Connection> connection);
+  // Connections a listener holds now, against max_connections_per_listener.
+  struct ListenerLoad {
+    std::atomic<uint32_t> connections{0};
+  };
+  void OnAccept(std::unique_ptr<transport::Connection> connection, const std::shared_ptr<ListenerLoad>& load);
   void OnConnectionClosed(ServerConnection* connection);
   bool draining() const { return draining_.load(std::memory_order_acquire); }
   int64_t Now() const { return sweeper_->clock().NowNanos(); }
@@ -131,6 +150,16 @@ class Server final : private DeadlineSweeper::Client {
 
   void SweepExpired(int64_t now_nanos) override;
   bool HasCallsInFlight() const override { return calls_.size() > 0; }
+  int64_t NextTimerNanos() const override { return next_timer_nanos_.load(std::memory_order_relaxed); }
+  // Keepalive, idle and age (ConnectionKeeper), for every connection.
+  void CheckConnectionTimers(int64_t now_nanos);
+  // Ends every call in flight on `connection` with `why`, at its client too.
+  void EndCallsOn(ServerConnection* connection, const Status& why);
+  // How often they are checked: with every timer off, only refused
+  // connections need it (to close them).
+  std::chrono::nanoseconds TimerInterval() const {
+    return timer_interval_.count() > 0 ? timer_interval_ : std::chrono::milliseconds(100);
+  }
 
   const ServerOptions options_;
   transport::Registry& registry_;
@@ -151,6 +180,10 @@ class Server final : private DeadlineSweeper::Client {
   std::shared_ptr<Handlers> handlers_;
   CallTable<internal::ServerCall> calls_;
   std::atomic<bool> draining_{false};
+  // How often connections' timers are checked (0: never), and when next
+  // (0: no connection to check).
+  const std::chrono::nanoseconds timer_interval_;
+  std::atomic<int64_t> next_timer_nanos_{0};
 
   std::mutex mu_;
   std::condition_variable changed_;  // a connection closed, a call ended, or shutdown finished

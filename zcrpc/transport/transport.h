@@ -55,9 +55,15 @@ struct ConnectionOptions {
   // A send queue that makes no progress for this long closes the
   // connection with UNAVAILABLE: the peer stopped reading.
   std::chrono::nanoseconds send_stall_timeout = std::chrono::seconds(20);
-  // Connect only: give up (DEADLINE_EXCEEDED) once this much time has
-  // passed without a connection whose preface arrived.
+  // Connect: give up (DEADLINE_EXCEEDED) once this much time has passed
+  // without a connection whose preface arrived. Listen: the same bound on
+  // each accepted connection's handshake, which is then closed.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(20);
+  // A frame that has begun arriving and then gets no byte for this long
+  // (a header followed by silence: a stalled or slow-loris peer) closes
+  // the connection with UNAVAILABLE. For transports that receive frames
+  // in pieces (tcp); 0: never.
+  std::chrono::nanoseconds receive_stall_timeout = std::chrono::seconds(20);
   // Listen only: the full path and kind of every method the server serves,
   // for transports whose peers do not say whether a call streams, or that
   // name methods to a library ahead of time (grpc://: every gRPC call is a

@@ -89,7 +89,8 @@ void StreamState::Touch() {
 
 int64_t StreamState::DueAt() const {
   if (options_.idle_timeout.count() <= 0) return deadline_nanos_;
-  const int64_t idle_at = last_active_nanos_.load(std::memory_order_relaxed) + options_.idle_timeout.count();
+  const int64_t idle_at =
+      SaturatingAddNanos(last_active_nanos_.load(std::memory_order_relaxed), options_.idle_timeout.count());
   return deadline_nanos_ == 0 ? idle_at : std::min(deadline_nanos_, idle_at);
 }
 

@@ -63,6 +63,11 @@ class FrameReader {
   // frame (INVALID_ARGUMENT). `*bytes_read` counts what this call read.
   Status ReadAvailable(absl::FunctionRef<void(Frame)> deliver, uint64_t* bytes_read);
 
+  // Whether a frame has begun and is not complete: bytes of it were read
+  // and more are due. For the receive stall timeout (a header followed by
+  // silence). Same thread as ReadAvailable.
+  bool mid_frame() const { return phase_ != Phase::kWindow || end_ > pos_; }
+
   // Safe from any thread once done is set (release/acquire).
   ZeroCopyReceiveProbe zerocopy_receive_probe() const;
 

@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -115,6 +116,7 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
         options_(tcp_options),
         connect_timeout_(options.connect_timeout),
         stall_timeout_(options.send_stall_timeout),
+        receive_stall_timeout_(options.receive_stall_timeout),
         peer_(std::move(peer)),
         budget_(options.send_budget_bytes, options.send_stall_timeout),
         reader_(fd_.get(), options.limits, peer_, tcp_options.probe_zerocopy_receive),
@@ -211,7 +213,7 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   void OnTick(int64_t now_nanos) override;
   bool WantsTicks() const override {
     if (!handshake_done_.load(std::memory_order_acquire)) return true;
-    return !close_.closed() && budget_.queued() > 0;
+    return !close_.closed() && (budget_.queued() > 0 || frame_begun_at_.load(std::memory_order_relaxed) != 0);
   }
   void OnLoopStopped() override {
     std::shared_ptr<State> self;
@@ -502,6 +504,7 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
           if (ends_call && awaited_count_.load(std::memory_order_relaxed) > 0) Forget(call_id);
         },
         bytes);
+    if (status.ok()) NoteReceiveProgress(*bytes);
     const FrameWriter::Result flushed = writer_.Uncork();
     if (!flushed.status.ok()) Close(flushed.status);
     if (flushed.wait_writable) {
@@ -513,6 +516,20 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
     if (status.ok()) return true;
     Fail(status);
     return false;
+  }
+
+  // The receive stall clock: runs while a frame is incomplete, restarted
+  // by every byte of it.
+  void NoteReceiveProgress(uint64_t bytes) {
+    if (receive_stall_timeout_.count() <= 0) return;
+    if (!reader_.mid_frame()) {
+      if (frame_begun_at_.load(std::memory_order_relaxed) != 0) frame_begun_at_.store(0, std::memory_order_relaxed);
+      return;
+    }
+    if (bytes == 0 && frame_begun_at_.load(std::memory_order_relaxed) != 0) return;
+    const bool was_idle = frame_begun_at_.exchange(Clock::Real().NowNanos(), std::memory_order_relaxed) == 0;
+    socket_queued_seen_.store(0, std::memory_order_relaxed);
+    if (was_idle) loop_->WatchTicks(id_);  // WantsTicks() is true now
   }
 
   // The reader's side of busy-poll: keep reading for `spin` after the last
@@ -563,6 +580,13 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
   const TcpOptions options_;
   const std::chrono::nanoseconds connect_timeout_;
   const std::chrono::nanoseconds stall_timeout_;
+  const std::chrono::nanoseconds receive_stall_timeout_;
+  // When the incomplete frame last got a byte (0: no frame incomplete).
+  // Written by the reading thread, read by ticks.
+  std::atomic<int64_t> frame_begun_at_{0};
+  // What the socket held unread at the last tick that looked: bytes that
+  // arrived but wait for SO_RCVLOWAT are progress too.
+  std::atomic<int> socket_queued_seen_{0};
   const std::string peer_;
   uint64_t id_ = 0;  // the loop registration; set before the first arm
 
@@ -669,6 +693,22 @@ void TcpConnection::State::OnTick(int64_t now_nanos) {
                                                              kPrefaceSize, " preface bytes"))));
     }
     return;
+  }
+  if (const int64_t begun = frame_begun_at_.load(std::memory_order_relaxed);
+      begun != 0 && !close_.closed() && now_nanos - begun >= receive_stall_timeout_.count()) {
+    // Bytes may be waiting in the socket for the reader's wake threshold
+    // (SO_RCVLOWAT): a slow sender, not a stalled one.
+    int queued = 0;
+    if (::ioctl(fd_.get(), FIONREAD, &queued) == 0 && queued != socket_queued_seen_.load(std::memory_order_relaxed)) {
+      socket_queued_seen_.store(queued, std::memory_order_relaxed);
+      // Only if the reader has not moved on meanwhile.
+      int64_t expected = begun;
+      frame_begun_at_.compare_exchange_strong(expected, now_nanos, std::memory_order_relaxed);
+    } else {
+      Close(absl::UnavailableError(absl::StrCat("a frame from ", peer_, " began and then got no byte for ",
+                                                Duration(receive_stall_timeout_),
+                                                " (receive_stall_timeout): the peer stalled mid-frame")));
+    }
   }
   if (!close_.closed() && budget_.Stalled(now_nanos)) {
     Close(absl::UnavailableError(absl::StrCat("send queue to ", peer_, " (", budget_.queued(),

@@ -1,0 +1,351 @@
+// The connection guarantees of docs/reliability.md, each shown once with a
+// peer that misbehaves on purpose: a raw socket that never finishes its
+// handshake, one that sends a header and falls silent, one that stops
+// answering; a server process frozen with SIGSTOP (a partitioned host); a
+// listener over its connection limit; connections past their idle and age
+// limits. Real sockets and shared memory on loopback, real processes.
+//
+// Time bounds are generous (the machine may be loaded); lower bounds show
+// that a limit, not something else, ended the connection.
+#include <signal.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "test_service.zcrpc.h"
+#include "tests/e2e/server_process.h"
+#include "tests/fault/raw_peer.h"
+#include "zcrpc/transport/tcp/stream_layout.h"
+#include "zcrpc/zcrpc.h"
+
+namespace zcrpc {
+namespace {
+
+using std::chrono::milliseconds;
+using test::EchoMessage;
+using test::TestService;
+using testing::RawPeer;
+
+constexpr milliseconds kGenerous{10'000};
+
+class Service final : public TestService::Service {
+ public:
+  Status Echo(ServerContext*, const EchoMessage* request, EchoMessage* reply) override {
+    reply->set_payload(request->payload());
+    reply->set_id(request->id());
+    return Status();
+  }
+  Status Sleep(ServerContext* ctx, const test::SleepRequest* request, EchoMessage*) override {
+    const auto until = std::chrono::steady_clock::now() + milliseconds(request->ms());
+    while (std::chrono::steady_clock::now() < until) {
+      if (ctx->IsCancelled()) return absl::CancelledError("cancelled while sleeping");
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+    return Status();
+  }
+};
+
+// Everything off that a test does not turn on: each test shows one limit.
+ServerOptions Quiet() {
+  ServerOptions options;
+  options.keepalive.time = std::chrono::nanoseconds(0);
+  options.connection_lifetime.max_idle = std::chrono::nanoseconds(0);
+  return options;
+}
+
+ChannelOptions QuietChannel() {
+  ChannelOptions options;
+  options.keepalive.time = std::chrono::nanoseconds(0);
+  return options;
+}
+
+struct TestServer {
+  explicit TestServer(ServerOptions options, const std::string& listen = "tcp://127.0.0.1:0") : server(options) {
+    EXPECT_TRUE(server.RegisterService(&service).ok());
+    auto bound = server.AddListener(listen);
+    EXPECT_TRUE(bound.ok()) << bound.status();
+    uri = bound.value_or("");
+  }
+  Service service;
+  Server server;
+  std::string uri;
+};
+
+std::unique_ptr<TestService::Stub> StubFor(const std::string& uri, ChannelOptions options = QuietChannel()) {
+  auto channel = Channel::Create(uri, options);
+  EXPECT_TRUE(channel.ok()) << channel.status();
+  return TestService::NewStub(*channel);
+}
+
+Status Echo(TestService::Stub& stub, milliseconds timeout = kGenerous) {
+  EchoMessage request, reply;
+  request.set_payload("ping");
+  ClientContext ctx;
+  ctx.set_timeout(timeout);
+  return stub.Echo(&ctx, request, &reply);
+}
+
+milliseconds Since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
+}
+
+TEST(ConnectionLimits, AConnectionThatNeverFinishesItsHandshakeIsClosed) {
+  ServerOptions options = Quiet();
+  options.handshake_timeout = milliseconds(300);
+  TestServer server(options);
+  RawPeer silent(server.uri);
+  ASSERT_TRUE(silent.connected());
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(silent.ClosedWithin(kGenerous));
+  EXPECT_GE(Since(start), milliseconds(250));
+}
+
+// The first 10 bytes of a request whose header promised 100: a slow-loris
+// peer. The server closes it after receive_stall_timeout, and serves
+// another client without a hitch meanwhile.
+TEST(ConnectionLimits, AHeaderFollowedBySilenceIsClosedAndOthersAreServed) {
+  ServerOptions options = Quiet();
+  options.receive_stall_timeout = milliseconds(300);
+  TestServer server(options);
+  RawPeer loris(server.uri);
+  ASSERT_TRUE(loris.connected());
+  ASSERT_TRUE(loris.Handshake());
+  WireHeader header;
+  header.type = FrameType::kRequest;
+  header.call_id = 1;
+  header.method_id = 1;
+  header.message_len = 100;
+  transport::tcp::StreamLayout layout;
+  layout.Next(0);
+  layout.Next(header.message_len);
+  layout.Finish();
+  header.padding_len = layout.padding();
+  ASSERT_TRUE(loris.SendHeader(header));
+  std::array<uint8_t, 10> start_of_body{};
+  ASSERT_TRUE(loris.SendAll(start_of_body));
+  const auto start = std::chrono::steady_clock::now();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::thread bystander([&] {
+    auto stub = StubFor(server.uri);
+    while (!stop.load()) {
+      if (!Echo(*stub).ok()) failures.fetch_add(1);
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+  });
+  EXPECT_TRUE(loris.ClosedWithin(kGenerous));
+  EXPECT_GE(Since(start), milliseconds(250));
+  stop.store(true);
+  bystander.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST(ConnectionLimits, AServerPingsASilentClientAndClosesItWhenItDoesNotAnswer) {
+  ServerOptions options = Quiet();
+  options.keepalive.time = milliseconds(200);
+  options.keepalive.timeout = milliseconds(300);
+  TestServer server(options);
+  RawPeer mute(server.uri);
+  ASSERT_TRUE(mute.connected());
+  ASSERT_TRUE(mute.Handshake());
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<WireHeader> ping = mute.ReadFrame(kGenerous);
+  ASSERT_TRUE(ping.has_value());
+  EXPECT_EQ(ping->type, FrameType::kPing);
+  EXPECT_NE(ping->call_id, 0u);
+  EXPECT_TRUE(mute.ClosedWithin(kGenerous));
+  EXPECT_GE(Since(start), milliseconds(450));  // keepalive time + timeout, less a check interval
+}
+
+TEST(ConnectionLimits, AClientThatAnswersPingsStaysConnected) {
+  ServerOptions options = Quiet();
+  options.keepalive.time = milliseconds(100);
+  options.keepalive.timeout = milliseconds(200);
+  TestServer server(options);
+  RawPeer polite(server.uri);
+  ASSERT_TRUE(polite.connected());
+  ASSERT_TRUE(polite.Handshake());
+  int pings = 0;
+  const auto until = std::chrono::steady_clock::now() + milliseconds(1'500);
+  while (std::chrono::steady_clock::now() < until) {
+    std::optional<WireHeader> frame = polite.ReadFrame(milliseconds(1'000));
+    ASSERT_TRUE(frame.has_value()) << "the server closed a connection whose client answered every ping";
+    ASSERT_EQ(frame->type, FrameType::kPing);
+    ++pings;
+    WireHeader ack;
+    ack.type = FrameType::kPingAck;
+    ack.call_id = frame->call_id;
+    ASSERT_TRUE(polite.SendHeader(ack));
+  }
+  EXPECT_GE(pings, 3);
+}
+
+TEST(ConnectionLimits, AServerAnswersAClientsPing) {
+  TestServer server(Quiet());
+  RawPeer peer(server.uri);
+  ASSERT_TRUE(peer.connected());
+  ASSERT_TRUE(peer.Handshake());
+  WireHeader ping;
+  ping.type = FrameType::kPing;
+  ping.call_id = 0x1234'5678'9abcULL;
+  ASSERT_TRUE(peer.SendHeader(ping));
+  std::optional<WireHeader> ack = peer.ReadFrame(kGenerous);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->type, FrameType::kPingAck);
+  EXPECT_EQ(ack->call_id, ping.call_id);
+}
+
+// A server process frozen mid-call (SIGSTOP: what a partitioned or hung
+// host looks like from here): the client's keepalive ends the call with
+// UNAVAILABLE long before its deadline, on tcp and on shm.
+class FrozenServer : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FrozenServer, ClientKeepaliveEndsTheCallsOfAServerThatStoppedAnswering) {
+  testing::ServerProcess process(ZCRPC_TEST_SERVER, {"--listen", GetParam()});
+  ASSERT_FALSE(process.uri().empty());
+  ChannelOptions options = QuietChannel();
+  options.keepalive.time = milliseconds(200);
+  options.keepalive.timeout = milliseconds(300);
+  auto stub = StubFor(process.uri(), options);
+  ASSERT_TRUE(Echo(*stub).ok());
+
+  test::SleepRequest request;
+  request.set_ms(60'000);
+  EchoMessage reply;
+  ClientContext ctx;
+  ctx.set_timeout(std::chrono::seconds(60));
+  std::promise<Status> done;
+  stub->Sleep(&ctx, request, &reply, [&](Status s) { done.set_value(s); });
+  std::this_thread::sleep_for(milliseconds(50));  // the request is out
+  ::kill(process.pid(), SIGSTOP);
+  const auto start = std::chrono::steady_clock::now();
+  std::future<Status> result = done.get_future();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  const Status status = result.get();
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status;
+  EXPECT_NE(status.message().find("keepalive"), absl::string_view::npos) << status;
+  EXPECT_GE(Since(start), milliseconds(300));
+  ::kill(process.pid(), SIGCONT);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, FrozenServer, ::testing::Values("tcp://127.0.0.1:0", "shm://fault-frozen-*"),
+                         [](const auto& info) { return info.index == 0 ? std::string("tcp") : std::string("shm"); });
+
+// Idle and age limits move clients to a new connection without failing a
+// call; only a call that outlives the age's grace is cut off.
+class Lifetime : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Lifetime, AnIdleConnectionGetsAGoAwayAndTheNextCallReconnects) {
+  ServerOptions options = Quiet();
+  options.connection_lifetime.max_idle = milliseconds(200);
+  TestServer server(options, GetParam());
+  auto stub = StubFor(server.uri);
+  ASSERT_TRUE(Echo(*stub).ok());
+  std::this_thread::sleep_for(milliseconds(1'500));  // idle: go-away, then closed
+  EXPECT_TRUE(Echo(*stub).ok());
+}
+
+TEST_P(Lifetime, CallsGoOnAcrossConnectionAgeLimits) {
+  ServerOptions options = Quiet();
+  options.connection_lifetime.max_age = milliseconds(100);
+  TestServer server(options, GetParam());
+  auto stub = StubFor(server.uri);
+  const auto until = std::chrono::steady_clock::now() + milliseconds(1'500);
+  int calls = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_TRUE(Echo(*stub).ok()) << "call " << calls;
+    ++calls;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  EXPECT_GT(calls, 10);
+}
+
+TEST_P(Lifetime, ACallThatOutlivesTheAgesGraceEndsUnavailable) {
+  ServerOptions options = Quiet();
+  options.connection_lifetime.max_age = milliseconds(200);
+  options.connection_lifetime.max_age_grace = milliseconds(300);
+  TestServer server(options, GetParam());
+  auto stub = StubFor(server.uri);
+  test::SleepRequest request;
+  request.set_ms(30'000);
+  EchoMessage reply;
+  ClientContext ctx;
+  ctx.set_timeout(std::chrono::seconds(30));
+  const auto start = std::chrono::steady_clock::now();
+  const Status status = stub->Sleep(&ctx, request, &reply);
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status;
+  EXPECT_NE(status.message().find("max_connection_age"), absl::string_view::npos) << status;
+  EXPECT_GE(Since(start), milliseconds(400));
+  EXPECT_LT(Since(start), milliseconds(20'000));
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, Lifetime, ::testing::Values("tcp://127.0.0.1:0", "shm://fault-lifetime-*"),
+                         [](const auto& info) { return info.index == 0 ? std::string("tcp") : std::string("shm"); });
+
+TEST(ConnectionLimits, AListenerOverItsConnectionLimitRefusesWithResourceExhaustedThenRecovers) {
+  ServerOptions options = Quiet();
+  options.max_connections_per_listener = 2;
+  TestServer server(options);
+  auto first = StubFor(server.uri);
+  auto second = StubFor(server.uri);
+  ASSERT_TRUE(Echo(*first).ok());
+  ASSERT_TRUE(Echo(*second).ok());
+  auto third = StubFor(server.uri);
+  const Status refused = Echo(*third);
+  EXPECT_EQ(refused.code(), StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("max_connections_per_listener"), absl::string_view::npos) << refused;
+  // The two admitted clients are unaffected.
+  EXPECT_TRUE(Echo(*first).ok());
+  EXPECT_TRUE(Echo(*second).ok());
+  // One leaves: its slot frees, and a newcomer gets in.
+  first.reset();
+  bool admitted = false;
+  const auto until = std::chrono::steady_clock::now() + kGenerous;
+  while (!admitted && std::chrono::steady_clock::now() < until) {
+    auto newcomer = StubFor(server.uri);
+    admitted = Echo(*newcomer).ok();
+    if (!admitted) std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_TRUE(admitted);
+}
+
+// Deadlines of "infinity", whichever way a user spells it, mean none.
+TEST(ConnectionLimits, HugeTimeoutsAndDeadlinesSaturateInsteadOfExpiring) {
+  TestServer server(Quiet());
+  auto stub = StubFor(server.uri);
+  EchoMessage request, reply;
+  {
+    ClientContext ctx;
+    ctx.set_timeout(std::chrono::nanoseconds::max());
+    EXPECT_EQ(ctx.deadline_nanos(), 0);
+    EXPECT_TRUE(stub->Echo(&ctx, request, &reply).ok());
+  }
+  {
+    ClientContext ctx;
+    ctx.set_timeout(std::chrono::hours(24 * 365 * 200));
+    EXPECT_TRUE(stub->Echo(&ctx, request, &reply).ok());
+  }
+  {
+    ClientContext ctx;
+    ctx.set_deadline(std::chrono::steady_clock::time_point::max());
+    EXPECT_EQ(ctx.deadline_nanos(), 0);
+    EXPECT_TRUE(stub->Echo(&ctx, request, &reply).ok());
+  }
+  {
+    ClientContext ctx;
+    ctx.set_timeout(std::chrono::nanoseconds::min());  // long past: expired, not wrapped into the future
+    EXPECT_EQ(stub->Echo(&ctx, request, &reply).code(), StatusCode::kDeadlineExceeded);
+  }
+}
+
+}  // namespace
+}  // namespace zcrpc
