@@ -5,6 +5,7 @@
 #include "zcrpc/rpc/channel.h"
 #include "zcrpc/rpc/client_context.h"
 #include "zcrpc/base/copy_stats.h"
+#include "zcrpc/base/memory_quota.h"
 #include "zcrpc/rpc/method.h"
 #include "zcrpc/rpc/reactor.h"
 #include "zcrpc/rpc/server.h"

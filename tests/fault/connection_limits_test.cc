@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -91,6 +92,15 @@ Status Echo(TestService::Stub& stub, milliseconds timeout = kGenerous) {
   ClientContext ctx;
   ctx.set_timeout(timeout);
   return stub.Echo(&ctx, request, &reply);
+}
+
+bool Eventually(const std::function<bool()>& done) {
+  const auto until = std::chrono::steady_clock::now() + kGenerous;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  return true;
 }
 
 milliseconds Since(std::chrono::steady_clock::time_point start) {
@@ -316,6 +326,54 @@ TEST(ConnectionLimits, AListenerOverItsConnectionLimitRefusesWithResourceExhaust
     if (!admitted) std::this_thread::sleep_for(milliseconds(50));
   }
   EXPECT_TRUE(admitted);
+}
+
+// Peers that announce big bodies and then stall can hold no more than the
+// memory quota, however many connections they use: a body that does not
+// fit is discarded and its call fails RESOURCE_EXHAUSTED naming the quota;
+// the connection keeps serving, and once the stalled peer is gone the
+// quota is back.
+TEST(ConnectionLimits, BodiesStillArrivingStayWithinTheMemoryQuota) {
+  MemoryQuota quota(4 << 20);
+  ServerOptions options = Quiet();
+  options.memory_quota = &quota;
+  TestServer server(options);
+  auto stalled = std::make_unique<RawPeer>(server.uri);
+  ASSERT_TRUE(stalled->connected());
+  ASSERT_TRUE(stalled->Handshake());
+  WireHeader header;
+  header.type = FrameType::kRequest;
+  header.call_id = 1;
+  header.method_id = 1;
+  header.message_len = 3 << 20;  // 3 MiB promised, 10 bytes sent
+  transport::tcp::StreamLayout layout;
+  layout.Next(0);
+  layout.Next(header.message_len);
+  layout.Finish();
+  header.padding_len = layout.padding();
+  ASSERT_TRUE(stalled->SendHeader(header));
+  std::array<uint8_t, 10> start_of_body{};
+  ASSERT_TRUE(stalled->SendAll(start_of_body));
+  ASSERT_TRUE(Eventually([&] { return quota.reserved() == (3u << 20); })) << quota.reserved();
+
+  auto stub = StubFor(server.uri);
+  EchoMessage request, reply;
+  request.set_payload(std::string(2 << 20, 'x'));
+  ClientContext refused_ctx;
+  refused_ctx.set_timeout(kGenerous);
+  const Status refused = stub->Echo(&refused_ctx, request, &reply);
+  EXPECT_EQ(refused.code(), StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("memory quota"), absl::string_view::npos) << refused;
+  EXPECT_TRUE(Echo(*stub).ok());  // small bodies need no reservation; same connection
+
+  stalled.reset();  // its connection ends: the reservation goes back
+  ASSERT_TRUE(Eventually([&] { return quota.reserved() == 0; })) << quota.reserved();
+  ClientContext ctx;
+  ctx.set_timeout(kGenerous);
+  const Status admitted = stub->Echo(&ctx, request, &reply);
+  EXPECT_TRUE(admitted.ok()) << admitted;
+  EXPECT_EQ(reply.payload().size(), request.payload().size());
+  EXPECT_EQ(quota.reserved(), 0u);
 }
 
 // Deadlines of "infinity", whichever way a user spells it, mean none.

@@ -20,6 +20,9 @@ struct Frame {
   // Set by a receiver that read and discarded a body over its limits; the
   // parts are then empty and `header` says what the peer sent.
   bool body_discarded = false;
+  // With body_discarded: the body was within the limits, but the receiver's
+  // MemoryQuota (memory_quota.h) could not cover it at that moment.
+  bool discarded_over_quota = false;
 
   // Requests only, and not on the wire (kFlagStream says all zcrpc peers
   // need): the method's kind, for transports whose own protocol needs more

@@ -12,6 +12,7 @@
 #include "zcrpc/base/cpu_relax.h"
 #include "zcrpc/rpc/internal/client_call.h"
 #include "zcrpc/rpc/internal/connection_keeper.h"
+#include "zcrpc/rpc/internal/discarded_status.h"
 #include "zcrpc/rpc/internal/client_stream.h"
 #include "zcrpc/rpc/internal/method_bindings.h"
 
@@ -200,6 +201,7 @@ void Channel::StartConnectLocked(std::unique_lock<std::mutex>& lock) {
   connection_options.send_stall_timeout = options_.send_stall_timeout;
   connection_options.connect_timeout = options_.connect_timeout;
   connection_options.receive_stall_timeout = options_.receive_stall_timeout;
+  connection_options.memory_quota = options_.memory_quota;
   // Connect() never blocks and never calls back inside; still, callers
   // must not queue behind it, so it runs without the lock.
   lock.unlock();
@@ -595,10 +597,7 @@ void Channel::OnResponse(Link& link, Frame frame) {
     }
   } close_when_drained{this, link};
   if (frame.body_discarded) {
-    call->Complete(absl::ResourceExhaustedError(absl::StrCat("response of ", frame.header.body_len(),
-                                                             " bytes exceeds the channel's limit of ",
-                                                             options_.limits.max_body_bytes)),
-                   Frame{});
+    call->Complete(internal::DiscardedStatus(frame, "response", "channel", options_.limits), Frame{});
     return;
   }
   call->Complete(absl::OkStatus(), std::move(frame));

@@ -34,6 +34,7 @@
 #include "zcrpc/base/wire.h"
 #include "zcrpc/rpc/call_table.h"
 #include "zcrpc/rpc/client_context.h"
+#include "zcrpc/base/memory_quota.h"
 #include "zcrpc/rpc/connection_limits.h"
 #include "zcrpc/rpc/deadline_sweeper.h"
 #include "zcrpc/rpc/internal/method_bindings.h"
@@ -66,6 +67,11 @@ struct ChannelOptions {
   // A response begun and then not continued for this long closes the
   // connection (ServerOptions::receive_stall_timeout); 0: never.
   std::chrono::nanoseconds receive_stall_timeout = std::chrono::seconds(20);
+  // Bodies of responses still arriving are reserved from this budget
+  // (memory_quota.h); one that does not fit fails its call with
+  // RESOURCE_EXHAUSTED. nullptr: MemoryQuota::Default(). Not owned; must
+  // outlive the channel.
+  MemoryQuota* memory_quota = nullptr;
   // Keepalive pings (connection_limits.h): a server that stops answering
   // ends the calls on its connection with UNAVAILABLE.
   KeepaliveOptions keepalive;

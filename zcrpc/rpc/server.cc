@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/rpc/internal/connection_keeper.h"
+#include "zcrpc/rpc/internal/discarded_status.h"
 #include "zcrpc/rpc/internal/method_bindings.h"
 #include "zcrpc/rpc/internal/reactor_driver.h"
 #include "zcrpc/rpc/internal/server_callback.h"
@@ -216,11 +217,7 @@ void ServerConnection::OnRequest(Frame frame) {
   if (frame.body_discarded) {
     // The path (if any) was in the discarded body: nothing is bound, and the
     // client announces it again with its next request.
-    return Reply(h.call_id,
-                 absl::ResourceExhaustedError(absl::StrCat("request of ", h.body_len(),
-                                                           " bytes exceeds the server's limit of ",
-                                                           server_->options_.limits.max_body_bytes)),
-                 nullptr, Buffer());
+    return Reply(h.call_id, internal::DiscardedStatus(frame, "request", "server", server_->options_.limits), nullptr, Buffer());
   }
   std::span<const uint8_t> metadata = frame.metadata.span();
   StatusOr<internal::ServerMethodBindings<Service::Method>::Resolved> resolved;
@@ -631,6 +628,7 @@ StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
   connection_options.send_stall_timeout = options_.send_stall_timeout;
   connection_options.connect_timeout = options_.handshake_timeout;
   connection_options.receive_stall_timeout = options_.receive_stall_timeout;
+  connection_options.memory_quota = options_.memory_quota;
   // Services are fixed once a listener exists: read without the lock.
   for (const auto& [path, method] : methods_) {
     if (method != nullptr) connection_options.served_methods.emplace_back(path, method->descriptor.kind);

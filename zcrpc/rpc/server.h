@@ -34,6 +34,7 @@
 #include "zcrpc/base/status.h"
 #include "zcrpc/base/wire.h"
 #include "zcrpc/rpc/call_table.h"
+#include "zcrpc/base/memory_quota.h"
 #include "zcrpc/rpc/connection_limits.h"
 #include "zcrpc/rpc/deadline_sweeper.h"
 #include "zcrpc/rpc/service.h"
@@ -77,6 +78,11 @@ struct ServerOptions {
   // Connections each listener keeps at once; one more gets a go-away, and
   // its requests RESOURCE_EXHAUSTED, until it closes (at most 1 s later).
   uint32_t max_connections_per_listener = 16384;
+  // Bodies of requests still arriving are reserved from this budget, shared
+  // with whatever else names it (memory_quota.h); one that does not fit is
+  // discarded and answered RESOURCE_EXHAUSTED. nullptr: the process's
+  // MemoryQuota::Default() (1 GiB). Not owned; must outlive the server.
+  MemoryQuota* memory_quota = nullptr;
   // Keepalive pings both ways, and the idle and age limits of a connection
   // (connection_limits.h).
   KeepaliveOptions keepalive;

@@ -39,6 +39,7 @@
 #include "absl/functional/function_ref.h"
 #include "zcrpc/base/buffer.h"
 #include "zcrpc/base/frame.h"
+#include "zcrpc/base/memory_quota.h"
 #include "zcrpc/base/status.h"
 #include "zcrpc/transport/uri.h"
 
@@ -64,6 +65,11 @@ struct ConnectionOptions {
   // the connection with UNAVAILABLE. For transports that receive frames
   // in pieces (tcp); 0: never.
   std::chrono::nanoseconds receive_stall_timeout = std::chrono::seconds(20);
+  // Bodies announced but not yet received are reserved from this budget
+  // (memory_quota.h); nullptr: MemoryQuota::Default(). Not owned; must
+  // outlive the connection. For transports that allocate a body when its
+  // header arrives (tcp).
+  MemoryQuota* memory_quota = nullptr;
   // Listen only: the full path and kind of every method the server serves,
   // for transports whose peers do not say whether a call streams, or that
   // name methods to a library ahead of time (grpc://: every gRPC call is a

@@ -27,10 +27,12 @@ constexpr uint64_t kMaxWakeThreshold = 256 << 10;
 constexpr uint64_t kZeroCopyProbeBytes = 256 << 10;
 }  // namespace
 
-FrameReader::FrameReader(int fd, const FrameLimits& limits, std::string peer, bool probe_zerocopy_receive)
+FrameReader::FrameReader(int fd, const FrameLimits& limits, std::string peer, bool probe_zerocopy_receive,
+                         MemoryQuota* quota)
     : fd_(fd),
       limits_(limits),
       peer_(std::move(peer)),
+      quota_(quota),
       pool_(ReceiveStagePool::New()),
       scratch_(new uint8_t[kScratchBytes]),
       probe_pending_(probe_zerocopy_receive) {
@@ -40,6 +42,7 @@ FrameReader::FrameReader(int fd, const FrameLimits& limits, std::string peer, bo
 }
 
 FrameReader::~FrameReader() {
+  ReleaseReservation();
   stage_->Unref();
   pool_->Close();
 }
@@ -250,6 +253,29 @@ Status FrameReader::CheckTable(const WireHeader& h) const {
   return absl::OkStatus();
 }
 
+void FrameReader::Discard(const WireHeader& h, bool over_quota, absl::FunctionRef<void(Frame)> deliver) {
+  const size_t body = pos_ + kWireHeaderSize;
+  const uint64_t here = std::min<uint64_t>(end_ - body, h.wire_body_len());
+  pos_ = body + here;
+  frame_ = Frame{};
+  frame_.header = h;
+  frame_.body_discarded = true;
+  frame_.discarded_over_quota = over_quota;
+  discard_left_ = h.wire_body_len() - here;
+  if (discard_left_ > 0) {
+    phase_ = Phase::kDiscard;
+  } else {
+    deliver(std::move(frame_));
+    frame_ = Frame{};
+  }
+}
+
+void FrameReader::ReleaseReservation() {
+  if (reserved_ == 0) return;
+  quota_->Release(reserved_);
+  reserved_ = 0;
+}
+
 Status FrameReader::StartFrame(const WireHeader& h, absl::FunctionRef<void(Frame)> deliver, bool* need_more,
                                uint64_t* need_body) {
   const size_t body = pos_ + kWireHeaderSize;
@@ -260,19 +286,18 @@ Status FrameReader::StartFrame(const WireHeader& h, absl::FunctionRef<void(Frame
       return absl::ResourceExhaustedError(absl::StrCat("frame from ", peer_, ": ", limit.message()));
     }
     // Drain the body and let the runtime fail just this call.
-    const uint64_t here = std::min(have_body, h.wire_body_len());
-    pos_ = body + here;
-    frame_ = Frame{};
-    frame_.header = h;
-    frame_.body_discarded = true;
-    discard_left_ = h.wire_body_len() - here;
-    if (discard_left_ > 0) {
-      phase_ = Phase::kDiscard;
-    } else {
-      deliver(std::move(frame_));
-      frame_ = Frame{};
-    }
+    Discard(h, /*over_quota=*/false, deliver);
     return absl::OkStatus();
+  }
+  // A body that spills is allocated when its header is in: first it must
+  // fit the quota (once per frame: this runs again while the inline part
+  // is still arriving).
+  if (quota_ != nullptr && reserved_ == 0 && h.wire_body_len() > kInlineWindow) {
+    if (!quota_->TryReserve(h.body_len())) {
+      Discard(h, /*over_quota=*/true, deliver);
+      return absl::OkStatus();
+    }
+    reserved_ = h.body_len();
   }
 
   // Where the parts are: known up to the table from the header alone, and
@@ -325,6 +350,7 @@ Status FrameReader::StartFrame(const WireHeader& h, absl::FunctionRef<void(Frame
     StreamLayout attachments = layout;
     for (uint64_t len : table_) frame_.attachments.push_back(part(attachments.Next(len), len));
     pos_ = body + full.end();
+    ReleaseReservation();
     deliver(std::move(frame_));
     frame_ = Frame{};
     return absl::OkStatus();
@@ -362,6 +388,7 @@ Status FrameReader::FinishSpill(absl::FunctionRef<void(Frame)> deliver) {
     AddSpill(layout.end(), nullptr, 0);
     if (!spill_.empty()) return absl::OkStatus();
   }
+  ReleaseReservation();
   deliver(std::move(frame_));
   frame_ = Frame{};
   phase_ = Phase::kWindow;

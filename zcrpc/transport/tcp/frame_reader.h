@@ -37,6 +37,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "zcrpc/base/frame.h"
+#include "zcrpc/base/memory_quota.h"
 #include "zcrpc/base/status.h"
 #include "zcrpc/transport/tcp/receive_stage.h"
 
@@ -52,7 +53,10 @@ class FrameReader {
     int error = 0;        // errno if the try failed outright
   };
 
-  FrameReader(int fd, const FrameLimits& limits, std::string peer, bool probe_zerocopy_receive = false);
+  // `quota`: where a body that will not fit the inline window is reserved
+  // before it is allocated (memory_quota.h); nullptr: none.
+  FrameReader(int fd, const FrameLimits& limits, std::string peer, bool probe_zerocopy_receive = false,
+              MemoryQuota* quota = nullptr);
   ~FrameReader();
   FrameReader(const FrameReader&) = delete;
   FrameReader& operator=(const FrameReader&) = delete;
@@ -86,6 +90,11 @@ class FrameReader {
   Status StartFrame(const WireHeader& header, absl::FunctionRef<void(Frame)> deliver, bool* need_more,
                     uint64_t* need_body);
   Status CheckTable(const WireHeader& header) const;
+  // Reads the body of the frame whose header is at pos_ into the scratch
+  // buffer and delivers the frame marked discarded.
+  void Discard(const WireHeader& header, bool over_quota, absl::FunctionRef<void(Frame)> deliver);
+  // Gives back the current frame's reservation, if it has one.
+  void ReleaseReservation();
   Status FinishSpill(absl::FunctionRef<void(Frame)> deliver);
   void AddSpill(uint64_t offset, uint8_t* dest, uint64_t len);
   void NewBoundary();
@@ -98,6 +107,8 @@ class FrameReader {
   const int fd_;
   const FrameLimits limits_;
   const std::string peer_;
+  MemoryQuota* const quota_;
+  uint64_t reserved_ = 0;  // of quota_, for the frame being read
 
   Phase phase_ = Phase::kWindow;
   // Window phase: stage bytes [pos_, end_) are read and not yet consumed;
