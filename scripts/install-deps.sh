@@ -10,6 +10,7 @@ packages=(
   libibverbs-dev librdmacm-dev
   python3 python3-matplotlib python3-jsonschema util-linux
   python3-grpcio python3-protobuf
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -496,7 +496,7 @@ std::unique_ptr<internal::ClientStream> Channel::OpenStream(const MethodDescript
                                                                             : options_.stream_idle_timeout;
   stream_options.clock = &sweeper_->clock();
   auto stream =
-      std::make_unique<internal::ClientStream>(shared_from_this(), method, context, response, stream_options);
+      std::make_unique<internal::ClientStream>(shared_from_this(), context, response, stream_options);
   if (method.kind == MethodKind::kUnary) {
     stream->FailToOpen(absl::InvalidArgumentError(absl::StrCat(ToAbsl(method.path), " is a unary method, not a stream")));
     return stream;

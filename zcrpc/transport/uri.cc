@@ -31,6 +31,11 @@ AddressOptions SplitAddressOptions(std::string_view address) {
   return out;
 }
 
+Status InvalidOption(std::string_view scheme, const std::pair<std::string, std::string>& option) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(ToAbsl(scheme), " option ", option.first, "=", option.second, " is not valid"));
+}
+
 Status SplitHostPort(std::string_view address, std::string* host, uint16_t* port) {
   std::string_view h, p;
   if (!address.empty() && address.front() == '[') {

@@ -30,6 +30,8 @@ struct AddressOptions {
   std::vector<std::pair<std::string, std::string>> options;
 };
 AddressOptions SplitAddressOptions(std::string_view address);
+// INVALID_ARGUMENT: "SCHEME option KEY=VALUE is not valid".
+Status InvalidOption(std::string_view scheme, const std::pair<std::string, std::string>& option);
 
 // Splits "host:port" or "[v6]:port". INVALID_ARGUMENT on anything else.
 Status SplitHostPort(std::string_view address, std::string* host, uint16_t* port);

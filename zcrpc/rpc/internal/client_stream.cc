@@ -7,11 +7,10 @@
 
 namespace zcrpc::internal {
 
-ClientStream::ClientStream(std::shared_ptr<Channel> channel, const MethodDescriptor& method, ClientContext* context,
+ClientStream::ClientStream(std::shared_ptr<Channel> channel, ClientContext* context,
                            google::protobuf::MessageLite* response, StreamState::Options options)
     : ClientCall(context, response),
       channel_(std::move(channel)),
-      method_(method),
       // A broken stream found on this side (a write the transport refused, a
       // message that does not parse) ends the call and tells the server.
       state_(options, [this](Status status) {

@@ -24,8 +24,8 @@ class ClientStream final : public ClientCall {
  public:
   // `response`: client streaming only (filled from the server's final
   // frame), else nullptr.
-  ClientStream(std::shared_ptr<Channel> channel, const MethodDescriptor& method, ClientContext* context,
-               google::protobuf::MessageLite* response, StreamState::Options options);
+  ClientStream(std::shared_ptr<Channel> channel, ClientContext* context, google::protobuf::MessageLite* response,
+               StreamState::Options options);
   ~ClientStream() override;
 
   // ClientCall: whoever removed the call from the table ends the stream.
@@ -54,7 +54,6 @@ class ClientStream final : public ClientCall {
 
  private:
   const std::shared_ptr<Channel> channel_;
-  const MethodDescriptor& method_;
   StreamState state_;
   std::shared_ptr<void> link_;
   CallId id_ = 0;

@@ -28,10 +28,9 @@ StatusOr<LoopbackAddress> LoopbackAddress::Parse(std::string_view address) {
     return absl::InvalidArgumentError(absl::StrCat("loopback name '", out.name,
                                                    "' may hold only [A-Za-z0-9._-] and a trailing '*'"));
   }
-  for (const auto& [key, value] : split.options) {
-    auto bad = [&] {
-      return absl::InvalidArgumentError(absl::StrCat("loopback option ", key, "=", value, " is not valid"));
-    };
+  for (const auto& option : split.options) {
+    const auto& [key, value] = option;
+    auto bad = [&option] { return InvalidOption("loopback", option); };
     uint64_t number = 0;
     const bool numeric = absl::SimpleAtoi(value, &number);
     // Bounds keep a typo from turning into a test that sleeps for a day.

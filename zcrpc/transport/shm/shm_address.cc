@@ -17,10 +17,9 @@ StatusOr<ShmAddress> ShmAddress::Parse(std::string_view address) {
   if (out.name.size() > 100) {
     return absl::InvalidArgumentError(absl::StrCat("shm name '", out.name, "' is longer than 100 characters"));
   }
-  for (const auto& [key, value] : split.options) {
-    auto bad = [&] {
-      return absl::InvalidArgumentError(absl::StrCat("shm option ", key, "=", value, " is not valid"));
-    };
+  for (const auto& option : split.options) {
+    const auto& [key, value] = option;
+    auto bad = [&option] { return InvalidOption("shm", option); };
     uint64_t number = 0;
     const bool numeric = absl::SimpleAtoi(value, &number);
     if (key == "slab_mb") {

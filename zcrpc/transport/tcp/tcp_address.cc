@@ -19,10 +19,9 @@ StatusOr<TcpAddress> TcpAddress::Parse(std::string_view address) {
   TcpAddress out;
   const AddressOptions split = SplitAddressOptions(address);
   ZCRPC_RETURN_IF_ERROR(SplitHostPort(split.base, &out.host, &out.port));
-  for (const auto& [key, value] : split.options) {
-    auto bad = [&] {
-      return absl::InvalidArgumentError(absl::StrCat("tcp option ", key, "=", value, " is not valid"));
-    };
+  for (const auto& option : split.options) {
+    const auto& [key, value] = option;
+    auto bad = [&option] { return InvalidOption("tcp", option); };
     uint64_t number = 0;
     const bool numeric = absl::SimpleAtoi(value, &number);
     if (key == "busy_poll_us") {
