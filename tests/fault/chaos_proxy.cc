@@ -70,14 +70,25 @@ ChaosProxy::ChaosProxy(const std::string& upstream, ChaosFault fault) : fault_(s
 ChaosProxy::~ChaosProxy() {
   stopping_.store(true);
   if (acceptor_.joinable()) acceptor_.join();
-  std::vector<std::thread> pumps;
-  {
-    std::lock_guard lock(mu_);
-    pumps.swap(pumps_);
-  }
-  for (std::thread& t : pumps) t.join();
-  for (int fd : fds_) ::close(fd);
+  std::unique_lock lock(mu_);
+  pumps_done_.wait(lock, [this] { return pumps_running_ == 0; });
   if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+ChaosProxy::Link::~Link() {
+  ::close(client);
+  ::close(server);
+}
+
+void ChaosProxy::RunPump(std::shared_ptr<Link> link, bool to_server, bool faulty) {
+  if (to_server) {
+    Pump(link->client, link->server, faulty);
+  } else {
+    Pump(link->server, link->client, faulty);
+  }
+  link.reset();  // the second thread to get here closes the sockets
+  std::lock_guard lock(mu_);
+  if (--pumps_running_ == 0) pumps_done_.notify_all();
 }
 
 void ChaosProxy::AcceptLoop() {
@@ -96,13 +107,15 @@ void ChaosProxy::AcceptLoop() {
     NoDelay(client);
     NoDelay(server);
     connections_.fetch_add(1);
-    const bool to_server = fault_.direction != ChaosFault::Direction::kToClient;
-    const bool to_client = fault_.direction != ChaosFault::Direction::kToServer;
-    std::lock_guard lock(mu_);
-    fds_.push_back(client);
-    fds_.push_back(server);
-    pumps_.emplace_back([this, client, server, to_server] { Pump(client, server, to_server); });
-    pumps_.emplace_back([this, client, server, to_client] { Pump(server, client, to_client); });
+    auto link = std::make_shared<Link>();
+    link->client = client;
+    link->server = server;
+    {
+      std::lock_guard lock(mu_);
+      pumps_running_ += 2;
+    }
+    std::thread(&ChaosProxy::RunPump, this, link, true, fault_.direction != ChaosFault::Direction::kToClient).detach();
+    std::thread(&ChaosProxy::RunPump, this, link, false, fault_.direction != ChaosFault::Direction::kToServer).detach();
   }
 }
 

@@ -5,13 +5,16 @@
 // given direction. Every connection it accepts gets the same fault, counted
 // from its own first byte.
 //
-// Threads: one accepting, two per connection (one per direction), all
-// joined by the destructor. Binds 127.0.0.1 only.
+// Threads: one accepting, two per connection (one per direction); a
+// connection's sockets close when both of its threads are done, and the
+// destructor waits for all of them. Binds 127.0.0.1 only.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -54,10 +57,19 @@ class ChaosProxy {
   int connections() const { return connections_.load(); }
 
  private:
+  // One proxied connection: its two sockets, closed by the last of its
+  // two threads to finish.
+  struct Link {
+    int client = -1;
+    int server = -1;
+    ~Link();
+  };
   void AcceptLoop();
   // Copies `from` to `to` (applying the fault if it is for this direction)
   // until either side ends or the proxy stops.
   void Pump(int from, int to, bool faulty);
+  // A pump thread's body: Pump, then lets go of the link.
+  void RunPump(std::shared_ptr<Link> link, bool to_server, bool faulty);
 
   const ChaosFault fault_;
   uint16_t upstream_port_ = 0;
@@ -67,8 +79,8 @@ class ChaosProxy {
   std::atomic<int> connections_{0};
   std::thread acceptor_;
   std::mutex mu_;
-  std::vector<std::thread> pumps_;  // guarded by mu_
-  std::vector<int> fds_;            // guarded by mu_: closed by the destructor
+  std::condition_variable pumps_done_;
+  int pumps_running_ = 0;  // guarded by mu_
 };
 
 }  // namespace zcrpc::testing
