@@ -202,6 +202,8 @@ void Channel::StartConnectLocked(std::unique_lock<std::mutex>& lock) {
   connection_options.connect_timeout = options_.connect_timeout;
   connection_options.receive_stall_timeout = options_.receive_stall_timeout;
   connection_options.memory_quota = options_.memory_quota;
+  connection_options.keepalive_time = options_.keepalive.time;
+  connection_options.keepalive_timeout = options_.keepalive.timeout;
   // Connect() never blocks and never calls back inside; still, callers
   // must not queue behind it, so it runs without the lock.
   lock.unlock();

@@ -629,6 +629,11 @@ StatusOr<std::string> Server::AddListener(std::string_view uri_text) {
   connection_options.connect_timeout = options_.handshake_timeout;
   connection_options.receive_stall_timeout = options_.receive_stall_timeout;
   connection_options.memory_quota = options_.memory_quota;
+  connection_options.keepalive_time = options_.keepalive.time;
+  connection_options.keepalive_timeout = options_.keepalive.timeout;
+  connection_options.max_connection_idle = options_.connection_lifetime.max_idle;
+  connection_options.max_connection_age = options_.connection_lifetime.max_age;
+  connection_options.max_connection_age_grace = options_.connection_lifetime.max_age_grace;
   // Services are fixed once a listener exists: read without the lock.
   for (const auto& [path, method] : methods_) {
     if (method != nullptr) connection_options.served_methods.emplace_back(path, method->descriptor.kind);

@@ -70,6 +70,16 @@ struct ConnectionOptions {
   // outlive the connection. For transports that allocate a body when its
   // header arrives (tcp).
   MemoryQuota* memory_quota = nullptr;
+  // For transports whose own protocol pings and ages connections (grpc://:
+  // HTTP/2 PING and GOAWAY, as gRPC's channel arguments); zcrpc's own
+  // transports leave these to the runtime (rpc/connection_limits.h), which
+  // sets them from the same options. 0: the protocol's default.
+  std::chrono::nanoseconds keepalive_time{0};
+  std::chrono::nanoseconds keepalive_timeout{0};
+  // Listen only.
+  std::chrono::nanoseconds max_connection_idle{0};
+  std::chrono::nanoseconds max_connection_age{0};
+  std::chrono::nanoseconds max_connection_age_grace{0};
   // Listen only: the full path and kind of every method the server serves,
   // for transports whose peers do not say whether a call streams, or that
   // name methods to a library ahead of time (grpc://: every gRPC call is a

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/wire.h"
 #include "zcrpc/transport/grpc/bridged_connection.h"
+#include "zcrpc/transport/grpc/grpc_channel_args.h"
 #include "zcrpc/transport/grpc/grpc_status.h"
 #include "zcrpc/transport/grpc/serial_delivery.h"
 #include "zcrpc/transport/grpc/slices.h"
@@ -380,6 +381,7 @@ void ConnectGrpc(const GrpcAddress& address, const ConnectionOptions& options, C
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(options.limits.max_body_bytes, INT_MAX)));
   args.SetMaxSendMessageSize(-1);
+  ApplyConnectionLifetime(options, /*server=*/false, [&args](const char* name, int value) { args.SetInt(name, value); });
   std::shared_ptr<::grpc::Channel> channel =
       ::grpc::CreateCustomChannel(address.target(), ::grpc::InsecureChannelCredentials(), args);
   const auto deadline = std::chrono::system_clock::now() + options.connect_timeout;

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/wire.h"
 #include "zcrpc/transport/grpc/bridged_connection.h"
+#include "zcrpc/transport/grpc/grpc_channel_args.h"
 #include "zcrpc/transport/grpc/grpc_status.h"
 #include "zcrpc/transport/grpc/serial_delivery.h"
 #include "zcrpc/transport/grpc/slices.h"
@@ -660,6 +661,8 @@ StatusOr<std::unique_ptr<GrpcListener>> GrpcListener::Start(const GrpcAddress& a
   builder.RegisterCallbackGenericService(service.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(options.limits.max_body_bytes, INT_MAX)));
   builder.SetMaxSendMessageSize(-1);
+  ApplyConnectionLifetime(options, /*server=*/true,
+                          [&builder](const char* name, int value) { builder.AddChannelArgument(name, value); });
   std::unique_ptr<::grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot serve gRPC on ", address.target()));
