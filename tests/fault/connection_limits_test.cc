@@ -7,7 +7,16 @@
 //
 // Time bounds are generous (the machine may be loaded); lower bounds show
 // that a limit, not something else, ended the connection.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <array>
 #include <atomic>
@@ -377,6 +386,75 @@ TEST(ConnectionLimits, BodiesStillArrivingStayWithinTheMemoryQuota) {
   EXPECT_TRUE(admitted.ok()) << admitted;
   EXPECT_EQ(reply.payload().size(), request.payload().size());
   EXPECT_EQ(quota.reserved(), 0u);
+}
+
+// accept() out of descriptors (EMFILE) leaves the connection in the
+// backlog and the listening socket readable: a server that re-armed at once
+// would spin. It backs off instead, and accepts the waiting connections
+// once descriptors are free again.
+TEST(ConnectionLimits, AcceptOutOfDescriptorsBacksOffWithoutSpinningAndRecovers) {
+  TestServer server(Quiet());
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  // Client sockets made first, so the clients need no descriptor later.
+  constexpr int kClients = 24;
+  std::vector<int> sockets;
+  for (int i = 0; i < kClients; ++i) sockets.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int highest = 0;
+  for (int fd = 0; fd < 65536 && fd < static_cast<int>(saved.rlim_cur); ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1) highest = fd;
+  }
+  // Fill the holes below the highest descriptor (the lowest free number is
+  // always taken first), so the limit below leaves exactly 4 free.
+  std::vector<int> fillers;
+  for (;;) {
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+    fillers.push_back(fd);
+    if (fd > highest) break;  // every number up to it is taken now
+  }
+  if (!fillers.empty()) highest = std::max(highest, fillers.back());
+  // Room for a few accepted connections, not for all of them.
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(highest + 1 + 4);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  const int port = std::stoi(server.uri.substr(server.uri.rfind(':') + 1));
+  sockaddr_in where{};
+  where.sin_family = AF_INET;
+  where.sin_port = htons(static_cast<uint16_t>(port));
+  where.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int fd : sockets) {
+    ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&where), sizeof where), 0) << std::strerror(errno);
+  }
+  auto cpu_seconds = [] {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  };
+  const double cpu_before = cpu_seconds();
+  std::this_thread::sleep_for(milliseconds(1'000));
+  const double cpu_used = cpu_seconds() - cpu_before;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  for (int fd : fillers) ::close(fd);
+  // A spinning accept loop burns a whole core for that second.
+  EXPECT_LT(cpu_used, 0.5) << "the process used " << cpu_used << " s of CPU in 1 s while out of descriptors";
+
+  // Descriptors are back: every waiting client is accepted and answered.
+  std::array<uint8_t, kPrefaceSize> preface{};
+  Preface mine;
+  EncodePreface(mine, std::span<uint8_t, kPrefaceSize>(preface));
+  for (int fd : sockets) {
+    ASSERT_EQ(::send(fd, preface.data(), preface.size(), MSG_NOSIGNAL), static_cast<ssize_t>(preface.size()));
+  }
+  for (int fd : sockets) {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, static_cast<int>(kGenerous.count())), 1) << "a client waiting in the backlog got no answer";
+    std::array<uint8_t, kPrefaceSize> theirs{};
+    EXPECT_EQ(::recv(fd, theirs.data(), theirs.size(), MSG_WAITALL), static_cast<ssize_t>(theirs.size()));
+    EXPECT_TRUE(DecodePreface(std::span<const uint8_t, kPrefaceSize>(theirs), PrefaceRole::kServer).ok());
+    ::close(fd);
+  }
 }
 
 // Deadlines of "infinity", whichever way a user spells it, mean none.
