@@ -112,6 +112,22 @@ bool Eventually(const std::function<bool()>& done) {
   return true;
 }
 
+// The header of a request whose body is a message of `message_len` bytes,
+// laid out as tcp lays it out (stream_layout.h), for a raw peer to send.
+WireHeader RequestHeader(uint32_t message_len) {
+  WireHeader header;
+  header.type = FrameType::kRequest;
+  header.call_id = 1;
+  header.method_id = 1;
+  header.message_len = message_len;
+  transport::tcp::StreamLayout layout;
+  layout.Next(0);
+  layout.Next(message_len);
+  layout.Finish();
+  header.padding_len = layout.padding();
+  return header;
+}
+
 milliseconds Since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
 }
@@ -137,17 +153,7 @@ TEST(ConnectionLimits, AHeaderFollowedBySilenceIsClosedAndOthersAreServed) {
   RawPeer loris(server.uri);
   ASSERT_TRUE(loris.connected());
   ASSERT_TRUE(loris.Handshake());
-  WireHeader header;
-  header.type = FrameType::kRequest;
-  header.call_id = 1;
-  header.method_id = 1;
-  header.message_len = 100;
-  transport::tcp::StreamLayout layout;
-  layout.Next(0);
-  layout.Next(header.message_len);
-  layout.Finish();
-  header.padding_len = layout.padding();
-  ASSERT_TRUE(loris.SendHeader(header));
+  ASSERT_TRUE(loris.SendHeader(RequestHeader(100)));
   std::array<uint8_t, 10> start_of_body{};
   ASSERT_TRUE(loris.SendAll(start_of_body));
   const auto start = std::chrono::steady_clock::now();
@@ -353,17 +359,7 @@ TEST(ConnectionLimits, BodiesStillArrivingStayWithinTheMemoryQuota) {
   auto stalled = std::make_unique<RawPeer>(server.uri);
   ASSERT_TRUE(stalled->connected());
   ASSERT_TRUE(stalled->Handshake());
-  WireHeader header;
-  header.type = FrameType::kRequest;
-  header.call_id = 1;
-  header.method_id = 1;
-  header.message_len = 3 << 20;  // 3 MiB promised, 10 bytes sent
-  transport::tcp::StreamLayout layout;
-  layout.Next(0);
-  layout.Next(header.message_len);
-  layout.Finish();
-  header.padding_len = layout.padding();
-  ASSERT_TRUE(stalled->SendHeader(header));
+  ASSERT_TRUE(stalled->SendHeader(RequestHeader(3 << 20)));  // 3 MiB promised, 10 bytes sent
   std::array<uint8_t, 10> start_of_body{};
   ASSERT_TRUE(stalled->SendAll(start_of_body));
   ASSERT_TRUE(Eventually([&] { return quota.reserved() == (3u << 20); })) << quota.reserved();
