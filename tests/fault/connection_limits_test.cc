@@ -352,9 +352,10 @@ TEST(ConnectionLimits, AListenerOverItsConnectionLimitRefusesWithResourceExhaust
 // the connection keeps serving, and once the stalled peer is gone the
 // quota is back.
 TEST(ConnectionLimits, BodiesStillArrivingStayWithinTheMemoryQuota) {
-  MemoryQuota quota(4 << 20);
+  auto quota_owner = std::make_shared<MemoryQuota>(4 << 20);
+  MemoryQuota& quota = *quota_owner;
   ServerOptions options = Quiet();
-  options.memory_quota = &quota;
+  options.memory_quota = quota_owner;
   TestServer server(options);
   auto stalled = std::make_unique<RawPeer>(server.uri);
   ASSERT_TRUE(stalled->connected());

@@ -99,8 +99,9 @@ TEST(ConnectionKeeper, AgeLimitIsJitteredByTenPercentAndItsGraceEndsLongCalls) {
   EXPECT_EQ(cut.code(), StatusCode::kUnavailable);
   EXPECT_NE(cut.message().find("max_connection_age"), absl::string_view::npos) << cut;
   EXPECT_TRUE(early.Check(kStart + 1'101 * kMs, true, "peer").end_calls.ok());  // once
-  // Then it closes as after any go-away, once the calls are gone.
-  EXPECT_FALSE(early.Check(kStart + 2'101 * kMs, false, "peer").close.ok());
+  // A linger later it closes, even with a handler that ignored the end.
+  EXPECT_TRUE(early.Check(kStart + 2'099 * kMs, true, "peer").close.ok());
+  EXPECT_FALSE(early.Check(kStart + 2'100 * kMs, true, "peer").close.ok());
 }
 
 TEST(ConnectionKeeper, AgeWithoutGraceWaitsForCallsAsLongAsTheyTake) {
@@ -118,6 +119,11 @@ TEST(ConnectionKeeper, ARefusedConnectionClosesOnceItsClientLetsGo) {
   keeper.GoAwayNow(kStart);
   EXPECT_TRUE(keeper.going_away());
   EXPECT_FALSE(keeper.Check(kStart + 10 * kMs, false, "peer").send_go_away);  // the owner sent it
+  // Its refused requests do not keep it open: a client that never stops
+  // sending is closed a linger after the refusal all the same.
+  keeper.NoteCall();
+  EXPECT_TRUE(keeper.Check(kStart + 500 * kMs, false, "peer").close.ok());
+  keeper.NoteCall();
   const Status closed = keeper.Check(kStart + 1'000 * kMs, false, "peer").close;
   EXPECT_NE(closed.message().find("max_connections_per_listener"), absl::string_view::npos) << closed;
 }

@@ -11,11 +11,16 @@
 // Frames already delivered are not counted: the calls-in-flight and stream
 // window limits bound what the runtime holds (docs/reliability.md).
 //
+// Shared: servers, channels and their connections hold it by shared_ptr,
+// so a connection whose last bytes are read after its channel is gone
+// still gives its reservation back to a live quota.
+//
 // Thread-safe; lock-free.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 namespace zcrpc {
 
@@ -24,7 +29,7 @@ class MemoryQuota {
   // The process's quota, shared by every server and channel that names no
   // other: 1 GiB (16 bodies of the default 64 MiB limit arriving at once).
   // Never destroyed.
-  static MemoryQuota& Default();
+  static const std::shared_ptr<MemoryQuota>& Default();
   static constexpr uint64_t kDefaultBytes = uint64_t{1} << 30;
 
   explicit MemoryQuota(uint64_t limit_bytes) : limit_(limit_bytes) {}
@@ -52,8 +57,8 @@ class MemoryQuota {
   std::atomic<uint64_t> reserved_{0};
 };
 
-inline MemoryQuota& MemoryQuota::Default() {
-  static MemoryQuota* quota = new MemoryQuota(kDefaultBytes);
+inline const std::shared_ptr<MemoryQuota>& MemoryQuota::Default() {
+  static auto* quota = new std::shared_ptr<MemoryQuota>(std::make_shared<MemoryQuota>(kDefaultBytes));
   return *quota;
 }
 

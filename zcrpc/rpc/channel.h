@@ -69,9 +69,8 @@ struct ChannelOptions {
   std::chrono::nanoseconds receive_stall_timeout = std::chrono::seconds(20);
   // Bodies of responses still arriving are reserved from this budget
   // (memory_quota.h); one that does not fit fails its call with
-  // RESOURCE_EXHAUSTED. nullptr: MemoryQuota::Default(). Not owned; must
-  // outlive the channel.
-  MemoryQuota* memory_quota = nullptr;
+  // RESOURCE_EXHAUSTED. null: MemoryQuota::Default().
+  std::shared_ptr<MemoryQuota> memory_quota;
   // Keepalive pings (connection_limits.h): a server that stops answering
   // ends the calls on its connection with UNAVAILABLE.
   KeepaliveOptions keepalive;

@@ -40,9 +40,9 @@ struct ConnectionLifetime {
   // The connection's age, ±10 % so a fleet's clients do not reconnect in
   // step: go-away. 0: no limit (gRPC's default).
   std::chrono::nanoseconds max_age{0};
-  // After the age's go-away, calls still running get this long; then the
-  // connection closes and they end UNAVAILABLE at their clients. 0: as
-  // long as they take (gRPC's default).
+  // After the age's go-away, calls still running get this long; then they
+  // end UNAVAILABLE at their clients, and 1 s later the connection closes
+  // whatever still runs on it. 0: as long as they take (gRPC's default).
   std::chrono::nanoseconds max_age_grace{0};
 };
 

@@ -75,14 +75,15 @@ struct ServerOptions {
   // by silence) closes its connection; transports that receive frames
   // whole (shm) have nothing to time. 0: never.
   std::chrono::nanoseconds receive_stall_timeout = std::chrono::seconds(20);
-  // Connections each listener keeps at once; one more gets a go-away, and
-  // its requests RESOURCE_EXHAUSTED, until it closes (at most 1 s later).
+  // Connections each listener keeps at once; one more has its requests
+  // answered RESOURCE_EXHAUSTED, and is closed 1 s after it was accepted
+  // (once no reply is still going out).
   uint32_t max_connections_per_listener = 16384;
   // Bodies of requests still arriving are reserved from this budget, shared
   // with whatever else names it (memory_quota.h); one that does not fit is
   // discarded and answered RESOURCE_EXHAUSTED. nullptr: the process's
-  // MemoryQuota::Default() (1 GiB). Not owned; must outlive the server.
-  MemoryQuota* memory_quota = nullptr;
+  // MemoryQuota::Default() (1 GiB).
+  std::shared_ptr<MemoryQuota> memory_quota;
   // Keepalive pings both ways, and the idle and age limits of a connection
   // (connection_limits.h).
   KeepaliveOptions keepalive;

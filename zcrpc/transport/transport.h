@@ -66,10 +66,9 @@ struct ConnectionOptions {
   // in pieces (tcp); 0: never.
   std::chrono::nanoseconds receive_stall_timeout = std::chrono::seconds(20);
   // Bodies announced but not yet received are reserved from this budget
-  // (memory_quota.h); nullptr: MemoryQuota::Default(). Not owned; must
-  // outlive the connection. For transports that allocate a body when its
-  // header arrives (tcp).
-  MemoryQuota* memory_quota = nullptr;
+  // (memory_quota.h); null: MemoryQuota::Default(). For transports that
+  // allocate a body when its header arrives (tcp).
+  std::shared_ptr<MemoryQuota> memory_quota;
   // For transports whose own protocol pings and ages connections (grpc://:
   // HTTP/2 PING and GOAWAY, as gRPC's channel arguments); zcrpc's own
   // transports leave these to the runtime (rpc/connection_limits.h), which

@@ -105,16 +105,25 @@ ConnectionKeeper::Action ConnectionKeeper::Check(int64_t now, bool has_calls, co
     }
     return action;
   }
-  // After the go-away: the client should close once its calls end.
-  if (!has_calls && Passed(std::max(go_away_at_, last_busy_), kGoAwayLinger, now)) {
-    const char* why = go_away_ == GoAway::kAge    ? "its age (max_connection_age)"
-                      : go_away_ == GoAway::kIdle ? "idleness (max_connection_idle)"
-                                                  : "the listener's connection limit (max_connections_per_listener)";
+  // After the go-away: the client should close once its calls end. A
+  // refused connection's requests never run, so they do not keep it open:
+  // its linger counts from the refusal alone.
+  const int64_t quiet_since = go_away_ == GoAway::kRefused ? go_away_at_ : std::max(go_away_at_, last_busy_);
+  const char* why = go_away_ == GoAway::kAge    ? "its age (max_connection_age)"
+                    : go_away_ == GoAway::kIdle ? "idleness (max_connection_idle)"
+                                                : "the listener's connection limit (max_connections_per_listener)";
+  if (!has_calls && Passed(quiet_since, kGoAwayLinger, now)) {
     action.close = absl::UnavailableError(
         absl::StrCat("the server closed its connection with ", peer, " after a go-away for ", why));
-  } else if (go_away_ == GoAway::kAge && !grace_over_ && max_age_grace_.count() > 0 &&
+  } else if (grace_over_at_ != 0 && Passed(grace_over_at_, kGoAwayLinger, now)) {
+    // The age's grace ended the calls a linger ago (their replies are out);
+    // a handler that ignored it, or a client still sending, does not keep
+    // the connection.
+    action.close = absl::UnavailableError(absl::StrCat("the server closed its connection with ", peer,
+                                                       ": max_connection_age and its grace passed"));
+  } else if (go_away_ == GoAway::kAge && grace_over_at_ == 0 && max_age_grace_.count() > 0 &&
              Passed(go_away_at_, max_age_grace_, now)) {
-    grace_over_ = true;
+    grace_over_at_ = now;
     action.end_calls = absl::UnavailableError(
         absl::StrCat("the server ended the call: its connection reached max_connection_age and the grace of ",
                      Millis(max_age_grace_), " for calls still running passed"));

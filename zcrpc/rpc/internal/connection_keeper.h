@@ -27,8 +27,8 @@ class ConnectionKeeper {
     bool send_ping = false;
     bool send_go_away = false;
     // Not OK: end the calls running on the connection with it, at their
-    // clients too (the age's grace is over); the connection then closes
-    // as after any go-away.
+    // clients too (the age's grace is over); the connection closes
+    // kGoAwayLinger later, calls or not.
     Status end_calls;
     Status close;  // not OK: close the connection with it
   };
@@ -80,7 +80,7 @@ class ConnectionKeeper {
   enum class GoAway { kNone, kIdle, kAge, kRefused };
   GoAway go_away_ = GoAway::kNone;
   int64_t go_away_at_ = 0;
-  bool grace_over_ = false;  // end_calls was returned
+  int64_t grace_over_at_ = 0;  // when end_calls was returned (0: not yet)
 };
 
 }  // namespace zcrpc::internal

@@ -28,11 +28,11 @@ constexpr uint64_t kZeroCopyProbeBytes = 256 << 10;
 }  // namespace
 
 FrameReader::FrameReader(int fd, const FrameLimits& limits, std::string peer, bool probe_zerocopy_receive,
-                         MemoryQuota* quota)
+                         std::shared_ptr<MemoryQuota> quota)
     : fd_(fd),
       limits_(limits),
       peer_(std::move(peer)),
-      quota_(quota),
+      quota_(std::move(quota)),
       pool_(ReceiveStagePool::New()),
       scratch_(new uint8_t[kScratchBytes]),
       probe_pending_(probe_zerocopy_receive) {

@@ -54,9 +54,9 @@ class FrameReader {
   };
 
   // `quota`: where a body that will not fit the inline window is reserved
-  // before it is allocated (memory_quota.h); nullptr: none.
+  // before it is allocated (memory_quota.h); null: none.
   FrameReader(int fd, const FrameLimits& limits, std::string peer, bool probe_zerocopy_receive = false,
-              MemoryQuota* quota = nullptr);
+              std::shared_ptr<MemoryQuota> quota = nullptr);
   ~FrameReader();
   FrameReader(const FrameReader&) = delete;
   FrameReader& operator=(const FrameReader&) = delete;
@@ -107,7 +107,7 @@ class FrameReader {
   const int fd_;
   const FrameLimits limits_;
   const std::string peer_;
-  MemoryQuota* const quota_;
+  const std::shared_ptr<MemoryQuota> quota_;
   uint64_t reserved_ = 0;  // of quota_, for the frame being read
 
   Phase phase_ = Phase::kWindow;

@@ -120,7 +120,7 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
         peer_(std::move(peer)),
         budget_(options.send_budget_bytes, options.send_stall_timeout),
         reader_(fd_.get(), options.limits, peer_, tcp_options.probe_zerocopy_receive,
-                options.memory_quota != nullptr ? options.memory_quota : &MemoryQuota::Default()),
+                options.memory_quota != nullptr ? options.memory_quota : MemoryQuota::Default()),
         writer_(fd_.get(), tcp_options, peer_, &budget_),
         preface_(role, options),
         role_(role),
@@ -497,6 +497,10 @@ class TcpConnection::State final : public EpollLoop::Watcher, public std::enable
           // Only a response ends a call; a stream keeps getting frames
           // until its final one, so it stays awaited until then.
           const bool ends_call = frame.header.type == FrameType::kResponse;
+          // A frame is complete: the stall clock must not run while a
+          // handler takes its time with it (NoteReceiveProgress restarts it
+          // if the next frame has begun).
+          if (frame_begun_at_.load(std::memory_order_relaxed) != 0) frame_begun_at_.store(0, std::memory_order_relaxed);
           if (handler_) handler_->OnFrame(std::move(frame));
           // After the handler (which ends the call): pairs with
           // RelyOnLoop(), which records the call and then asks whether it
@@ -705,7 +709,9 @@ void TcpConnection::State::OnTick(int64_t now_nanos) {
       // Only if the reader has not moved on meanwhile.
       int64_t expected = begun;
       frame_begun_at_.compare_exchange_strong(expected, now_nanos, std::memory_order_relaxed);
-    } else {
+    } else if (int64_t unchanged = begun; frame_begun_at_.compare_exchange_strong(unchanged, 0)) {
+      // Claimed: the reader did not move the clock since this tick loaded
+      // it (it would have, had it read a byte meanwhile).
       Close(absl::UnavailableError(absl::StrCat("a frame from ", peer_, " began and then got no byte for ",
                                                 Duration(receive_stall_timeout_),
                                                 " (receive_stall_timeout): the peer stalled mid-frame")));
