@@ -4,8 +4,10 @@
 // owner's sweep calls Check() on the sweeper's thread with the time, so
 // the logic is plain arithmetic, tested with made-up times.
 //
-// Threads: NoteFrame() and NoteCall() from any thread, lock-free. Check()
-// from one thread at a time (the owner's sweep).
+// Threads: NoteFrame() and NoteCall() from the connection's delivering
+// thread (one at a time, handed over with acquire/release by the
+// transport), so a bump is a plain load and store, no locked instruction
+// per frame. Check() from one thread at a time (the owner's sweep).
 #pragma once
 
 #include <algorithm>
@@ -40,9 +42,9 @@ class ConnectionKeeper {
                    int64_t now_nanos, double jitter = 0);
 
   // A frame of any kind arrived: the peer is alive.
-  void NoteFrame() { frames_.fetch_add(1, std::memory_order_relaxed); }
+  void NoteFrame() { Bump(frames_); }
   // A call started on the connection: it is not idle.
-  void NoteCall() { calls_.fetch_add(1, std::memory_order_relaxed); }
+  void NoteCall() { Bump(calls_); }
 
   // `has_calls`: calls are running on the connection now. `peer`: for the
   // close reason.
@@ -63,6 +65,10 @@ class ConnectionKeeper {
   static constexpr std::chrono::nanoseconds kGoAwayLinger = std::chrono::seconds(1);
 
  private:
+  static void Bump(std::atomic<uint64_t>& counter) {
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+
   const KeepaliveOptions keepalive_;
   const bool pings_;
   const std::chrono::nanoseconds max_idle_;
