@@ -235,6 +235,11 @@ TEST(ConnectionLimits, AServerAnswersAClientsPing) {
 class FrozenServer : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(FrozenServer, ClientKeepaliveEndsTheCallsOfAServerThatStoppedAnswering) {
+#if defined(__SANITIZE_THREAD__)
+  // Debian's libgrpc is not built with TSan, which then reports its
+  // internals as races (the grpc label does not run under TSan either).
+  if (GetParam().rfind("grpc://", 0) == 0) GTEST_SKIP() << "grpc:// under TSan: libgrpc is not instrumented";
+#endif
   testing::ServerProcess process(ZCRPC_TEST_SERVER, {"--listen", GetParam()});
   ASSERT_FALSE(process.uri().empty());
   ChannelOptions options = QuietChannel();
