@@ -105,6 +105,8 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
       read_in_flight_ = true;
     }
     std::lock_guard ops(ops_mu_);
+    AddHold();
+    holding_ = true;
     if (unary_) {
       LendToGrpc(std::move(request), &write_buffer_);
       StartWriteLast(&write_buffer_, ::grpc::WriteOptions());
@@ -135,33 +137,21 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
     }
     MaybeRead();
   }
-  void Cancel() { ctx_.TryCancel(); }
+  // Nothing more goes out once the call is cancelled.
+  void Cancel() {
+    ctx_.TryCancel();
+    std::lock_guard ops(ops_mu_);
+    ReleaseHoldLocked();
+  }
 
   // --- gRPC's reactions ---
   void OnReadDone(bool ok) override {
-    Frame frame;
-    {
-      std::lock_guard lock(mu_);
-      read_in_flight_ = false;
-      if (!ok) {
-        reads_done_ = true;
-        return;
-      }
-      EnqueueInitialMetadataLocked();
-      if (final_has_response_) {  // the one response goes in the final frame
-        response_ = TakeFromGrpc(read_buffer_);
-        has_response_ = true;
-        reads_done_ = true;
-        return;
-      }
-      frame.header.type = FrameType::kStreamMessage;
-      frame.header.call_id = id_;
-      frame.message = TakeFromGrpc(read_buffer_);
-      frame.SetLengthsFromParts();
-      read_credit_ -= static_cast<int64_t>(std::max(uint64_t{frame.header.message_len}, kStreamMessageMinCredit));
-      // In line before the next read can start (a credit frame on another
-      // thread may start it as soon as this lock goes).
-      owner_->delivery().Enqueue(std::move(frame));
+    if (!DeliverMessage(ok)) {
+      // The server has answered or ended the call: what the runtime still
+      // writes would be refused, so nothing more starts.
+      std::lock_guard ops(ops_mu_);
+      ReleaseHoldLocked();
+      return;
     }
     owner_->delivery().Drain();
     MaybeRead();
@@ -233,6 +223,47 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
     owner_->delivery().Enqueue(std::move(frame));
   }
 
+  // Hands gRPC's message read on to the runtime, or keeps it for the final
+  // frame; false once reads are over (the call's one response arrived, or
+  // the server ended the call).
+  bool DeliverMessage(bool ok) {
+    std::lock_guard lock(mu_);
+    read_in_flight_ = false;
+    if (!ok) {
+      reads_done_ = true;
+      return false;
+    }
+    EnqueueInitialMetadataLocked();
+    if (final_has_response_) {  // the one response goes in the final frame
+      response_ = TakeFromGrpc(read_buffer_);
+      has_response_ = true;
+      reads_done_ = true;
+      return false;
+    }
+    Frame frame;
+    frame.header.type = FrameType::kStreamMessage;
+    frame.header.call_id = id_;
+    frame.message = TakeFromGrpc(read_buffer_);
+    frame.SetLengthsFromParts();
+    read_credit_ -= static_cast<int64_t>(std::max(uint64_t{frame.header.message_len}, kStreamMessageMinCredit));
+    // In line before the next read can start (a credit frame on another
+    // thread may start it as soon as this lock goes).
+    owner_->delivery().Enqueue(std::move(frame));
+    return true;
+  }
+
+  // gRPC frees its side of the call (the stream operations start on) once
+  // its last operation and the last hold are done, and only then runs
+  // OnDone, while a frame from the runtime on another thread may still be
+  // about to start one. The hold keeps that stream alive: operations start
+  // only while it is held, under ops_mu_, and it goes once nothing more
+  // will start (reads are over, or the call is cancelled).
+  void ReleaseHoldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_) {
+    if (!holding_) return;
+    holding_ = false;
+    RemoveHold();  // never runs OnDone inline: gRPC schedules it
+  }
+
   void MaybeRead() {
     {
       std::lock_guard lock(mu_);
@@ -240,7 +271,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
       read_in_flight_ = true;
     }
     std::lock_guard ops(ops_mu_);
-    StartRead(&read_buffer_);
+    if (holding_) StartRead(&read_buffer_);
   }
 
   void MaybeWrite() {
@@ -260,6 +291,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
       }
     }
     std::lock_guard ops(ops_mu_);
+    if (!holding_) return;  // over: dropped, as gRPC would refuse it
     if (writes_done) return StartWritesDone();
     LendToGrpc(std::move(next), &write_buffer_);
     StartWrite(&write_buffer_);
@@ -273,6 +305,7 @@ class OutgoingCall final : public ::grpc::ClientBidiReactor<::grpc::ByteBuffer, 
   // gRPC operations are started under this lock (one read and one write
   // in flight at most). Recursive: gRPC may run a reaction inline.
   std::recursive_mutex ops_mu_;
+  bool holding_ ABSL_GUARDED_BY(ops_mu_) = false;  // see ReleaseHoldLocked
   ::grpc::ByteBuffer read_buffer_;
   ::grpc::ByteBuffer write_buffer_;
 
