@@ -30,8 +30,8 @@ inline int RunCases(const char* program, const std::vector<Case>& cases, const s
       ++failed;
       std::printf("FAIL %s: %s\n", name.c_str(), verdict.c_str());
     }
+    std::fflush(stdout);  // each verdict shows even if a later case aborts the process
   }
-  std::fflush(stdout);
   if (ran == 0) {
     std::fprintf(stderr, "%s: no test case named '%s'\n", program, wanted.c_str());
     return 2;
