@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include <array>
@@ -24,6 +25,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -388,6 +390,102 @@ TEST(ConnectionLimits, BodiesStillArrivingStayWithinTheMemoryQuota) {
   EXPECT_TRUE(admitted.ok()) << admitted;
   EXPECT_EQ(reply.payload().size(), request.payload().size());
   EXPECT_EQ(quota.reserved(), 0u);
+}
+
+// A body the system has no memory for fails its call, not the process:
+// with the address space capped (RLIMIT_AS) 256 MiB above what the process
+// maps, a peer's 384 MiB request is read past and answered
+// RESOURCE_EXHAUSTED, and the server goes on serving.
+TEST(ConnectionLimits, ABodyTheSystemHasNoMemoryForFailsOnlyItsCall) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the sanitizers map terabytes of shadow memory, so an address-space cap cannot be set; "
+                  "run in the release build";
+#endif
+  ServerOptions options = Quiet();
+  options.limits.max_body_bytes = 1u << 30;
+  options.memory_quota = std::make_shared<MemoryQuota>(uint64_t{2} << 30);
+  TestServer server(options);
+  auto stub = StubFor(server.uri);
+  ASSERT_TRUE(Echo(*stub).ok());  // every thread and connection is up before the cap
+  RawPeer peer(server.uri);
+  ASSERT_TRUE(peer.connected());
+  ASSERT_TRUE(peer.Handshake());
+
+  size_t mapped_pages = 0;
+  {
+    std::FILE* statm = std::fopen("/proc/self/statm", "r");
+    ASSERT_NE(statm, nullptr);
+    ASSERT_EQ(std::fscanf(statm, "%zu", &mapped_pages), 1);
+    std::fclose(statm);
+  }
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &saved), 0);
+  rlimit capped = saved;
+  capped.rlim_cur = static_cast<rlim_t>(mapped_pages * static_cast<size_t>(::sysconf(_SC_PAGESIZE)) + (256u << 20));
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &capped), 0);
+
+  const WireHeader header = RequestHeader(384u << 20);
+  bool sent = peer.SendHeader(header);
+  static const std::array<uint8_t, 1 << 16> kZeros{};
+  for (uint64_t left = header.wire_body_len(); sent && left > 0;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(left, kZeros.size()));
+    sent = peer.SendAll(std::span<const uint8_t>(kZeros.data(), n));
+    left -= n;
+  }
+  std::string body;
+  const std::optional<WireHeader> reply = peer.ReadFrame(kGenerous, &body);
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &saved), 0);
+  ASSERT_TRUE(sent);
+  ASSERT_TRUE(reply.has_value()) << "no answer: the server closed the connection or did not answer";
+  EXPECT_EQ(static_cast<StatusCode>(reply->status_code), StatusCode::kResourceExhausted);
+  EXPECT_NE(body.find("out of memory"), std::string::npos) << body;
+  EXPECT_TRUE(Echo(*stub).ok());
+}
+
+// No thread to be had fails the call that needed one, not the process:
+// with the address space capped (RLIMIT_AS) below what a thread's stack
+// takes, a grpc:// channel's connect (which waits on a thread of its own)
+// fails with a status naming the missing thread; once the cap is lifted,
+// the same channel connects and calls.
+TEST(ConnectionLimits, NoThreadToBeHadFailsTheCallNotTheProcess) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the sanitizers map terabytes of shadow memory, so an address-space cap cannot be set; "
+                  "run in the release build";
+#endif
+  TestServer server(Quiet(), "grpc://127.0.0.1:0");
+  ChannelOptions channel_options = QuietChannel();
+  channel_options.initial_backoff = milliseconds(1);
+  auto warm_up = StubFor(server.uri, channel_options);  // gRPC's own threads start here, before the cap
+  ASSERT_TRUE(Echo(*warm_up).ok());
+  auto stub = StubFor(server.uri, channel_options);
+  // glibc keeps the stacks of threads that ended (up to 40 MiB) for new
+  // ones; threads parked here take them, so the next thread needs new memory.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::vector<std::thread> stack_holders;
+  for (int i = 0; i < 8; ++i) stack_holders.emplace_back([released] { released.wait(); });
+
+  size_t mapped_pages = 0;
+  {
+    std::FILE* statm = std::fopen("/proc/self/statm", "r");
+    ASSERT_NE(statm, nullptr);
+    ASSERT_EQ(std::fscanf(statm, "%zu", &mapped_pages), 1);
+    std::fclose(statm);
+  }
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &saved), 0);
+  rlimit capped = saved;
+  // Room for small allocations, not for a thread's 8 MiB stack.
+  capped.rlim_cur = static_cast<rlim_t>(mapped_pages * static_cast<size_t>(::sysconf(_SC_PAGESIZE)) + (2u << 20));
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &capped), 0);
+  const Status refused = Echo(*stub);
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &saved), 0);
+  release.set_value();
+  for (auto& holder : stack_holders) holder.join();
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("no thread"), absl::string_view::npos) << refused;
+
+  ASSERT_TRUE(Eventually([&] { return Echo(*stub).ok(); }));
 }
 
 // accept() out of descriptors (EMFILE) leaves the connection in the

@@ -71,9 +71,10 @@ class RawPeer {
     return SendAll(bytes);
   }
 
-  // The next frame's header, skipping its body; nullopt if the connection
-  // ended or nothing came within `limit`.
-  std::optional<WireHeader> ReadFrame(std::chrono::milliseconds limit) {
+  // The next frame's header, skipping its body (or appending it, padding
+  // and all, to `body`); nullopt if the connection ended or nothing came
+  // within `limit`.
+  std::optional<WireHeader> ReadFrame(std::chrono::milliseconds limit, std::string* body_bytes = nullptr) {
     std::array<uint8_t, kWireHeaderSize> bytes{};
     if (!ReadExactly(bytes, limit)) return std::nullopt;
     StatusOr<WireHeader> header = DecodeWireHeader(std::span<const uint8_t, kWireHeaderSize>(bytes));
@@ -83,6 +84,7 @@ class RawPeer {
     while (body > 0) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(body, sink.size()));
       if (!ReadExactly(std::span<uint8_t>(sink.data(), n), limit)) return std::nullopt;
+      if (body_bytes != nullptr) body_bytes->append(reinterpret_cast<const char*>(sink.data()), n);
       body -= n;
     }
     return *header;

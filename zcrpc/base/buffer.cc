@@ -71,6 +71,12 @@ int BufferPool::ClassFor(size_t capacity) {
 }
 
 Buffer BufferPool::Allocate(size_t size) {
+  std::optional<Buffer> buffer = TryAllocate(size);
+  if (!buffer) throw std::bad_alloc();
+  return std::move(*buffer);
+}
+
+std::optional<Buffer> BufferPool::TryAllocate(size_t size) {
   if (size == 0) return Buffer();
   size_t pages = (size + kPageSize - 1) / kPageSize;
   size_t capacity;
@@ -89,7 +95,7 @@ Buffer BufferPool::Allocate(size_t size) {
   }
   if (data == nullptr) {
     data = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, capacity));
-    if (data == nullptr) throw std::bad_alloc();
+    if (data == nullptr) return std::nullopt;
   }
   outstanding_.fetch_add(1, std::memory_order_relaxed);
   return Buffer::Take(data, size, capacity, this);

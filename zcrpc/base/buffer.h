@@ -13,6 +13,7 @@
 #include <array>
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -148,8 +149,12 @@ class BufferPool final : public BufferOwner {
   static constexpr size_t kThreadCacheDepth = 4;
 
   // A page-aligned buffer with size() == size. A zero-size request returns an
-  // empty Buffer without memory. Aborts only if the system is out of memory.
+  // empty Buffer without memory. Throws std::bad_alloc if the system is out
+  // of memory.
   Buffer Allocate(size_t size);
+  // As Allocate, but nullopt if the system is out of memory: for sizes a
+  // peer chose, which must fail one call, not the process.
+  std::optional<Buffer> TryAllocate(size_t size);
 
   // Buffers handed out and not yet released.
   size_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }

@@ -20,9 +20,11 @@ struct Frame {
   // Set by a receiver that read and discarded a body over its limits; the
   // parts are then empty and `header` says what the peer sent.
   bool body_discarded = false;
-  // With body_discarded: the body was within the limits, but the receiver's
-  // MemoryQuota (memory_quota.h) could not cover it at that moment.
-  bool discarded_over_quota = false;
+  // With body_discarded: why. A body within the limits is discarded when
+  // the receiver's MemoryQuota (memory_quota.h) cannot cover it at that
+  // moment, or the system has no memory for it.
+  enum class DiscardReason : uint8_t { kOverLimits, kOverQuota, kOutOfMemory };
+  DiscardReason discard_reason = DiscardReason::kOverLimits;
 
   // Requests only, and not on the wire (kFlagStream says all zcrpc peers
   // need): the method's kind, for transports whose own protocol needs more

@@ -212,6 +212,9 @@ using AcceptCallback = std::function<void(std::unique_ptr<Connection>)>;
 // peer, or speaks a wire version this side does not). Runs exactly once, on
 // a transport thread, never inside Connect(), as a delivering thread: it
 // must not wait (a ConnectAndWait there fails with FAILED_PRECONDITION).
+// One exception: a transport that needs a thread to connect and cannot get
+// one (the process is out of threads) calls back inside Connect() with
+// RESOURCE_EXHAUSTED rather than never.
 using ConnectCallback = std::function<void(StatusOr<std::unique_ptr<Connection>>)>;
 
 class Transport {

@@ -127,7 +127,7 @@ Status StreamState::OnFrameLocked(Frame& frame, bool* changed) {
     case FrameType::kStreamMessage: {
       if (input_closed_) return absl::InternalError("protocol error: the peer sent a message after closing its writes");
       if (frame.body_discarded) {
-        if (frame.discarded_over_quota) return DiscardedStatus(frame, "a stream message", "receiver", FrameLimits{});
+        if (frame.discard_reason != Frame::DiscardReason::kOverLimits) return DiscardedStatus(frame, "a stream message", "receiver", FrameLimits{});
         return absl::ResourceExhaustedError(absl::StrCat("a stream message of ", frame.header.body_len(),
                                                          " bytes exceeds the receiver's limits"));
       }

@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "zcrpc/base/detached_thread.h"
 #include "zcrpc/base/wire.h"
 #include "zcrpc/transport/grpc/bridged_connection.h"
 #include "zcrpc/transport/grpc/grpc_channel_args.h"
@@ -52,12 +53,15 @@ class ChannelBridge final : public std::enable_shared_from_this<ChannelBridge> {
   // The last call's OnDone may drop the last reference, on a gRPC callback
   // thread: libgrpc++ 1.51 must not lose its last channel there (ASan saw
   // its callback queue freed twice), so the channel goes on a thread of
-  // its own.
+  // its own. With no thread to be had, it is kept (leaked) instead: one
+  // idle channel costs less than the process.
   ~ChannelBridge() {
-    std::thread([channel = std::move(channel_), stub = std::move(stub_)]() mutable {
-      stub.reset();
-      channel.reset();
-    }).detach();
+    struct Held {
+      std::unique_ptr<::grpc::GenericStub> stub;
+      std::shared_ptr<::grpc::Channel> channel;
+    };
+    auto* held = new Held{std::move(stub_), std::move(channel_)};
+    (void)StartDetachedThread("to release a gRPC channel", [held] { delete held; });
   }
 
   Status Send(Frame frame);
@@ -419,7 +423,10 @@ void ConnectGrpc(const GrpcAddress& address, const ConnectionOptions& options, C
       ::grpc::CreateCustomChannel(address.target(), ::grpc::InsecureChannelCredentials(), args);
   const auto deadline = std::chrono::system_clock::now() + options.connect_timeout;
   std::string peer = absl::StrCat("grpc://", address.target());
-  std::thread([channel = std::move(channel), deadline, peer = std::move(peer), done = std::move(done)]() mutable {
+  auto connect = std::make_shared<ConnectCallback>(std::move(done));
+  Status started = StartDetachedThread(absl::StrCat("to connect to ", peer), [channel = std::move(channel), deadline,
+                                                                              peer = std::move(peer), connect]() mutable {
+    ConnectCallback& done = *connect;
     StatusOr<std::unique_ptr<Connection>> result = absl::DeadlineExceededError(
         absl::StrCat("gRPC server ", peer, " not ready within the connect timeout"));
     grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
@@ -437,7 +444,12 @@ void ConnectGrpc(const GrpcAddress& address, const ConnectionOptions& options, C
     }
     internal::DeliveryScope delivering;  // as every transport's connect callback runs
     done(std::move(result));
-  }).detach();
+  });
+  if (!started.ok()) {
+    // The one exception to "never inside Connect" (transport.h).
+    internal::DeliveryScope delivering;
+    (*connect)(std::move(started));
+  }
 }
 
 }  // namespace zcrpc::transport::grpc_bridge

@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "zcrpc/base/detached_thread.h"
 #include "zcrpc/transport/grpc/client_bridge.h"
 #include "zcrpc/transport/grpc/grpc_address.h"
 #include "zcrpc/transport/grpc/server_bridge.h"
@@ -22,11 +23,16 @@ StatusOr<std::unique_ptr<Listener>> GrpcTransport::Listen(const Uri& uri, const 
 void GrpcTransport::Connect(const Uri& uri, const ConnectionOptions& options, ConnectCallback done) {
   StatusOr<GrpcAddress> address = GrpcAddress::Parse(uri.address);
   if (!address.ok()) {
-    // Never inside Connect (transport.h).
-    std::thread([status = address.status(), done = std::move(done)] {
+    // Never inside Connect (transport.h), unless no thread can be had.
+    auto fail = std::make_shared<ConnectCallback>(std::move(done));
+    Status started = StartDetachedThread("to report a bad gRPC address", [status = address.status(), fail] {
       internal::DeliveryScope delivering;
-      done(status);
-    }).detach();
+      (*fail)(status);
+    });
+    if (!started.ok()) {
+      internal::DeliveryScope delivering;
+      (*fail)(address.status());
+    }
     return;
   }
   ConnectGrpc(*address, options, std::move(done));

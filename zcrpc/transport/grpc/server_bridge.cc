@@ -18,6 +18,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "zcrpc/base/detached_thread.h"
 #include "zcrpc/base/wire.h"
 #include "zcrpc/transport/grpc/bridged_connection.h"
 #include "zcrpc/transport/grpc/grpc_channel_args.h"
@@ -683,14 +684,24 @@ GrpcListener::GrpcListener(std::shared_ptr<BridgeService> service, std::unique_p
 GrpcListener::~GrpcListener() {
   service_->Stop();
   // gRPC's Shutdown waits for the calls in flight, which the runtime ends
-  // on its own schedule (Server::Shutdown's deadline): not on this thread.
-  std::thread([server = std::move(server_), service = std::move(service_),
-               unary_methods = std::move(unary_methods_)]() mutable {
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    server.reset();  // before the services it calls into
-    unary_methods.reset();
-    service.reset();
-  }).detach();
+  // on its own schedule (Server::Shutdown's deadline): not on this thread,
+  // unless no thread can be had (then this one waits, up to that limit).
+  struct Held {
+    std::unique_ptr<::grpc::Server> server;
+    std::unique_ptr<::grpc::Service> unary_methods;
+    std::shared_ptr<BridgeService> service;
+    ~Held() {
+      if (server) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      server.reset();  // before the services it calls into
+      unary_methods.reset();
+      service.reset();
+    }
+  };
+  auto held = std::make_shared<Held>();
+  held->server = std::move(server_);
+  held->unary_methods = std::move(unary_methods_);
+  held->service = std::move(service_);
+  (void)StartDetachedThread("to shut a gRPC server down", [held]() mutable { held.reset(); });
 }
 
 }  // namespace zcrpc::transport::grpc_bridge

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "zcrpc/base/copy_stats.h"
@@ -253,14 +254,14 @@ Status FrameReader::CheckTable(const WireHeader& h) const {
   return absl::OkStatus();
 }
 
-void FrameReader::Discard(const WireHeader& h, bool over_quota, absl::FunctionRef<void(Frame)> deliver) {
+void FrameReader::Discard(const WireHeader& h, Frame::DiscardReason why, absl::FunctionRef<void(Frame)> deliver) {
   const size_t body = pos_ + kWireHeaderSize;
   const uint64_t here = std::min<uint64_t>(end_ - body, h.wire_body_len());
   pos_ = body + here;
   frame_ = Frame{};
   frame_.header = h;
   frame_.body_discarded = true;
-  frame_.discarded_over_quota = over_quota;
+  frame_.discard_reason = why;
   discard_left_ = h.wire_body_len() - here;
   if (discard_left_ > 0) {
     phase_ = Phase::kDiscard;
@@ -286,7 +287,7 @@ Status FrameReader::StartFrame(const WireHeader& h, absl::FunctionRef<void(Frame
       return absl::ResourceExhaustedError(absl::StrCat("frame from ", peer_, ": ", limit.message()));
     }
     // Drain the body and let the runtime fail just this call.
-    Discard(h, /*over_quota=*/false, deliver);
+    Discard(h, Frame::DiscardReason::kOverLimits, deliver);
     return absl::OkStatus();
   }
   // A body that spills is allocated when its header is in: first it must
@@ -294,7 +295,7 @@ Status FrameReader::StartFrame(const WireHeader& h, absl::FunctionRef<void(Frame
   // is still arriving).
   if (quota_ != nullptr && reserved_ == 0 && h.wire_body_len() > kInlineWindow) {
     if (!quota_->TryReserve(h.body_len())) {
-      Discard(h, /*over_quota=*/true, deliver);
+      Discard(h, Frame::DiscardReason::kOverQuota, deliver);
       return absl::OkStatus();
     }
     reserved_ = h.body_len();
@@ -337,12 +338,17 @@ Status FrameReader::StartFrame(const WireHeader& h, absl::FunctionRef<void(Frame
   probe_iov_ = SIZE_MAX;
   spill_next_ = 0;
   spill_cursor_ = have_body;  // the rest of the stage is this frame's padding (stream_layout.h)
+  bool out_of_memory = false;
   auto part = [&](PartPlacement placement, uint64_t len) {
     if (len == 0) return Buffer();
     if (placement.inline_part) return stage_->Slice(body + placement.offset, len);
-    Buffer buffer = BufferPool::Default().Allocate(len);
-    AddSpill(placement.offset, buffer.data(), len);
-    return buffer;
+    std::optional<Buffer> buffer = BufferPool::Default().TryAllocate(len);
+    if (!buffer) {
+      out_of_memory = true;
+      return Buffer();
+    }
+    AddSpill(placement.offset, buffer->data(), len);
+    return std::move(*buffer);
   };
   frame_.metadata = part(metadata, h.metadata_len);
   frame_.message = part(message, h.message_len);
@@ -355,10 +361,19 @@ Status FrameReader::StartFrame(const WireHeader& h, absl::FunctionRef<void(Frame
     frame_ = Frame{};
     return absl::OkStatus();
   }
-  pos_ = end_;
   if (table_known) {
     StreamLayout attachments = layout;
     for (uint64_t len : table_) frame_.attachments.push_back(part(attachments.Next(len), len));
+  }
+  if (out_of_memory) {
+    // Only this call fails: its body is read past like one over the limits.
+    spill_.clear();
+    ReleaseReservation();
+    Discard(h, Frame::DiscardReason::kOutOfMemory, deliver);
+    return absl::OkStatus();
+  }
+  pos_ = end_;
+  if (table_known) {
     AddSpill(full.end(), nullptr, 0);
   } else {
     AddSpill(table.offset, reinterpret_cast<uint8_t*>(table_.data()), table_len);
@@ -379,9 +394,15 @@ Status FrameReader::FinishSpill(absl::FunctionRef<void(Frame)> deliver) {
     spill_next_ = 0;
     StreamLayout layout = pending_layout_;
     for (uint64_t len : table_) {
-      Buffer buffer = BufferPool::Default().Allocate(len);
-      AddSpill(layout.Next(len).offset, buffer.data(), len);  // after a spilled table, everything spills
-      frame_.attachments.push_back(std::move(buffer));
+      std::optional<Buffer> buffer = BufferPool::Default().TryAllocate(len);
+      // Mid-frame, with no cheap way to read past the rest: the connection
+      // ends instead of the process.
+      if (!buffer) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("out of memory for a ", len, "-byte attachment from ", peer_, "; closing the connection"));
+      }
+      AddSpill(layout.Next(len).offset, buffer->data(), len);  // after a spilled table, everything spills
+      frame_.attachments.push_back(std::move(*buffer));
     }
     layout.Finish();
     if (layout.padding() != frame_.header.padding_len) return Malformed("padding does not match the stream layout");

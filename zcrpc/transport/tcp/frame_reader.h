@@ -92,7 +92,7 @@ class FrameReader {
   Status CheckTable(const WireHeader& header) const;
   // Reads the body of the frame whose header is at pos_ into the scratch
   // buffer and delivers the frame marked discarded.
-  void Discard(const WireHeader& header, bool over_quota, absl::FunctionRef<void(Frame)> deliver);
+  void Discard(const WireHeader& header, Frame::DiscardReason why, absl::FunctionRef<void(Frame)> deliver);
   // Gives back the current frame's reservation, if it has one.
   void ReleaseReservation();
   Status FinishSpill(absl::FunctionRef<void(Frame)> deliver);
