@@ -125,6 +125,18 @@ write("stream_frames_fuzzer", "credit_overflow", bytes([0, 0, 0, 0, 3, 0xff, 0xf
 write("stream_frames_fuzzer", "window_overrun", bytes([0, 0, 0, 0]) + bytes([0, 0xff, 0xff, 0]) * 6)
 write("stream_frames_fuzzer", "discarded_and_bad", bytes([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 4, 3, 4, 5, 8, 1]))
 
+# shm_region_fuzzer: operations (see the target: 0 lend, 1 return, 2 return
+# index, 3 reclaim, 4 take a peer block, 5 release it, 6 consumed index,
+# 7 take back our block, 8 scribble), each with its argument bytes.
+write("shm_region_fuzzer", "lend_return_reclaim", bytes([0, 0x10, 0x00, 0, 0x01, 0x00, 1, 0, 1, 1, 3, 0, 0x20, 0x00, 7, 0,
+                                                         5, 3]))
+write("shm_region_fuzzer", "take_and_release", bytes([4, 0, 10, 4, 1, 10, 4, 0, 10, 5, 0, 5, 0, 4, 3, 200, 5, 0]))
+write("shm_region_fuzzer", "bad_indices", bytes([0, 0, 9, 2, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 3,
+                                                 6, 8, 0x80, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 5, 0]))
+write("shm_region_fuzzer", "wild_offsets", bytes([4, 250, 1, 2, 3, 4, 5, 6, 7, 8, 250, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                                  0xff, 0xff, 7, 200, 240, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                                  0xff, 10]))
+
 # stubgen_fuzzer: the golden .proto files and a few odd ones.
 for proto in sorted((root.parent / "tests" / "stubgen" / "testdata" / "golden").glob("*.proto")):
     write("stubgen_fuzzer", proto.name, proto.read_bytes())

@@ -267,7 +267,9 @@ Status Region::TakeReturns(std::unique_lock<std::mutex>& lock) {
 
 StatusOr<Buffer> Region::TakePeerBlock(uint64_t offset, uint64_t length) {
   const uint64_t slab = layout_.params.slab_bytes;
-  if (offset % kPage != 0 || offset >= slab || length > slab - offset) {
+  // An empty part names no block (descriptors skip them); taken, it would
+  // hold no page and still go back on the return ring.
+  if (length == 0 || offset % kPage != 0 || offset >= slab || length > slab - offset) {
     return absl::DataLossError(absl::StrCat("shm descriptor part [", offset, ", +", length,
                                             ") is not a page-aligned range of the peer's ", slab, "-byte slab"));
   }
